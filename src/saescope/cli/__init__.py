@@ -1,0 +1,1 @@
+"""The ``saescope`` command line: one typer app, one sub-app per area."""

@@ -1,0 +1,51 @@
+"""What every command shares: the rich console, JSON output, and loading model + SAE from options."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from saescope.errors import SaescopeError
+
+console = Console(stderr=False, highlight=False)
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as one JSON document on stdout (NaN/inf become null)."""
+    sys.stdout.write(json.dumps(_finite(obj), indent=2) + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def load_model_and_sae(sae_path: str, model: str | None, hook: str | None, device: str, dtype: str | None):
+    """Load the SAE, then the model it was trained on (unless ``model`` says otherwise), and check they fit.
+
+    Returns ``(lm, sae, hook_name)``.
+    """
+    from saescope.hooks import resolve_hook
+    from saescope.models import EMBEDDED_MODEL, load_model
+    from saescope.sae_io import load_sae
+
+    sae = load_sae(sae_path, device=device)
+    hook_name = hook or sae.cfg.hook_name
+    if hook_name is None:
+        raise SaescopeError(f"the SAE at {sae_path!r} does not name its hook point: pass --hook")
+    model_name = model or (None if sae.cfg.model_name in (None, EMBEDDED_MODEL) else sae.cfg.model_name)
+    lm = load_model(model_name, device=device, dtype=dtype)
+    resolve_hook(lm.model, hook_name)
+    if sae.d_in != lm.d_model:
+        raise SaescopeError(f"SAE d_in={sae.d_in} does not match {lm.name} hook width d_model={lm.d_model}: "
+                            "wrong SAE for this model")
+    return lm, sae, hook_name

@@ -1,0 +1,154 @@
+"""Save and load SAEs: the SAELens on-disk format (both ways) and dictionary_learning ``ae.pt`` files.
+
+SAELens folder: ``cfg.json`` + ``sae_weights.safetensors``. Architectures map as SAELens
+``standard`` <-> ``relu``, ``topk`` <-> ``topk``, ``jumprelu`` <-> ``jumprelu``; a ``batchtopk`` SAE
+is written as ``jumprelu`` with its learned threshold (what SAELens itself does) and remembers it
+was batchtopk in ``metadata.saescope``. Nothing is ever unpickled: safetensors, or
+``torch.load(weights_only=True)`` for dictionary_learning files.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from saescope.errors import SaescopeError
+from saescope.sae import SAE, SAEConfig
+from saescope.storage import atomic_path
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+_TO_SAELENS = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}
+_FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": None}
+
+
+def default_sae_path() -> Path:
+    """The folder of the SAE bundled inside the package."""
+    return Path(str(resources.files("saescope") / "data" / "sae" / "default"))
+
+
+def save_sae(sae: SAE, folder: str | Path) -> Path:
+    """Write ``sae`` to ``folder`` in the SAELens format, atomically. Returns the folder.
+
+    Example::
+
+        save_sae(sae, "my_sae")           # then sae_lens.SAE.load_from_disk("my_sae") works too
+    """
+    cfg = sae.cfg
+    saelens_cfg: dict[str, Any] = {
+        "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32", "device": "cpu",
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input, "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {"hook_name": cfg.hook_name, "model_name": cfg.model_name,
+                     "saescope": {"activation": cfg.activation, "k": cfg.k, **cfg.metadata}},
+        "architecture": _TO_SAELENS[cfg.activation],
+    }
+    if cfg.activation == "topk":
+        saelens_cfg.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
+    tensors = {name: p.detach().to("cpu", torch.float32).contiguous()
+               for name, p in sae.named_parameters()}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp))
+    with atomic_path(folder / CFG_FILE) as tmp:
+        tmp.write_text(json.dumps(saelens_cfg, indent=2) + "\n")
+    return folder
+
+
+def load_sae(path: str | Path = "default", device: str = "cpu", activation: str | None = None) -> SAE:
+    """Load an SAE from ``"default"`` (the bundled one), a SAELens folder, or a dictionary_learning
+    ``ae.pt`` file (or its folder). ``activation`` overrides the guess for ae.pt files ("batchtopk").
+
+    Example::
+
+        sae = load_sae("default")
+        sae.cfg.hook_name       # 'blocks.12.hook_resid_post'
+    """
+    folder = default_sae_path() if str(path) == "default" else Path(path).expanduser()
+    if not folder.exists():
+        raise SaescopeError(f"SAE path {str(path)!r} does not exist")
+    if folder.is_dir() and (folder / CFG_FILE).exists():
+        sae = _load_saelens(folder)
+    elif folder.suffix == ".pt" or (folder / "ae.pt").exists():
+        sae = _load_dictionary_learning(folder if folder.suffix == ".pt" else folder / "ae.pt", activation)
+    else:
+        raise SaescopeError(f"{folder} is not an SAE: expected cfg.json + {WEIGHTS_FILE} (SAELens) or ae.pt")
+    return sae.to(device).eval().requires_grad_(False)
+
+
+def _load_saelens(folder: Path) -> SAE:
+    try:
+        raw = json.loads((folder / CFG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SaescopeError(f"{folder / CFG_FILE} is not valid JSON ({exc})") from None
+    metadata = raw.get("metadata") or {}
+    ours = metadata.get("saescope") or {}
+    arch = raw.get("architecture", "standard")
+    activation = ours.get("activation") or _FROM_SAELENS.get(arch)
+    if activation is None:
+        raise SaescopeError(f"SAELens architecture {arch!r} in {folder} is not supported "
+                            "(supported: standard, topk, jumprelu)")
+    if raw.get("normalize_activations", "none") not in ("none", None):
+        raise SaescopeError(f"{folder}: normalize_activations={raw['normalize_activations']!r} is not supported; "
+                            "fold the scaling factor into the weights first")
+    k = ours.get("k") or raw.get("k") or (raw.get("activation_fn_kwargs") or {}).get("k")
+    extra = {key: value for key, value in ours.items() if key not in ("activation", "k")}
+    cfg = SAEConfig(d_in=int(raw["d_in"]), d_sae=int(raw["d_sae"]), activation=activation, k=k,
+                    hook_name=metadata.get("hook_name") or raw.get("hook_name"),
+                    model_name=metadata.get("model_name") or raw.get("model_name"),
+                    apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)), metadata=extra)
+    try:
+        tensors = load_file(str(folder / WEIGHTS_FILE))
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise SaescopeError(f"cannot read {folder / WEIGHTS_FILE}: corrupt or truncated ({exc})") from None
+    return _build(cfg, tensors, str(folder / WEIGHTS_FILE))
+
+
+def _load_dictionary_learning(file: Path, activation: str | None) -> SAE:
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        raise SaescopeError(f"cannot read {file} as a weights-only torch file ({type(exc).__name__})") from None
+    config_file = file.parent / "config.json"
+    info = json.loads(config_file.read_text()).get("trainer", {}) if config_file.exists() else {}
+    hook = f"blocks.{info['layer']}.hook_resid_post" if "layer" in info else None
+    if "W_enc" in state:  # JumpReluAutoEncoder: no b_dec subtraction before encoding
+        d_in, d_sae = state["W_enc"].shape
+        cfg = SAEConfig(d_in, d_sae, "jumprelu", hook_name=hook, apply_b_dec_to_input=False)
+        return _build(cfg, {k: state[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")}, str(file))
+    d_sae, d_in = state["encoder.weight"].shape
+    tensors = {"W_enc": state["encoder.weight"].T, "b_enc": state["encoder.bias"],
+               "W_dec": state["decoder.weight"].T, "b_dec": state.get("b_dec", state.get("bias"))}
+    if "k" in state:
+        act = activation or "topk"
+        cfg = SAEConfig(d_in, d_sae, act, k=int(state["k"]), hook_name=hook)
+        if act == "batchtopk":
+            tensors["threshold"] = torch.full((d_sae,), float(state["threshold"]))
+    else:
+        cfg = SAEConfig(d_in, d_sae, "relu", hook_name=hook)
+    return _build(cfg, tensors, str(file))
+
+
+def _build(cfg: SAEConfig, tensors: dict[str, torch.Tensor], source: str) -> SAE:
+    sae = SAE(cfg)
+    expected = {name: tuple(p.shape) for name, p in sae.named_parameters()}
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise SaescopeError(f"{source} has no tensor {name!r} (expected {sorted(expected)})")
+        if tuple(tensors[name].shape) != shape:
+            raise SaescopeError(f"{source}: {name} has shape {tuple(tensors[name].shape)}, expected {shape} "
+                                f"from d_in={cfg.d_in}, d_sae={cfg.d_sae}")
+    with torch.no_grad():
+        for name, param in sae.named_parameters():
+            value = tensors[name].to(torch.float32)
+            if not torch.isfinite(value).all():
+                raise SaescopeError(f"{source}: {name} contains NaN or inf")
+            param.copy_(value)
+    return sae

@@ -1,0 +1,81 @@
+"""Training: it learns, checkpoints, and resumes after an interruption without losing steps."""
+
+import json
+
+import pytest
+import torch
+
+from saescope.errors import SaescopeError
+from saescope.sae_io import load_sae
+from saescope.training import TrainConfig, _TrainLoop, train_sae
+
+SMALL = dict(hook="blocks.1.hook_resid_post", features=256, k=8, tokens=40 * 256, batch_size=256,
+             buffer_tokens=2048, model_batch=8, context=32, warmup_steps=5, log_every=1, dtype="float32")
+
+
+def _log(folder):
+    return [json.loads(line) for line in (folder / "training_log.jsonl").read_text().splitlines()]
+
+
+def test_topk_training_learns_and_saves_a_loadable_sae(lm, tmp_path):
+    sae = train_sae(TrainConfig(**SMALL, checkpoint_every=1000), tmp_path / "run", lm=lm, progress=False)
+    log = _log(tmp_path / "run")
+    assert len(log) == 40 and log[-1]["fvu"] < 0.75 * log[0]["fvu"]
+    assert all(entry["l0"] <= 8 for entry in log)
+    loaded = load_sae(tmp_path / "run")
+    assert loaded.cfg.hook_name == "blocks.1.hook_resid_post" and loaded.cfg.metadata["trained_tokens"] == 40 * 256
+    torch.testing.assert_close(loaded.W_dec.norm(dim=-1), torch.ones(256), rtol=1e-4, atol=1e-4)
+    assert torch.equal(loaded.W_enc, sae.W_enc)
+
+
+def test_interrupted_training_resumes_from_its_last_checkpoint(lm, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    original_step = _TrainLoop._step
+
+    def step_then_die(self, x):
+        if self.state.step == 23:
+            raise KeyboardInterrupt
+        return original_step(self, x)
+
+    monkeypatch.setattr(_TrainLoop, "_step", step_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(TrainConfig(**SMALL, checkpoint_every=10), out, lm=lm, progress=False)
+    monkeypatch.setattr(_TrainLoop, "_step", original_step)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 20
+    with pytest.raises(SaescopeError, match="--resume"):
+        train_sae(TrainConfig(**SMALL, checkpoint_every=10), out, lm=lm, progress=False)
+    train_sae(TrainConfig(**SMALL, checkpoint_every=10), out, resume=True, lm=lm, progress=False)
+    steps = [entry["step"] for entry in _log(out)]
+    assert steps[-20:] == list(range(21, 41))  # resumed right after the checkpoint, nothing skipped
+    assert load_sae(out).cfg.metadata["trained_tokens"] == 40 * 256
+
+
+@pytest.mark.parametrize("activation", ["batchtopk", "relu", "jumprelu"])
+def test_other_activations_train_and_reduce_fvu(lm, tmp_path, activation):
+    config = TrainConfig(**{**SMALL, "tokens": 20 * 256}, activation=activation, sparsity_coeff=1e-3,
+                         checkpoint_every=1000)
+    if activation != "batchtopk":
+        config.k = None
+    sae = train_sae(config, tmp_path / activation, lm=lm, progress=False)
+    log = _log(tmp_path / activation)
+    assert log[-1]["fvu"] < log[0]["fvu"]
+    assert load_sae(tmp_path / activation).cfg.activation == activation
+    if activation == "batchtopk":
+        assert float(sae.threshold.min()) > 0
+
+
+def test_epochs_replay_cached_activations(lm, tmp_path):
+    train_sae(TrainConfig(**{**SMALL, "tokens": 24 * 256}, epochs=3, checkpoint_every=1000), tmp_path / "run",
+              lm=lm, progress=False)
+    shards = list((tmp_path / "run" / "activations").glob("shard_*.safetensors"))
+    assert shards and len(_log(tmp_path / "run")) == 24
+
+
+def test_bad_training_input(lm, tmp_path):
+    with pytest.raises(SaescopeError, match="positive"):
+        TrainConfig(tokens=0)
+    with pytest.raises(SaescopeError, match="out of range"):
+        train_sae(TrainConfig(**{**SMALL, "hook": "blocks.31.hook_resid_post"}), tmp_path / "x", lm=lm)
+    with pytest.raises(SaescopeError, match="nothing to resume"):
+        train_sae(TrainConfig(**SMALL), tmp_path / "y", resume=True, lm=lm)
