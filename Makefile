@@ -27,7 +27,14 @@ demo: setup
 test: setup
 	$(BIN)/pytest -q
 
-bench: setup
+# The baselines live in their own venv so they never touch ours (SAELens pins transformer-lens).
+SAELENS_VENV := .venv-saelens
+$(SAELENS_VENV)/.installed:
+	test -d $(SAELENS_VENV) || $(PYTHON) -m venv $(SAELENS_VENV)
+	$(SAELENS_VENV)/bin/pip install --quiet torch==2.13.0 sae-lens==6.54.12
+	touch $@
+
+bench: setup $(SAELENS_VENV)/.installed
 	$(BIN)/python benchmarks/bench_train.py
 
 clean:

@@ -87,3 +87,25 @@ def test_corrupt_truncated_and_mismatched_files_give_one_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SaescopeError, match="is not an SAE"):
         load_sae(tmp_path / "empty")
+
+
+def test_saelens_decoder_norm_rescaling_is_folded_exactly(tmp_path):
+    torch.manual_seed(3)
+    sae = SAE(SAEConfig(8, 32, "topk", k=4))
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.rand(32, 1) + 0.5)
+    save_sae(sae, tmp_path / "s")
+    cfg = json.loads((tmp_path / "s" / "cfg.json").read_text())
+    cfg["rescale_acts_by_decoder_norm"] = True
+    del cfg["metadata"]["saescope"]
+    (tmp_path / "s" / "cfg.json").write_text(json.dumps(cfg))
+    x = torch.randn(6, 8)
+    norms = sae.W_dec.norm(dim=-1)
+    pre = sae.encode_pre(x) * norms  # SAELens: rescale pre-activations, then top-k
+    values, indices = pre.topk(4, dim=-1)
+    feats = torch.zeros_like(pre).scatter_(-1, indices, values.relu())
+    expected_recon = (feats / norms) @ sae.W_dec + sae.b_dec
+    loaded = load_sae(tmp_path / "s")
+    torch.testing.assert_close(loaded.encode(x), feats, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loaded(x), expected_recon, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loaded.W_dec.norm(dim=-1), torch.ones(32))

@@ -1,9 +1,11 @@
 """Stream a hook point's activations from the model to a trainer through a shuffled buffer.
 
 Nothing holds the whole corpus's activations in memory: windows of tokens are run through the model
-(only up to the hook's layer), the first ``skip_positions`` positions of every window are dropped
-(position 0 is an attention sink whose norm is ~100x the others in Llama-family models), and the
-rest go into a fixed-size buffer that is shuffled and drained by half before refilling. Optionally
+(only up to the hook's layer), position 0 of every window is dropped
+and so are attention sinks anywhere else (``sink_mask``: position 0 and any token whose norm
+exceeds ``SINK_NORM_FACTOR`` x the batch median; in SmolLM2 a sink has norm ~25,000 against a
+median of ~140, and 0.1 % of such tokens would carry most of the variance). The rest go into a
+fixed-size buffer that is shuffled and drained by half before refilling. Optionally
 the activations are also written once to disk shards (bfloat16 safetensors) so later epochs replay
 them without running the model.
 """
@@ -22,6 +24,23 @@ from saescope.hooks import forward_until
 from saescope.models import LoadedModel
 from saescope.storage import atomic_path
 
+SINK_NORM_FACTOR = 10.0
+
+
+def sink_mask(acts: Tensor, factor: float = SINK_NORM_FACTOR) -> Tensor:
+    """``[batch, seq]`` bool: True at attention-sink tokens (position 0, and norm > factor x median).
+
+    Example::
+
+        keep = ~sink_mask(acts)          # acts [batch, seq, d]; train and measure on acts[keep]
+    """
+    norms = acts.float().norm(dim=-1)  # [batch, seq]
+    mask = torch.zeros_like(norms, dtype=torch.bool)
+    if norms.shape[1] > 1:
+        mask = norms > factor * norms[:, 1:].median()
+    mask[:, 0] = True
+    return mask
+
 
 class ModelActivations:
     """Activation chunks ``[n_tokens, d_model]`` from running ``lm`` over ``docs`` window by window.
@@ -32,13 +51,13 @@ class ModelActivations:
     Example::
 
         source = ModelActivations(lm, "blocks.12.hook_resid_post", docs)
-        chunk = next(iter(source))       # [model_batch * (context - 1), 576]
+        chunk = next(iter(source))       # [~model_batch * (context - 1), 576]
     """
 
     def __init__(self, lm: LoadedModel, hook: str, docs: list[Document], context: int = 128,
-                 model_batch: int = 16, skip_positions: int = 1, seed: int = 0, start_window: int = 0) -> None:
+                 model_batch: int = 16, seed: int = 0, start_window: int = 0) -> None:
         self.lm, self.hook, self.docs = lm, hook, docs
-        self.context, self.model_batch, self.skip = context, model_batch, skip_positions
+        self.context, self.model_batch = context, model_batch
         self.seed, self.windows_consumed = seed, start_window
 
     def __iter__(self) -> Iterator[Tensor]:
@@ -68,7 +87,7 @@ class ModelActivations:
         ids = torch.stack(windows).to(self.lm.device)  # [batch, context]
         acts = forward_until(self.lm.model, [self.hook], ids)[self.hook]  # [batch, context, d]
         self.windows_consumed += len(windows)
-        return acts[:, self.skip:, :].reshape(-1, acts.shape[-1])
+        return acts[~sink_mask(acts)]  # [n_kept, d]
 
 
 def shuffled_batches(chunks: Iterator[Tensor], batch_size: int, buffer_tokens: int,

@@ -1,7 +1,7 @@
 """Standard SAE evaluation on held-out text, with SAELens's metric names (``saescope sae eval``).
 
-Definitions (over all evaluated tokens; position 0 of every window, the attention sink, is neither
-measured nor replaced):
+Definitions (over all evaluated tokens except attention sinks — position 0 and tokens with a
+norm > 10x the median, see ``activations.sink_mask`` — which are neither measured nor replaced):
 - ``l0``: mean number of active features per token; ``dead_fraction``: share of features that
   never fire on the evaluated tokens.
 - ``mse``: mean squared error per element; ``fvu`` = Σ‖x − x̂‖² / Σ‖x − x̄‖² (x̄ the mean over all
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saescope.activations import sink_mask
 from saescope.corpus import load_corpus, token_windows
 from saescope.errors import SaescopeError
 from saescope.hooks import capture, intervene
@@ -86,7 +87,8 @@ def evaluate_sae(lm: LoadedModel, sae: SAE, hook: str | None = None, tokens: int
 def _evaluate_batch(lm: LoadedModel, sae: SAE, hook: str, ids: Tensor, totals: "_Totals") -> None:
     with capture(lm.model, [hook]) as captured:
         clean_logits = lm.model(input_ids=ids).logits.float()  # [batch, seq, vocab]
-    acts = captured[hook][:, 1:].float()  # [batch, seq-1, d]
+    keep = ~sink_mask(captured[hook])  # [batch, seq]
+    acts = captured[hook][keep].float()  # [n_kept, d]
     feats = sae.encode(acts)
     recon = sae.decode(feats)
     totals.add_reconstruction(acts, recon, feats)
@@ -94,7 +96,7 @@ def _evaluate_batch(lm: LoadedModel, sae: SAE, hook: str, ids: Tensor, totals: "
     def splice(values: Tensor):  # noqa: ANN202
         def patch(a: Tensor) -> Tensor:
             out = a.clone()
-            out[:, 1:] = values.to(a.dtype)
+            out[keep] = values.to(a.dtype)
             return out
         return patch
 

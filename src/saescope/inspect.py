@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from saescope.activations import sink_mask
 from saescope.errors import SaescopeError
 from saescope.hooks import forward_until
 from saescope.models import LoadedModel
@@ -12,7 +13,7 @@ from saescope.sae import SAE
 
 @torch.no_grad()
 def encode_text(lm: LoadedModel, sae: SAE, hook: str, text: str) -> tuple[list[str], torch.Tensor]:
-    """Tokens of ``text`` and their feature activations ``[seq, d_sae]`` (position 0 zeroed: the sink).
+    """Tokens of ``text`` and their feature activations ``[seq, d_sae]`` (attention sinks zeroed).
 
     Example::
 
@@ -23,7 +24,7 @@ def encode_text(lm: LoadedModel, sae: SAE, hook: str, text: str) -> tuple[list[s
     ids = lm.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(lm.device)
     acts = forward_until(lm.model, [hook], ids)[hook][0].float()  # [seq, d_model]
     feats = sae.encode(acts)
-    feats[0] = 0.0
+    feats[sink_mask(acts[None])[0]] = 0.0
     tokens = [lm.tokenizer.decode([int(t)]) for t in ids[0]]
     return tokens, feats
 

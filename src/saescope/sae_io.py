@@ -108,7 +108,21 @@ def _load_saelens(folder: Path) -> SAE:
         tensors = load_file(str(folder / WEIGHTS_FILE))
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise SaescopeError(f"cannot read {folder / WEIGHTS_FILE}: corrupt or truncated ({exc})") from None
-    return _build(cfg, tensors, str(folder / WEIGHTS_FILE))
+    sae = _build(cfg, tensors, str(folder / WEIGHTS_FILE))
+    if raw.get("rescale_acts_by_decoder_norm"):
+        _fold_decoder_norm(sae)
+    return sae
+
+
+@torch.no_grad()
+def _fold_decoder_norm(sae: SAE) -> None:
+    """SAELens ``rescale_acts_by_decoder_norm``: fold the decoder norms in (same outputs, unit rows)."""
+    norms = sae.W_dec.norm(dim=-1)  # [d_sae]
+    sae.W_enc.mul_(norms)
+    sae.b_enc.mul_(norms)
+    sae.W_dec.div_(norms[:, None])
+    if sae.threshold is not None:
+        sae.threshold.mul_(norms)
 
 
 def _load_dictionary_learning(file: Path, activation: str | None) -> SAE:

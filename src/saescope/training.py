@@ -167,7 +167,7 @@ class _TrainLoop:
         docs = load_corpus(cfg.corpus, split="train")
         per_window = cfg.context - 1
         unique_windows = math.ceil(cfg.tokens / cfg.epochs / per_window)
-        self.source = ModelActivations(self.lm, cfg.hook, docs, cfg.context, cfg.model_batch, 1, cfg.seed,
+        self.source = ModelActivations(self.lm, cfg.hook, docs, cfg.context, cfg.model_batch, cfg.seed,
                                        start_window=self.state.windows_consumed)
         if self.writer is None:  # one epoch: stream (cycling the corpus if it is shorter than --tokens)
             return shuffled_batches(iter(self.source), cfg.batch_size, cfg.buffer_tokens, generator)

@@ -1,0 +1,106 @@
+"""Our SAE trainer against SAELens 6.x training the same TopK SAE, in the same run, same machine.
+
+Same model (the embedded SmolLM2 checkpoint), hook (layer 12 residual output), width, k, batch,
+context, learning rate, corpus text and token budget. Each trainer runs in its own process (SAELens
+from its own venv, `make bench` installs it in .venv-saelens). Throughput is steady state: tokens
+per second over the second half of the optimizer steps, model forward included. Both SAEs are then
+evaluated by the same code on the same held-out tokens.
+
+Prints, last line: ``train_sae ours=<tok/s> saelens=<tok/s> ratio=<x>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ours_worker(args: argparse.Namespace) -> None:
+    import torch
+
+    from saescope.training import TrainConfig, _TrainLoop, train_sae
+
+    torch.set_num_threads(2)
+    stamps: list[float] = []
+    original = _TrainLoop._step
+
+    def timed(self, x):  # noqa: ANN001, ANN202
+        out = original(self, x)
+        stamps.append(time.perf_counter())
+        return out
+
+    _TrainLoop._step = timed
+    config = TrainConfig(hook=f"blocks.{args.layer}.hook_resid_post", features=args.features, k=args.k,
+                         tokens=args.tokens, batch_size=args.batch_size, context=args.context, lr=args.lr,
+                         warmup_steps=10, buffer_tokens=65536, dtype=args.dtype, corpus=args.corpus)
+    started = time.perf_counter()
+    train_sae(config, args.out, progress=False)
+    half = len(stamps) // 2
+    rate = (len(stamps) - 1 - half) * args.batch_size / (stamps[-1] - stamps[half])
+    print(json.dumps({"tokens_per_s": rate, "steps": len(stamps), "seconds": time.perf_counter() - started}))
+
+
+def run_worker(cmd: list[str]) -> dict:
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"worker failed: {' '.join(cmd[:3])}...\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tokens", type=int, default=262_144)
+    parser.add_argument("--features", type=int, default=4608)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--layer", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--context", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--dtype", default="bfloat16", help="our model dtype (SAELens: --autocast-lm)")
+    parser.add_argument("--saelens-python", default=str(ROOT / ".venv-saelens" / "bin" / "python"))
+    parser.add_argument("--eval-tokens", type=int, default=16_384)
+    parser.add_argument("--worker", choices=["ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker == "ours":
+        ours_worker(args)
+        return
+
+    from saescope.corpus import load_corpus
+    from saescope.evaluation import evaluate_sae
+    from saescope.models import embedded_model_path, load_model
+    from saescope.sae_io import load_sae
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    corpus = tmp / "train.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d.text}) + "\n" for d in load_corpus("embedded", "train")))
+    common = ["--tokens", str(args.tokens), "--features", str(args.features), "--k", str(args.k),
+              "--batch-size", str(args.batch_size), "--context", str(args.context), "--lr", str(args.lr),
+              "--layer", str(args.layer), "--corpus", str(corpus)]
+    saelens = run_worker([args.saelens_python, str(ROOT / "benchmarks" / "saelens_train_worker.py"), *common,
+                          "--model", embedded_model_path(), "--out", str(tmp / "saelens"), "--autocast-lm"])
+    ours = run_worker([sys.executable, __file__, "--worker", "ours", "--dtype", args.dtype, *common,
+                       "--out", str(tmp / "ours")])
+    lm = load_model()
+    saelens_dir = next(p.parent for p in (tmp / "saelens").rglob("cfg.json"))
+    fvu = {}
+    for name, folder in (("ours", tmp / "ours"), ("saelens", saelens_dir)):
+        metrics = evaluate_sae(lm, load_sae(folder), tokens=args.eval_tokens, progress=False)
+        fvu[name] = metrics
+        print(f"{name:8s} tok/s={(ours if name == 'ours' else saelens)['tokens_per_s']:.0f} "
+              f"fvu={metrics.fvu:.4f} ce_loss_score={metrics.ce_loss_score:.4f} l0={metrics.l0:.1f}")
+    print(f"train_sae_fvu tokens={args.tokens} ours={fvu['ours'].fvu:.4f} saelens={fvu['saelens'].fvu:.4f}")
+    ratio = ours["tokens_per_s"] / saelens["tokens_per_s"]
+    print(f"train_sae ours={ours['tokens_per_s']:.0f} saelens={saelens['tokens_per_s']:.0f} ratio={ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
