@@ -3,7 +3,7 @@
 Nothing holds the whole corpus's activations in memory: windows of tokens are run through the model
 (only up to the hook's layer), position 0 of every window is dropped
 and so are attention sinks anywhere else (``sink_mask``: position 0 and any token whose norm
-exceeds ``SINK_NORM_FACTOR`` x the batch median; in SmolLM2 a sink has norm ~25,000 against a
+exceeds ``SINK_NORM_FACTOR`` x its window's median; in SmolLM2 a sink has norm ~25,000 against a
 median of ~140, and 0.1 % of such tokens would carry most of the variance). The rest go into a
 fixed-size buffer that is shuffled and drained by half before refilling. Optionally
 the activations are also written once to disk shards (bfloat16 safetensors) so later epochs replay
@@ -28,7 +28,7 @@ SINK_NORM_FACTOR = 10.0
 
 
 def sink_mask(acts: Tensor, factor: float = SINK_NORM_FACTOR) -> Tensor:
-    """``[batch, seq]`` bool: True at attention-sink tokens (position 0, and norm > factor x median).
+    """``[batch, seq]`` bool: True at attention-sink tokens (position 0, and norm > factor x the window's median).
 
     Example::
 
@@ -37,7 +37,7 @@ def sink_mask(acts: Tensor, factor: float = SINK_NORM_FACTOR) -> Tensor:
     norms = acts.float().norm(dim=-1)  # [batch, seq]
     mask = torch.zeros_like(norms, dtype=torch.bool)
     if norms.shape[1] > 1:
-        mask = norms > factor * norms[:, 1:].median()
+        mask = norms > factor * norms[:, 1:].median(dim=1, keepdim=True).values  # per window: batch-independent
     mask[:, 0] = True
     return mask
 

@@ -67,24 +67,37 @@ def token_windows(tokenizer: object, docs: list[Document], context: int, seed: i
 
         first = next(token_windows(lm.tokenizer, docs, context=128))    # LongTensor [128]
     """
+    for ids, _sources in windows_with_sources(tokenizer, docs, context, seed, start):
+        yield ids
+
+
+def windows_with_sources(tokenizer: object, docs: list[Document], context: int, seed: int = 0,
+                         start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Like ``token_windows``, with where each token comes from: ``(ids [context], sources [context, 2])``,
+    ``sources[i] = (index into docs, token position in that document)``."""
     if context < 2:
         raise SaescopeError(f"context must be at least 2 tokens, got {context}")
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
     eos = tokenizer.eos_token_id
     pending: list[int] = []
+    pending_src: list[tuple[int, int]] = []
     produced = 0
     for chunk_start in range(0, len(order), 64):
-        texts = [docs[i].text for i in order[chunk_start:chunk_start + 64]]
-        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        chunk = order[chunk_start:chunk_start + 64]
+        for doc_index, ids in zip(chunk, tokenizer([docs[i].text for i in chunk], add_special_tokens=False)["input_ids"]):
             pending.extend(ids)
             pending.append(eos)
+            pending_src.extend((doc_index, pos) for pos in range(len(ids) + 1))
         n_full = len(pending) // context
         for w in range(n_full):
             if produced >= start:
-                yield torch.tensor(pending[w * context:(w + 1) * context], dtype=torch.long)
+                window = slice(w * context, (w + 1) * context)
+                yield (torch.tensor(pending[window], dtype=torch.long),
+                       torch.tensor(pending_src[window], dtype=torch.long))
             produced += 1
         pending = pending[n_full * context:]
+        pending_src = pending_src[n_full * context:]
 
 
 def _site_packages_dir(package: str) -> Path:

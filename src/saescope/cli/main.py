@@ -8,12 +8,14 @@ import sys
 import typer
 
 from saescope.cli.common import console, print_json
+from saescope.cli.features_commands import features_app
 from saescope.cli.sae_commands import sae_app
 from saescope.errors import SaescopeError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="saescope: find, explain and act on the SAE features behind a model's behaviour.")
 app.add_typer(sae_app, name="sae")
+app.add_typer(features_app, name="features")
 
 
 @app.command()

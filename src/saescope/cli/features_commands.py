@@ -1,0 +1,175 @@
+"""``saescope features ...``: extract per-feature statistics over a corpus, and look at them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from saescope.cli.common import console, load_model_and_sae, print_json
+from saescope.errors import SaescopeError
+
+features_app = typer.Typer(no_args_is_help=True, help="Per-feature statistics, top contexts, search, dashboards.")
+
+STAT_COLUMNS = ["feature", "count", "log10_density", "mean", "std", "skewness", "kurtosis", "max", "top_tokens"]
+
+
+@features_app.command("extract")
+def extract(
+    out: Path = typer.Option(..., help="RUN folder to write."),
+    sae: str = typer.Option("default", help="'default' or an SAE folder."),
+    tokens: int = typer.Option(1_000_000, help="Tokens to run over."),
+    corpus: str = typer.Option("embedded", help="'embedded' (its train split), or a .txt/.jsonl file."),
+    model: str = typer.Option(None, help="Model; default: the one the SAE names."),
+    hook: str = typer.Option(None, help="Hook point; default: the one the SAE names."),
+    batch_size: int = typer.Option(16, help="Windows per forward pass."),
+    context: int = typer.Option(128, help="Tokens per window."),
+    top: int = typer.Option(20, help="Top activating examples kept per feature."),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("bfloat16", help="Model dtype for the forward pass."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+) -> None:
+    """One streaming pass: statistics, top contexts, top tokens, histograms and logit effects of every feature.
+
+    Example: saescope features extract --sae default --tokens 1000000 --out runs/default
+    """
+    from saescope.extraction import extract_features
+
+    lm, sae_module, hook_name = load_model_and_sae(sae, model, hook, device, dtype)
+    run = extract_features(lm, sae_module, out, corpus=corpus, tokens=tokens, hook=hook_name, batch_size=batch_size,
+                           context=context, top_k=top, resume=resume, sae_name=sae)
+    m = run.manifest
+    console.print(f"wrote {out}: {m['tokens']:,} tokens, {m['d_sae']} features, {m['seconds']} s")
+
+
+@features_app.command("table")
+def table(
+    run: Path = typer.Argument(..., help="A RUN folder."),
+    sort: str = typer.Option("log10_density", help="Column to sort by."),
+    ascending: bool = typer.Option(False, "--ascending", help="Smallest first."),
+    n: int = typer.Option(30, help="Rows to show (0: all)."),
+    csv: bool = typer.Option(False, "--csv", help="Print CSV."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON records."),
+) -> None:
+    """The one-row-per-feature table, sortable by any column."""
+    from saescope.feature_run import FeatureRun
+
+    stats = FeatureRun.load(run).stats
+    if sort not in stats.columns:
+        raise SaescopeError(f"unknown column {sort!r}: use one of {', '.join(stats.columns)}")
+    rows = stats.sort_values(sort, ascending=ascending)[STAT_COLUMNS]
+    rows = rows.head(n) if n > 0 else rows
+    if csv:
+        rows.to_csv(typer.get_text_stream("stdout"), index=False)
+    elif json_out:
+        print_json(rows.to_dict(orient="records"))
+    else:
+        _print_table(rows)
+
+
+@features_app.command("show")
+def show(
+    run: Path = typer.Argument(..., help="A RUN folder."),
+    feature: int = typer.Argument(..., help="Feature id."),
+    n: int = typer.Option(10, help="Examples to show."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """One feature: statistics, top tokens, top contexts (activating token highlighted), logit effects."""
+    from saescope.feature_run import FeatureRun
+
+    info = FeatureRun.load(run).feature(feature)
+    if json_out:
+        print_json({"stats": info["stats"], "top_tokens": info["top_tokens"].token.tolist(),
+                    "examples": info["examples"].head(n).drop(columns=["context_acts"]).to_dict(orient="records"),
+                    "promoted": info["promoted"].token.tolist(), "suppressed": info["suppressed"].token.tolist()})
+        return
+    stats = info["stats"]
+    console.print(f"[bold]feature {feature}[/bold]  fires on {int(stats['count']):,} tokens "
+                  f"(log10 density {stats['log10_density']:.2f})  mean {stats['mean']:.4f}  std {stats['std']:.4f}  "
+                  f"skew {stats['skewness']:.2f}  kurtosis {stats['kurtosis']:.2f}  max {stats['max']:.2f}")
+    console.print("[bold]top tokens[/bold]: " + "  ".join(repr(t) for t in info["top_tokens"].token[:10]))
+    console.print("[bold]promotes[/bold]: " + "  ".join(repr(t) for t in info["promoted"].token))
+    console.print("[bold]suppresses[/bold]: " + "  ".join(repr(t) for t in info["suppressed"].token))
+    console.print("[bold]top contexts[/bold]:")
+    for row in info["examples"].head(n).itertuples():
+        console.print(f"  {row.activation:7.2f}  " + highlight(row.context_tokens, row.context_acts, row.center),
+                      soft_wrap=True)
+
+
+def highlight(tokens: list[str], acts: list[float], center: int) -> str:
+    """Rich markup: the activating token in reverse video, other firing tokens in colour."""
+    from rich.markup import escape
+
+    peak = max(acts) if len(acts) else 0.0
+    parts = []
+    for i, (token, act) in enumerate(zip(tokens, acts)):
+        text = escape(token.replace("\n", "⏎"))
+        if i == center:
+            parts.append(f"[reverse bold]{text}[/reverse bold]")
+        elif act > 0 and peak > 0:
+            parts.append(f"[{'bold red' if act > 0.5 * peak else 'red'}]{text}[/]")
+        else:
+            parts.append(text)
+    return "".join(parts)
+
+
+@features_app.command("search")
+def search(
+    run: Path = typer.Argument(..., help="A RUN folder."),
+    token: str = typer.Option(None, help="Features that fire most on this token (e.g. ' she')."),
+    text: str = typer.Option(None, help="Features active on this text (runs the model)."),
+    n: int = typer.Option(15, help="How many features."),
+    sae: str = typer.Option("default", help="With --text: the SAE of the run."),
+    device: str = typer.Option("cpu"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Find features by a token they fire on, or by a text."""
+    from saescope.feature_run import FeatureRun
+    from saescope.feature_search import features_for_text, features_for_token
+
+    loaded = FeatureRun.load(run)
+    if (token is None) == (text is None):
+        raise SaescopeError("give exactly one of --token or --text")
+    if token is not None:
+        rows = features_for_token(loaded, token, n)
+    else:
+        lm, sae_module, hook_name = load_model_and_sae(sae, None, loaded.manifest["hook"], device, None)
+        loaded.check_sae(sae_module)
+        rows = features_for_text(loaded, lm, sae_module, hook_name, text, n)
+    if json_out:
+        print_json(rows.to_dict(orient="records"))
+    else:
+        _print_table(rows)
+
+
+def _print_table(rows) -> None:  # noqa: ANN001 - a DataFrame
+    from rich.table import Table
+
+    table = Table()
+    for column in rows.columns:
+        table.add_column(column)
+    for record in rows.itertuples(index=False):
+        table.add_row(*[_cell(v) for v in record])
+    console.print(table)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if hasattr(value, "__len__") and not isinstance(value, str):
+        return " ".join(repr(v) for v in list(value)[:8])
+    return str(value)
+
+
+@features_app.command("dashboard")
+def dashboard(
+    run: Path = typer.Argument(..., help="A RUN folder."),
+    out: Path = typer.Option(..., help="Folder for the HTML pages."),
+    features: str = typer.Option(None, help="Comma-separated ids (default: every feature that fires)."),
+) -> None:
+    """Static offline HTML: a sortable index and one page per feature."""
+    from saescope.dashboard import parse_feature_list, write_dashboard
+    from saescope.feature_run import FeatureRun
+
+    folder = write_dashboard(FeatureRun.load(run), out, parse_feature_list(features))
+    console.print(f"open {folder / 'index.html'}")

@@ -1,0 +1,84 @@
+"""Streaming feature statistics equal scipy/numpy and a brute-force sort on the same activations."""
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from saescope.feature_stats import DEAD_LOG10_DENSITY, FeatureAccumulator
+
+
+def _batches(seed=0, n_batches=5, batch=3, seq=16, d_sae=12, vocab=50):
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n_batches):
+        feats = torch.rand(batch, seq, d_sae, generator=g) * 5
+        feats *= torch.rand(batch, seq, d_sae, generator=g) < 0.3  # sparse
+        feats[..., -1] = 0.0  # a dead feature
+        ids = torch.randint(0, vocab, (batch, seq), generator=g)
+        sources = torch.stack([torch.full((batch, seq), i), torch.arange(seq).expand(batch, seq)], -1)
+        keep = torch.ones(batch, seq, dtype=torch.bool)
+        keep[:, 0] = False
+        yield feats, ids, sources, keep
+
+
+def test_streaming_statistics_equal_scipy_and_brute_force():
+    acc = FeatureAccumulator(d_sae=12, vocab_size=50, top_k=4, context_left=2, context_right=1, top_tokens=3)
+    all_kept, all_ids, everything = [], [], []
+    for w, (feats, ids, sources, keep) in enumerate(_batches()):
+        acc.update(feats, ids, sources, keep, first_window=w * 3)
+        all_kept.append(feats[keep])
+        all_ids.append(ids[keep])
+        everything.append((feats * keep[..., None], ids, w * 3))
+    acts = torch.cat(all_kept).double().numpy()  # [n, d_sae]
+    stats = {k: v.numpy() for k, v in acc.stats().items()}
+    live = slice(0, 11)
+    np.testing.assert_allclose(stats["mean"], acts.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(stats["std"], acts.std(0), rtol=1e-8)
+    np.testing.assert_allclose(stats["skewness"][live], scipy.stats.skew(acts[:, live]), rtol=1e-6)
+    np.testing.assert_allclose(stats["kurtosis"][live], scipy.stats.kurtosis(acts[:, live]), rtol=1e-6)
+    np.testing.assert_array_equal(stats["count"], (acts > 0).sum(0))
+    np.testing.assert_allclose(stats["max"], acts.max(0), rtol=1e-6)
+    assert stats["log10_density"][-1] == DEAD_LOG10_DENSITY and np.isnan(stats["kurtosis"][-1])
+    assert int(acc.state["hist"].sum()) == int((acts > 0).sum())
+    # top-k examples: brute-force sort over every (window, position)
+    for feature in range(11):
+        candidates = []
+        for feats, ids, first in everything:
+            for b in range(feats.shape[0]):
+                for t in range(feats.shape[1]):
+                    candidates.append((float(feats[b, t, feature]), first + b, t))
+        best = sorted(candidates, reverse=True)[:4]
+        np.testing.assert_allclose(acc.state["top_values"][feature].numpy(), [c[0] for c in best], rtol=1e-6)
+        assert acc.state["top_location"][feature].tolist() == [[c[1], c[2]] for c in best]
+    # the context of the best example holds that feature's activation at the centre (offset 0 -> index 2)
+    feats0 = everything[acc.state["top_location"][0, 0, 0] // 3][0]
+    b, t = int(acc.state["top_location"][0, 0, 0] % 3), int(acc.state["top_location"][0, 0, 1])
+    assert float(acc.state["top_context_acts"][0, 0, 2]) == pytest.approx(float(feats0[b, t, 0]))
+    # top tokens: best 3 distinct tokens by max activation
+    ids_all = torch.cat(all_ids).numpy()
+    features, tokens, maxes = acc.top_tokens()
+    for feature in range(11):
+        per_token = {}
+        for tok, a in zip(ids_all, acts[:, feature]):
+            if a > 0:
+                per_token[tok] = max(per_token.get(tok, 0.0), a)
+        best = sorted(per_token.items(), key=lambda kv: -kv[1])[:3]
+        mine = features == feature
+        assert tokens[mine].tolist() == [tok for tok, _ in best]
+        np.testing.assert_allclose(maxes[mine].numpy(), [m for _, m in best], rtol=1e-6)
+
+
+def test_state_round_trip_gives_identical_results():
+    first = FeatureAccumulator(d_sae=12, vocab_size=50, top_k=4)
+    batches = list(_batches(seed=1))
+    for w, batch in enumerate(batches):
+        first.update(*batch, first_window=w)
+    second = FeatureAccumulator(d_sae=12, vocab_size=50, top_k=4)
+    for w, batch in enumerate(batches[:2]):
+        second.update(*batch, first_window=w)
+    resumed = FeatureAccumulator(d_sae=12, vocab_size=50, top_k=4)
+    resumed.load_state_dict(second.state_dict())
+    for w, batch in enumerate(batches[2:], start=2):
+        resumed.update(*batch, first_window=w)
+    for key, value in first.state.items():
+        assert torch.equal(value, resumed.state[key]), key
