@@ -48,12 +48,14 @@ def test_streaming_statistics_equal_scipy_and_brute_force():
                 for t in range(feats.shape[1]):
                     candidates.append((float(feats[b, t, feature]), first + b, t))
         best = sorted(candidates, reverse=True)[:4]
-        np.testing.assert_allclose(acc.state["top_values"][feature].numpy(), [c[0] for c in best], rtol=1e-6)
-        assert acc.state["top_location"][feature].tolist() == [[c[1], c[2]] for c in best]
+        top = acc.sorted_top_examples()
+        np.testing.assert_allclose(top["top_values"][feature].numpy(), [c[0] for c in best], rtol=1e-6)
+        assert top["top_location"][feature].tolist() == [[c[1], c[2]] for c in best]
     # the context of the best example holds that feature's activation at the centre (offset 0 -> index 2)
-    feats0 = everything[acc.state["top_location"][0, 0, 0] // 3][0]
-    b, t = int(acc.state["top_location"][0, 0, 0] % 3), int(acc.state["top_location"][0, 0, 1])
-    assert float(acc.state["top_context_acts"][0, 0, 2]) == pytest.approx(float(feats0[b, t, 0]))
+    top = acc.sorted_top_examples()
+    feats0 = everything[top["top_location"][0, 0, 0] // 3][0]
+    b, t = int(top["top_location"][0, 0, 0] % 3), int(top["top_location"][0, 0, 1])
+    assert float(top["top_context_acts"][0, 0, 2]) == pytest.approx(float(feats0[b, t, 0]))
     # top tokens: best 3 distinct tokens by max activation
     ids_all = torch.cat(all_ids).numpy()
     features, tokens, maxes = acc.top_tokens()
@@ -80,5 +82,6 @@ def test_state_round_trip_gives_identical_results():
     resumed.load_state_dict(second.state_dict())
     for w, batch in enumerate(batches[2:], start=2):
         resumed.update(*batch, first_window=w)
-    for key, value in first.state.items():
-        assert torch.equal(value, resumed.state[key]), key
+    expected, got = first.state_dict(), resumed.state_dict()
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key

@@ -6,12 +6,16 @@ Python API (the CLI ``saescope`` mirrors it)::
     lm = saescope.load_model()                    # embedded SmolLM2-135M-Instruct
     sae = saescope.load_sae("default")            # bundled TopK SAE at blocks.12.hook_resid_post
     metrics = saescope.evaluate_sae(lm, sae, tokens=20_000)
+    run = saescope.extract_features(lm, sae, "runs/default", tokens=200_000)
+    run.stats.sort_values("max").tail(); run.examples(123)
     with saescope.intervene(lm.model, {"blocks.12.hook_resid_post": lambda acts: sae(acts)}):
         logits = lm.model(**lm.tokenize(["Hello"])).logits
 """
 
 from saescope.errors import SaescopeError
 from saescope.evaluation import SAEEvaluation, evaluate_sae
+from saescope.extraction import extract_features
+from saescope.feature_run import FeatureRun
 from saescope.hooks import HookPoint, capture, forward_until, intervene, resolve_hook
 from saescope.inspect import encode_text, top_features_of_text
 from saescope.models import LoadedModel, load_model
@@ -22,7 +26,7 @@ from saescope.training import TrainConfig, train_sae
 __version__ = "0.1.0"
 
 __all__ = [
-    "SAE", "SAEConfig", "SAEEvaluation", "HookPoint", "LoadedModel", "SaescopeError", "TrainConfig",
-    "capture", "encode_text", "evaluate_sae", "forward_until", "intervene", "load_model", "load_sae",
+    "SAE", "SAEConfig", "SAEEvaluation", "FeatureRun", "HookPoint", "LoadedModel", "SaescopeError", "TrainConfig",
+    "capture", "encode_text", "evaluate_sae", "extract_features", "forward_until", "intervene", "load_model", "load_sae",
     "resolve_hook", "save_sae", "top_features_of_text", "train_sae",
 ]

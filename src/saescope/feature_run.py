@@ -144,7 +144,7 @@ def write_run(out: Path, acc: FeatureAccumulator, lm: LoadedModel, sae: SAE, doc
 
 
 def _examples_table(acc: FeatureAccumulator, docs: list[Document], decode: "_TokenDecoder") -> pd.DataFrame:
-    s = acc.state
+    s = acc.sorted_top_examples()
     d_sae, top_k, width = s["top_context_ids"].shape
     valid = torch.isfinite(s["top_values"])  # [d_sae, K]
     feature, rank = valid.nonzero(as_tuple=True)

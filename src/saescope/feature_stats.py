@@ -36,6 +36,9 @@ class FeatureAccumulator:
         self.d_sae, self.vocab_size, self.top_k = d_sae, vocab_size, top_k
         self.offsets = torch.arange(-context_left, context_right + 1)  # [C]
         self.max_top_tokens = top_tokens
+        self.prune_every = 2_000_000  # pending top-token entries before the table is pruned
+        self._pending_tokens: list[tuple[Tensor, Tensor]] = []
+        self._n_pending = 0
         width = len(self.offsets)
         self.state: dict[str, Tensor] = {
             "n_tokens": torch.zeros((), dtype=torch.int64),
@@ -53,6 +56,7 @@ class FeatureAccumulator:
         }
 
     def state_dict(self) -> dict[str, Tensor]:
+        self._prune_top_tokens()
         return {k: v.contiguous() for k, v in self.state.items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -62,62 +66,82 @@ class FeatureAccumulator:
     def update(self, feats: Tensor, ids: Tensor, sources: Tensor, keep: Tensor, first_window: int) -> None:
         """Add a batch: ``feats`` [B, T, d_sae], ``ids`` [B, T], ``sources`` [B, T, 2], ``keep`` [B, T]
         (False at attention sinks: not counted, never an example); windows are numbered from
-        ``first_window``."""
-        feats = feats.float().cpu() * keep.cpu()[..., None]
+        ``first_window``. ``feats`` is modified in place (sinks zeroed)."""
+        feats = feats.detach().float().cpu()
         ids, sources, keep = ids.cpu(), sources.cpu(), keep.cpu()
-        kept = feats[keep]  # [n, d_sae]
-        rows, cols = (kept > 0).nonzero(as_tuple=True)
-        values = kept[rows, cols]
-        self._update_moments(kept, cols, values)
-        self._update_top_examples(feats, ids, sources, first_window)
-        self._update_top_tokens(ids[keep][rows], cols, values)
+        feats[~keep] = 0.0
+        flat = feats.view(-1, feats.shape[-1])  # [B*T, d_sae]
+        rows, cols = flat.nonzero(as_tuple=True)
+        values = flat[rows, cols]
+        self._update_moments(int(keep.sum()), cols, values)
+        batch_max = torch.zeros(self.d_sae).scatter_reduce_(0, cols, values, "amax")
+        self._update_top_examples(feats, batch_max, ids, sources, first_window)
+        self._pending_tokens.append((cols * self.vocab_size + ids.view(-1)[rows], values))
+        self._n_pending += len(values)
+        if self._n_pending > self.prune_every:
+            self._prune_top_tokens()
 
-    def _update_moments(self, kept: Tensor, cols: Tensor, values: Tensor) -> None:
+    def _update_moments(self, n_kept: int, cols: Tensor, values: Tensor) -> None:
         s = self.state
-        s["n_tokens"] += len(kept)
+        s["n_tokens"] += n_kept
         v64 = values.double()
         power = torch.ones_like(v64)
         for p in range(4):
             power = power * v64
             s["moments"][p].index_add_(0, cols, power)
         s["count"] += torch.bincount(cols, minlength=self.d_sae)
-        if len(kept):
-            s["max"] = torch.maximum(s["max"], kept.max(0).values)
+        s["max"] = s["max"].scatter_reduce(0, cols, values, "amax")
         n_bins = s["hist"].shape[1]
         bins = (torch.bucketize(v64, HIST_EDGES) - 1).clamp(0, n_bins - 1)
         s["hist"].view(-1).index_add_(0, cols * n_bins + bins, torch.ones_like(cols))
 
-    def _update_top_examples(self, feats: Tensor, ids: Tensor, sources: Tensor, first_window: int) -> None:
+    def _update_top_examples(self, feats: Tensor, batch_max: Tensor, ids: Tensor, sources: Tensor,
+                             first_window: int) -> None:
+        """Merge this batch's best tokens into each feature's top-K. The K slots are an unordered set
+        (sorted when the tables are written): a newcomer takes the slot of an example it displaces,
+        so contexts are gathered only for the newcomers."""
         s = self.state
+        improving = (batch_max > s["top_values"].min(dim=1).values).nonzero().squeeze(-1)  # [m]
+        if len(improving) == 0:
+            return
         batch, seq, d_sae = feats.shape
-        flat = feats.reshape(batch * seq, d_sae)
+        flat = feats.view(batch * seq, d_sae)
         k = min(self.top_k, batch * seq)
-        cand_values, cand_pos = flat.topk(k, dim=0)  # [k, d_sae]
-        cand_values, cand_pos = cand_values.T, cand_pos.T  # [d_sae, k]
+        cand_values, cand_pos = (t.T[improving] for t in flat.topk(k, dim=0))  # [m, k]
         cand_values = cand_values.masked_fill(cand_values <= 0, -math.inf)
-        b, t = cand_pos // seq, cand_pos % seq
-        ctx_t = t[..., None] + self.offsets  # [d_sae, k, C]
+        selected = torch.cat([s["top_values"][improving], cand_values], 1).topk(self.top_k, dim=1).indices
+        kept = torch.zeros(len(improving), self.top_k + k, dtype=torch.bool).scatter_(1, selected, True)
+        freed = ~kept[:, :self.top_k]  # [m, K] slots whose example was displaced
+        entering = kept[:, self.top_k:]  # [m, k] candidates that enter; same count per row as freed
+        row, slot = freed.nonzero(as_tuple=True)  # row-major: pairs up with the next line
+        _, cand = entering.nonzero(as_tuple=True)
+        feature, pos = improving[row], cand_pos[row, cand]
+        b, t = pos // seq, pos % seq
+        ctx_t = t[:, None] + self.offsets  # [n, C]
         valid = (ctx_t >= 0) & (ctx_t < seq)
-        ctx_flat = b[..., None] * seq + ctx_t.clamp(0, seq - 1)
-        feature = torch.arange(d_sae)[:, None, None]
-        candidates = {
-            "top_values": cand_values,
-            "top_source": sources.reshape(-1, 2)[cand_pos],
-            "top_location": torch.stack([b + first_window, t], -1),
-            "top_context_ids": ids.reshape(-1)[ctx_flat].masked_fill(~valid, -1),
-            "top_context_acts": flat.reshape(-1)[ctx_flat * d_sae + feature].masked_fill(~valid, 0.0),
-        }
-        merged = torch.cat([s["top_values"], cand_values], 1)
-        order = merged.topk(self.top_k, dim=1).indices  # [d_sae, K]
-        for key, cand in candidates.items():
-            both = torch.cat([s[key], cand], 1)
-            index = order.view(*order.shape, *([1] * (both.dim() - 2))).expand(-1, -1, *both.shape[2:])
-            s[key] = both.gather(1, index)
+        ctx_rows = b[:, None] * seq + ctx_t.clamp(0, seq - 1)
+        s["top_values"][feature, slot] = cand_values[row, cand]
+        s["top_source"][feature, slot] = sources.reshape(-1, 2)[pos]
+        s["top_location"][feature, slot] = torch.stack([b + first_window, t], -1)
+        s["top_context_ids"][feature, slot] = ids.reshape(-1)[ctx_rows].masked_fill(~valid, -1)
+        s["top_context_acts"][feature, slot] = flat[ctx_rows, feature[:, None]].masked_fill(~valid, 0.0)
 
-    def _update_top_tokens(self, token_ids: Tensor, cols: Tensor, values: Tensor) -> None:
+    def sorted_top_examples(self) -> dict[str, Tensor]:
+        """The top-K buffers with each feature's examples sorted, strongest first."""
         s = self.state
-        keys = torch.cat([s["token_keys"], cols * self.vocab_size + token_ids])
-        maxes = torch.cat([s["token_max"], values])
+        order = s["top_values"].argsort(dim=1, descending=True)  # [d_sae, K]
+        out = {}
+        for key in ("top_values", "top_source", "top_location", "top_context_ids", "top_context_acts"):
+            index = order.view(*order.shape, *([1] * (s[key].dim() - 2))).expand_as(s[key])
+            out[key] = s[key].gather(1, index)
+        return out
+
+    def _prune_top_tokens(self) -> None:
+        """Fold the pending (feature, token, activation) entries into the table, keep the best per feature."""
+        s = self.state
+        keys = torch.cat([s["token_keys"], *(k for k, _ in self._pending_tokens)])
+        maxes = torch.cat([s["token_max"], *(v for _, v in self._pending_tokens)])
+        self._pending_tokens, self._n_pending = [], 0
         unique, inverse = torch.unique(keys, return_inverse=True)
         new_max = torch.zeros(len(unique)).scatter_reduce_(0, inverse, maxes, "amax", include_self=False)
         # keep the best `max_top_tokens` per feature: sort by max desc, then stably by feature
@@ -148,6 +172,7 @@ class FeatureAccumulator:
 
     def top_tokens(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(feature, token id, max activation)`` rows, best first within each feature."""
+        self._prune_top_tokens()
         s = self.state
         feature, token = s["token_keys"] // self.vocab_size, s["token_keys"] % self.vocab_size
         order = s["token_max"].argsort(descending=True)

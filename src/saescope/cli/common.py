@@ -7,6 +7,7 @@ import math
 import sys
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from saescope.errors import SaescopeError
@@ -15,17 +16,21 @@ console = Console(stderr=False, highlight=False)
 
 
 def print_json(obj: Any) -> None:
-    """Print ``obj`` as one JSON document on stdout (NaN/inf become null)."""
-    sys.stdout.write(json.dumps(_finite(obj), indent=2) + "\n")
+    """Print ``obj`` as one JSON document on stdout (numpy values become Python ones, NaN/inf null)."""
+    sys.stdout.write(json.dumps(_plain(obj), indent=2) + "\n")
 
 
-def _finite(obj: Any) -> Any:
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    elif isinstance(obj, np.generic):
+        obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [_plain(v) for v in obj]
     return obj
 
 
