@@ -80,6 +80,7 @@ def load_sae(path: str | Path = "default", device: str = "cpu", activation: str 
         sae = _load_dictionary_learning(folder if folder.suffix == ".pt" else folder / "ae.pt", activation)
     else:
         raise SaescopeError(f"{folder} is not an SAE: expected cfg.json + {WEIGHTS_FILE} (SAELens) or ae.pt")
+    sae.cfg.metadata["source"] = str(path)
     return sae.to(device).eval().requires_grad_(False)
 
 

@@ -10,12 +10,15 @@ import typer
 from saescope.cli.common import console, print_json
 from saescope.cli.features_commands import features_app
 from saescope.cli.sae_commands import sae_app
+from saescope.cli.steer_commands import align_app, steer_app
 from saescope.errors import SaescopeError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="saescope: find, explain and act on the SAE features behind a model's behaviour.")
 app.add_typer(sae_app, name="sae")
 app.add_typer(features_app, name="features")
+app.add_typer(steer_app, name="steer")
+app.add_typer(align_app, name="align")
 
 
 @app.command()

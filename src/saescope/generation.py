@@ -1,0 +1,74 @@
+"""Text generation with or without an intervention, with paired random seeds.
+
+Sample ``i`` of every call uses the seed ``seed + i``, so a steered and an unsteered call with the
+same arguments draw the same random numbers: differences between them are the intervention's
+alone. Generation uses the Hugging Face ``generate`` with its KV cache; interventions act on the
+prompt and on every generated token.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from saescope.errors import SaescopeError
+from saescope.interventions import Intervention
+from saescope.models import LoadedModel
+
+
+def format_prompts(lm: LoadedModel, prompts: list[str], chat: bool = False) -> list[str]:
+    """Check the prompts; with ``chat``, wrap each in the model's chat template as a user turn."""
+    if not prompts:
+        raise SaescopeError("no prompt given")
+    for prompt in prompts:
+        if not prompt or not prompt.strip():
+            raise SaescopeError("empty prompt: give some text")
+    if not chat:
+        return list(prompts)
+    if not getattr(lm.tokenizer, "chat_template", None):
+        raise SaescopeError(f"{lm.name} has no chat template: drop --chat")
+    return [lm.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                             add_generation_prompt=True) for p in prompts]
+
+
+@torch.no_grad()
+def generate(lm: LoadedModel, prompts: list[str], intervention: Intervention | None = None,
+             max_new_tokens: int = 50, temperature: float = 1.0, n: int = 1, seed: int = 0,
+             chat: bool = False, top_p: float | None = None) -> list[list[str]]:
+    """``n`` completions of each prompt: ``result[prompt_index][sample_index]``.
+
+    ``temperature=0`` is greedy. Example::
+
+        steer = FeatureSteering("default", [FeatureEdit(123, "add", 8.0)])
+        steered = generate(lm, ["What is your favorite animal?"], steer, n=3, seed=0)
+        plain = generate(lm, ["What is your favorite animal?"], None, n=3, seed=0)
+    """
+    if max_new_tokens <= 0:
+        raise SaescopeError(f"--max-new-tokens must be positive, got {max_new_tokens}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise SaescopeError(f"--temperature must be a finite number >= 0, got {temperature}")
+    if n <= 0:
+        raise SaescopeError(f"--n must be positive, got {n}")
+    texts = format_prompts(lm, prompts, chat)
+    tokenizer = lm.tokenizer
+    tokenizer.padding_side = "left"
+    try:
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat).to(lm.device)
+    finally:
+        tokenizer.padding_side = "right"
+    options = dict(max_new_tokens=max_new_tokens, do_sample=temperature > 0, pad_token_id=tokenizer.pad_token_id)
+    if temperature > 0:
+        options.update(temperature=temperature, top_k=0, top_p=top_p if top_p is not None else 1.0)
+    results: list[list[str]] = [[] for _ in prompts]
+    for sample in range(n):
+        torch.manual_seed(seed + sample)
+        if intervention is None:
+            out = lm.model.generate(**batch, **options)
+        else:
+            with intervention.apply(lm):
+                out = lm.model.generate(**batch, **options)
+        new_tokens = out[:, batch["input_ids"].shape[1]:]
+        for i, text in enumerate(tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+            results[i].append(text)
+    return results
