@@ -99,3 +99,40 @@ def test_features_bad_input(small_run, tmp_path, args, message):
     result = saescope(*[str(names.get(a, a)) for a in args])
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_steer_prints_paired_generations_and_saves_the_intervention(small_run, tmp_path):
+    sae = str(small_run / "sae")
+    result = saescope("steer", "--sae", sae, "--feature", "3", "--coeff", "0", "--prompt", "Hello there",
+                      "--max-new-tokens", "6", "--n", "2", "--json", "--save", str(tmp_path / "iv.json"))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)["results"][0]
+    assert out["steered"] == out["unsteered"] and len(out["steered"]) == 2  # coefficient 0: identical
+    again = saescope("steer", "--sae", sae, "--intervention", str(tmp_path / "iv.json"), "--prompt", "Hello there",
+                     "--max-new-tokens", "6", "--n", "2", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["results"][0]["steered"] == out["steered"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["steer", "--feature", "64", "--prompt", "hi"], "out of range"),
+    (["steer", "--feature", "1", "--coeff", "nan", "--prompt", "hi"], "finite"),
+    (["steer", "--feature", "1", "--coeff", "inf", "--prompt", "hi"], "finite"),
+    (["steer", "--feature", "1", "--prompt", ""], "empty prompt"),
+    (["steer", "--feature", "1", "--prompt", "hi", "--max-new-tokens", "0"], "max-new-tokens"),
+    (["steer", "--feature", "1"], "--prompt"),
+    (["steer", "--method", "swap", "--scores", "SCORES", "--prompt", "hi"], "another SAE"),
+    (["steer", "--prompt", "hi"], "exactly one"),
+    (["steer", "sweep", "--feature", "1", "--coeffs", "1,x"], "comma-separated"),
+    (["align", "score", "--align", "EMPTY", "--out", "NEW"], "no prompts"),
+])
+def test_steer_bad_input(small_run, tmp_path, args, message):
+    import torch
+
+    from saescope.alignment import AlignmentScores
+
+    AlignmentScores(torch.rand(64), 0.5, "0" * 16, 1, 2).save(tmp_path / "scores.json")
+    (tmp_path / "empty.txt").write_text("\n")
+    names = {"SCORES": tmp_path / "scores.json", "EMPTY": tmp_path / "empty.txt", "NEW": tmp_path / "new.json"}
+    result = saescope(*[str(names.get(a, a)) for a in args], "--sae", str(small_run / "sae"))
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr

@@ -1,0 +1,89 @@
+"""Steered generation speed, as ratios against baselines run in the same process.
+
+1. Steered vs plain ``model.generate`` (KV cache), same prompt, exactly ``--tokens`` new tokens,
+   greedy, at batch 1 and batch 8. Steering = an ``add`` of one SAE feature (the common case) and,
+   for information, a ``clamp`` (which encodes with the SAE at every step).
+   Prints ``steer ours=<tok/s> plain=<tok/s> ratio=<x> batch=<b>``.
+2. Against IBM sae-steering's generation loop: for every new token, re-tokenize the text and re-run
+   the whole sequence with the intervention hooked, no cache, argmax, append.
+   Prints ``steer_vs_nocache tokens=<n> ratio=<x>`` for 64 and 256 tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from saescope.interventions import FeatureEdit, FeatureSteering
+from saescope.models import LoadedModel, load_model
+from saescope.sae_io import load_sae
+
+PROMPT = "What is your favorite animal? Tell me why."
+
+
+def timed(fn, repeats: int) -> float:  # noqa: ANN001
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def kv_generate(lm: LoadedModel, batch: int, tokens: int, intervention=None) -> None:  # noqa: ANN001
+    ids = lm.tokenize([PROMPT] * batch)
+    options = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                   pad_token_id=lm.tokenizer.eos_token_id)
+    if intervention is None:
+        lm.model.generate(**ids, **options)
+    else:
+        with intervention.apply(lm):
+            lm.model.generate(**ids, **options)
+
+
+@torch.no_grad()
+def ibm_loop(lm: LoadedModel, tokens: int, intervention) -> str:  # noqa: ANN001
+    """IBM's way: re-tokenize and re-run everything for each new token, no KV cache."""
+    text = PROMPT
+    with intervention.apply(lm):
+        for _ in range(tokens):
+            ids = lm.tokenizer(text, return_tensors="pt")["input_ids"]
+            logits = lm.model(ids, use_cache=False).logits[0, -1]
+            logits[lm.tokenizer.eos_token_id] = -float("inf")  # same length as the others
+            text += lm.tokenizer.decode([int(logits.argmax())])
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--feature", type=int, default=0)
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    lm = load_model(dtype=args.dtype)
+    sae = load_sae("default")
+    add = FeatureSteering(sae, [FeatureEdit(args.feature, "add", 8.0)])
+    clamp = FeatureSteering(sae, [FeatureEdit(args.feature, "clamp", 5.0)])
+    kv_generate(lm, 1, 8, add)  # warm-up
+    for batch in (1, 8):
+        plain = timed(lambda: kv_generate(lm, batch, args.tokens), args.repeats)
+        steered = timed(lambda: kv_generate(lm, batch, args.tokens, add), args.repeats)
+        clamped = timed(lambda: kv_generate(lm, batch, args.tokens, clamp), args.repeats)
+        rate = batch * args.tokens
+        print(f"steer_clamp ours={rate / clamped:.1f} plain={rate / plain:.1f} ratio={plain / clamped:.3f} "
+              f"batch={batch}")
+        print(f"steer ours={rate / steered:.1f} plain={rate / plain:.1f} ratio={plain / steered:.3f} batch={batch}")
+    for tokens in (64, 256):
+        ours = timed(lambda: kv_generate(lm, 1, tokens, add), 1 if tokens > 64 else args.repeats)
+        loop = timed(lambda: ibm_loop(lm, tokens, add), 1)
+        print(f"steer_vs_nocache tokens={tokens} ours_s={ours:.1f} loop_s={loop:.1f} ratio={loop / ours:.2f}")
+
+
+if __name__ == "__main__":
+    main()
