@@ -12,12 +12,19 @@ Python API (the CLI ``saescope`` mirrors it)::
         logits = lm.model(**lm.tokenize(["Hello"])).logits
 """
 
+from saescope.alignment import AlignmentScores, score_features
+from saescope.contrast import ContrastPair, read_pairs
+from saescope.contrast_eval import evaluate_contrast
+from saescope.contrast_fit import fit_contrast
 from saescope.errors import SaescopeError
 from saescope.evaluation import SAEEvaluation, evaluate_sae
 from saescope.extraction import extract_features
 from saescope.feature_run import FeatureRun
 from saescope.hooks import HookPoint, capture, forward_until, intervene, resolve_hook
+from saescope.generation import generate
 from saescope.inspect import encode_text, top_features_of_text
+from saescope.interventions import (AlignmentSteering, FeatureEdit, FeatureSteering, Intervention, Interventions,
+                                    VectorSteering, load_intervention)
 from saescope.models import LoadedModel, load_model
 from saescope.sae import SAE, SAEConfig
 from saescope.sae_io import load_sae, save_sae
@@ -26,7 +33,9 @@ from saescope.training import TrainConfig, train_sae
 __version__ = "0.1.0"
 
 __all__ = [
-    "SAE", "SAEConfig", "SAEEvaluation", "FeatureRun", "HookPoint", "LoadedModel", "SaescopeError", "TrainConfig",
-    "capture", "encode_text", "evaluate_sae", "extract_features", "forward_until", "intervene", "load_model", "load_sae",
-    "resolve_hook", "save_sae", "top_features_of_text", "train_sae",
+    "SAE", "AlignmentScores", "AlignmentSteering", "ContrastPair", "FeatureEdit", "FeatureRun", "FeatureSteering",
+    "HookPoint", "Intervention", "Interventions", "LoadedModel", "SAEConfig", "SAEEvaluation", "SaescopeError",
+    "TrainConfig", "VectorSteering", "capture", "encode_text", "evaluate_contrast", "evaluate_sae", "extract_features",
+    "fit_contrast", "forward_until", "generate", "intervene", "load_intervention", "load_model", "load_sae",
+    "read_pairs", "resolve_hook", "save_sae", "score_features", "top_features_of_text", "train_sae",
 ]

@@ -196,6 +196,11 @@ class FeatureSteering(_SAEBound):
 
         return [(self.hook, steer)]
 
+    def scaled(self, multiplier: float) -> "FeatureSteering":
+        """The same steering with every ``add`` value multiplied by ``multiplier``."""
+        edits = [FeatureEdit(e.feature, e.op, e.value * multiplier if e.op == "add" else e.value) for e in self.edits]
+        return FeatureSteering(self.sae, edits, self.hook, self.positions, self.scale, self.max_activations)
+
     def to_dict(self) -> dict[str, Any]:
         return {"type": "features", **self._base_dict(), "positions": self.positions, "scale": self.scale,
                 "max_activations": self.max_activations,
@@ -233,6 +238,9 @@ class VectorSteering(Intervention):
             return acts + (delta if mask is None else delta * mask)
 
         return [(self.hook, steer)]
+
+    def scaled(self, multiplier: float) -> "VectorSteering":
+        return VectorSteering(self.hook, self.vector, self.coeff * multiplier, self.positions, self.name)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "vector", "name": self.name, "hook": self.hook, "coeff": self.coeff,

@@ -8,6 +8,7 @@ import sys
 import typer
 
 from saescope.cli.common import console, print_json
+from saescope.cli.contrast_commands import contrast_app
 from saescope.cli.features_commands import features_app
 from saescope.cli.sae_commands import sae_app
 from saescope.cli.steer_commands import align_app, steer_app
@@ -19,6 +20,7 @@ app.add_typer(sae_app, name="sae")
 app.add_typer(features_app, name="features")
 app.add_typer(steer_app, name="steer")
 app.add_typer(align_app, name="align")
+app.add_typer(contrast_app, name="contrast")
 
 
 @app.command()

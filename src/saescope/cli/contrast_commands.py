@@ -1,0 +1,86 @@
+"""``saescope contrast fit|eval``: contrastive steering vectors from prompt pairs."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import typer
+
+from saescope.cli.common import console, load_model_and_sae, print_json
+from saescope.cli.steer_commands import parse_floats
+
+contrast_app = typer.Typer(no_args_is_help=True, help="CAA vectors, SAE features and sparse fits from prompt pairs.")
+
+
+def _pairs_path(pairs: str) -> Path:
+    shipped = resources.files("saescope") / "data" / "pairs" / f"{pairs}.jsonl"
+    return Path(str(shipped)) if shipped.is_file() else Path(pairs)
+
+
+@contrast_app.command("fit")
+def fit(
+    pairs: str = typer.Option(..., help="JSONL of {positive, negative} pairs, or a shipped set: gender_train, "
+                                        "gender_heldout, gender, agreeableness."),
+    out: Path = typer.Option(..., help="Output folder."),
+    sae: str = typer.Option("default"),
+    hook: str = typer.Option(None, help="Hook point (must be the SAE's)."),
+    run: Path = typer.Option(None, help="A features RUN, to show each cluster's top tokens."),
+    max_features: int = typer.Option(64, help="Most features in the sparse fit and the feature list."),
+    device: str = typer.Option("cpu"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """CAA vector, significant SAE features, their clusters and a sparse SAE fit; three intervention files."""
+    from saescope.contrast import read_pairs
+    from saescope.contrast_fit import fit_contrast
+    from saescope.feature_run import FeatureRun
+
+    pair_list = read_pairs(_pairs_path(pairs))
+    lm, sae_module, hook_name = load_model_and_sae(sae, None, hook, device, None)
+    loaded_run = None
+    if run is not None:
+        loaded_run = FeatureRun.load(run)
+        loaded_run.check_sae(sae_module)
+    report = fit_contrast(lm, sae_module, pair_list, out, hook_name, loaded_run, max_features)
+    if json_out:
+        print_json(report)
+        return
+    chosen = report["sparse_fit"]["chosen"]
+    console.print(f"{report['n_pairs']} pairs ({report['pairs_aligned_by_position']} aligned by position); "
+                  f"CAA norm {report['caa_norm']:.2f} = {report['caa_norm_relative']:.3f} x median residual norm")
+    console.print(f"{report['n_significant_features']} significant features; {len(report['clusters'])} clusters")
+    console.print(f"sparse fit: R² {chosen['r2']:.3f} with {chosen['n_features']} features, "
+                  f"cosine to CAA {chosen['cosine_to_caa']:.3f}")
+    console.print(f"wrote {out}: {', '.join(report['interventions'])} ({report['seconds']} s, "
+                  f"{report['forward_seconds']} s in the model)")
+
+
+@contrast_app.command("eval")
+def evaluate(
+    folder: Path = typer.Argument(..., help="A `contrast fit` output folder."),
+    pairs: str = typer.Option(..., help="Held-out pairs (JSONL) or a shipped set name."),
+    multipliers: str = typer.Option("-4,-2,0,2,4", help="Comma-separated multipliers."),
+    max_kl: float = typer.Option(0.1, help="KL budget (nats/token) for the best-multiplier summary."),
+    device: str = typer.Option("cpu"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Steering effect on held-out pairs, and KL / perplexity on neutral text; table + PNG in FOLDER."""
+    from saescope.contrast import read_pairs
+    from saescope.contrast_eval import best_multipliers, evaluate_contrast, plot_contrast
+    from saescope.models import load_model
+    from saescope.storage import atomic_path
+
+    pair_list = read_pairs(_pairs_path(pairs))
+    values = parse_floats(multipliers, "--multipliers")
+    lm = load_model(None, device=device)
+    table = evaluate_contrast(lm, folder, pair_list, values)
+    with atomic_path(folder / "eval.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    plot_contrast(table, folder / "eval.png")
+    best = best_multipliers(table, max_kl)
+    if json_out:
+        print_json({"table": table.to_dict(orient="records"), "best": best.to_dict(orient="records")})
+        return
+    console.print(table.to_string(index=False))
+    console.print(f"[bold]best multiplier per vector with KL <= {max_kl}[/bold]")
+    console.print(best.to_string(index=False) if not best.empty else "  none within the KL budget")

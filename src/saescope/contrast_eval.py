@@ -1,0 +1,135 @@
+"""``saescope contrast eval``: steering effect, fluency and side effects of the fitted vectors.
+
+For every intervention in a ``contrast fit`` folder and every multiplier m:
+- per held-out pair, the log-odds of the positive over the negative continuation: the two sides'
+  common token prefix is the prompt, and log-odds = log P(positive rest | prompt) - log P(negative
+  rest | prompt) (with ``*_completion`` fields, the completions replace the rests);
+  ``shift`` = log-odds(m) - log-odds(unsteered); ``intended`` = share of pairs whose shift has the
+  sign of m (m > 0 should favour the positive side, m < 0 the negative one);
+- on neutral held-out corpus text, the per-token KL(unsteered ‖ steered) and the perplexity.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from saescope.contrast import ContrastPair
+from saescope.corpus import load_corpus, token_windows
+from saescope.errors import SaescopeError
+from saescope.interventions import Intervention, load_intervention
+from saescope.models import LoadedModel
+from saescope.storage import atomic_path
+
+VECTORS = ("caa", "sae_fit", "top_cluster")
+
+
+def evaluate_contrast(lm: LoadedModel, folder: str | Path, pairs: list[ContrastPair], multipliers: list[float],
+                      neutral_windows: int = 16, context: int = 64) -> pd.DataFrame:
+    """One row per (vector, multiplier). Example::
+
+        table = evaluate_contrast(lm, "contrast/gender", read_pairs("heldout.jsonl"), [-4, -2, 0, 2, 4])
+    """
+    folder = Path(folder)
+    if not (folder / "report.json").exists():
+        raise SaescopeError(f"{folder} is not a `contrast fit` folder (no report.json)")
+    if not multipliers:
+        raise SaescopeError("no multipliers given")
+    neutral = torch.stack(list(islice(token_windows(lm.tokenizer, load_corpus("embedded", "heldout"), context),
+                                      neutral_windows))).to(lm.device)
+    encoded = [_encode_pair(lm, pair) for pair in pairs]
+    base_odds = _log_odds(lm, encoded, None)
+    base_logp = _neutral_logp(lm, neutral, None)
+    rows = []
+    for name in VECTORS:
+        if not (folder / f"{name}.json").exists():
+            continue
+        intervention = load_intervention(folder / f"{name}.json")
+        for m in multipliers:
+            steered = intervention.scaled(m)
+            shift = _log_odds(lm, encoded, steered) - base_odds
+            logp = _neutral_logp(lm, neutral, steered)
+            kl = float((base_logp.exp() * (base_logp - logp)).sum(-1).mean())
+            targets = neutral[:, 1:]
+            nll = -logp.gather(-1, targets[..., None]).mean()
+            rows.append({"vector": name, "multiplier": m, "mean_shift": float(shift.mean()),
+                         "intended": float((np.sign(shift) == np.sign(m)).mean()) if m else float("nan"),
+                         "kl_neutral": kl, "perplexity_neutral": float(nll.exp())})
+    return pd.DataFrame(rows)
+
+
+def _encode_pair(lm: LoadedModel, pair: ContrastPair) -> tuple[list[int], list[int], list[int]]:
+    pos = lm.tokenizer(pair.positive, add_special_tokens=False)["input_ids"]
+    neg = lm.tokenizer(pair.negative, add_special_tokens=False)["input_ids"]
+    common = 0
+    while common < min(len(pos), len(neg)) and pos[common] == neg[common]:
+        common += 1
+    prompt = pos[:common] or [lm.tokenizer.eos_token_id]
+    if pair.positive_completion is not None and pair.negative_completion is not None:
+        rest_pos = lm.tokenizer(pair.positive_completion, add_special_tokens=False)["input_ids"]
+        rest_neg = lm.tokenizer(pair.negative_completion, add_special_tokens=False)["input_ids"]
+    else:
+        rest_pos, rest_neg = pos[common:], neg[common:]
+    if not rest_pos or not rest_neg:
+        raise SaescopeError(f"pair {pair.positive!r} / {pair.negative!r}: the two sides are identical")
+    return prompt, rest_pos, rest_neg
+
+
+@torch.no_grad()
+def _log_odds(lm: LoadedModel, encoded: list, intervention: Intervention | None) -> np.ndarray:
+    def logp(prompt: list[int], rest: list[int]) -> float:
+        ids = torch.tensor([prompt + rest], device=lm.device)
+        logits = lm.model(ids).logits[0, len(prompt) - 1:-1].float()
+        return float(F.log_softmax(logits, -1).gather(-1, ids[0, len(prompt):, None]).sum())
+
+    def run() -> np.ndarray:
+        return np.array([logp(p, rp) - logp(p, rn) for p, rp, rn in encoded])
+
+    if intervention is None:
+        return run()
+    with intervention.apply(lm):
+        return run()
+
+
+@torch.no_grad()
+def _neutral_logp(lm: LoadedModel, ids: torch.Tensor, intervention: Intervention | None) -> torch.Tensor:
+    if intervention is None:
+        return F.log_softmax(lm.model(ids).logits[:, :-1].float(), -1)
+    with intervention.apply(lm):
+        return F.log_softmax(lm.model(ids).logits[:, :-1].float(), -1)
+
+
+def best_multipliers(table: pd.DataFrame, max_kl: float = 0.1) -> pd.DataFrame:
+    """Per vector: the multiplier with the highest ``intended`` share among those with KL <= ``max_kl``."""
+    ok = table[(table.kl_neutral <= max_kl) & (table.multiplier != 0)]
+    if ok.empty:
+        return ok
+    return ok.loc[ok.groupby("vector").intended.idxmax()].reset_index(drop=True)
+
+
+def plot_contrast(table: pd.DataFrame, path: str | Path) -> Path:
+    """Log-odds shift and neutral KL against the multiplier, one line per vector (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for name, group in table.groupby("vector"):
+        for ax, column in zip(axes, ("mean_shift", "intended", "kl_neutral")):
+            ax.plot(group.multiplier, group[column], marker="o", label=name)
+            ax.set_title(column)
+            ax.set_xlabel("multiplier")
+            ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[2].axhline(0.1, color="grey", linestyle="--", linewidth=1)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)
