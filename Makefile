@@ -35,7 +35,10 @@ $(SAELENS_VENV)/.installed:
 	touch $@
 
 bench: setup $(SAELENS_VENV)/.installed
+	$(BIN)/python benchmarks/bench_interop.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_extract.py
+	$(BIN)/python benchmarks/bench_steer.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -81,14 +81,17 @@ def per_feature_loop(feats: np.ndarray, token_ids: np.ndarray, top_k: int) -> di
 
 def bench_vs_loop(lm, sae, hook: str, tokens: int, batch_size: int, context: int, top_k: int = 20) -> None:  # noqa: ANN001
     data = list(batches(lm, -(-tokens // (batch_size * context)), batch_size, context))
-    encoded = []
+    encoded, sparse = [], []
     for ids, sources in data:  # activations computed once, outside both timings
-        acts = forward_until(lm.model, [hook], ids)[hook]
-        encoded.append((sae.encode(acts.float()), ids, sources, ~sink_mask(acts)))
+        acts = forward_until(lm.model, [hook], ids)[hook].float()
+        encoded.append((sae.encode(acts), ids, sources, ~sink_mask(acts)))
+        sparse.append(sae.encode_sparse(acts.reshape(-1, acts.shape[-1])))
     acc = FeatureAccumulator(sae.d_sae, len(lm.tokenizer), top_k=top_k)
     start = time.perf_counter()
-    for i, (feats, ids, sources, keep) in enumerate(encoded):
-        acc.update(feats, ids, sources, keep, i * batch_size)
+    for i, ((_, ids, sources, keep), (rows, features, values)) in enumerate(zip(encoded, sparse)):
+        acc.update_sparse(rows, features, values, ids, sources, keep, i * batch_size)
+    acc.stats()
+    acc.top_tokens()
     ours = time.perf_counter() - start
     all_feats = torch.cat([f[k] for f, _, _, k in encoded]).numpy()
     all_ids = torch.cat([i[k] for _, i, _, k in encoded]).numpy()

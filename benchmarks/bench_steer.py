@@ -25,12 +25,18 @@ PROMPT = "What is your favorite animal? Tell me why."
 
 
 def timed(fn, repeats: int) -> float:  # noqa: ANN001
-    times = []
+    return interleaved([fn], repeats)[0]
+
+
+def interleaved(fns, repeats: int) -> list[float]:  # noqa: ANN001
+    """Median time of each function, run in turn (plain, steered, plain, ...) so drift hits all alike."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 @torch.no_grad()
@@ -61,7 +67,7 @@ def ibm_loop(lm: LoadedModel, tokens: int, intervention) -> str:  # noqa: ANN001
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--feature", type=int, default=0)
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
@@ -72,9 +78,9 @@ def main() -> None:
     clamp = FeatureSteering(sae, [FeatureEdit(args.feature, "clamp", 5.0)])
     kv_generate(lm, 1, 8, add)  # warm-up
     for batch in (1, 8):
-        plain = timed(lambda: kv_generate(lm, batch, args.tokens), args.repeats)
-        steered = timed(lambda: kv_generate(lm, batch, args.tokens, add), args.repeats)
-        clamped = timed(lambda: kv_generate(lm, batch, args.tokens, clamp), args.repeats)
+        plain, steered, clamped = interleaved([lambda: kv_generate(lm, batch, args.tokens),
+                                               lambda: kv_generate(lm, batch, args.tokens, add),
+                                               lambda: kv_generate(lm, batch, args.tokens, clamp)], args.repeats)
         rate = batch * args.tokens
         print(f"steer_clamp ours={rate / clamped:.1f} plain={rate / plain:.1f} ratio={plain / clamped:.3f} "
               f"batch={batch}")

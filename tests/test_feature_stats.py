@@ -85,3 +85,29 @@ def test_state_round_trip_gives_identical_results():
     expected, got = first.state_dict(), resumed.state_dict()
     for key, value in expected.items():
         assert torch.equal(value, got[key]), key
+
+
+def test_sparse_entries_give_the_same_state_as_dense_activations():
+    dense, sparse = (FeatureAccumulator(d_sae=12, vocab_size=50, top_k=4, top_tokens=3) for _ in range(2))
+    dense.prune_every = sparse.prune_every = 20  # prune often: the thresholds must keep it exact
+    for w, (feats, ids, sources, keep) in enumerate(_batches(seed=2, n_batches=8)):
+        dense.update(feats.clone(), ids, sources, keep, first_window=w)
+        flat = feats.reshape(-1, 12)
+        rows, cols = flat.nonzero(as_tuple=True)
+        sparse.update_sparse(rows, cols, flat[rows, cols], ids, sources, keep, first_window=w)
+    expected, got = dense.state_dict(), sparse.state_dict()
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key
+
+
+def test_sae_encode_sparse_matches_dense_encode():
+    from saescope.sae import SAE, SAEConfig
+
+    torch.manual_seed(0)
+    for activation in ("topk", "relu"):
+        sae = SAE(SAEConfig(16, 64, activation, k=4 if activation == "topk" else None))
+        x = torch.randn(10, 16)
+        rows, cols, values = sae.encode_sparse(x)
+        rebuilt = torch.zeros(10, 64)
+        rebuilt[rows, cols] = values
+        torch.testing.assert_close(rebuilt, sae.encode(x))

@@ -68,8 +68,11 @@ def test_other_activations_train_and_reduce_fvu(lm, tmp_path, activation):
 def test_epochs_replay_cached_activations(lm, tmp_path):
     train_sae(TrainConfig(**{**SMALL, "tokens": 24 * 256}, epochs=3, checkpoint_every=1000), tmp_path / "run",
               lm=lm, progress=False)
-    shards = list((tmp_path / "run" / "activations").glob("shard_*.safetensors"))
-    assert shards and len(_log(tmp_path / "run")) == 24
+    assert len(_log(tmp_path / "run")) == 24
+    assert not (tmp_path / "run" / "activations").exists() and not (tmp_path / "run" / "checkpoint").exists()
+    train_sae(TrainConfig(**{**SMALL, "tokens": 24 * 256}, epochs=3, checkpoint_every=1000, keep_activations=True),
+              tmp_path / "kept", lm=lm, progress=False)
+    assert list((tmp_path / "kept" / "activations").glob("shard_*.safetensors"))
 
 
 def test_bad_training_input(lm, tmp_path):

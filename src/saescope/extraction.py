@@ -96,8 +96,8 @@ def encode_batch(lm: LoadedModel, sae: SAE, hook: str, ids: torch.Tensor, source
     """Forward ``ids`` up to ``hook``, encode with ``sae`` and fold the features into ``acc``."""
     acts = forward_until(lm.model, [hook], ids)[hook]  # [B, T, d_model]
     keep = ~sink_mask(acts)
-    feats = sae.encode(acts.to(sae.W_enc.dtype))  # [B, T, d_sae]
-    acc.update(feats, ids, sources, keep, first_window)
+    rows, features, values = sae.encode_sparse(acts.reshape(-1, acts.shape[-1]).to(sae.W_enc.dtype))
+    acc.update_sparse(rows, features, values, ids, sources, keep, first_window)
 
 
 def _save_checkpoint(folder: Path, acc: FeatureAccumulator, windows_done: int, sae: SAE) -> None:

@@ -36,7 +36,8 @@ class FeatureAccumulator:
         self.d_sae, self.vocab_size, self.top_k = d_sae, vocab_size, top_k
         self.offsets = torch.arange(-context_left, context_right + 1)  # [C]
         self.max_top_tokens = top_tokens
-        self.prune_every = 2_000_000  # pending top-token entries before the table is pruned
+        self.prune_every = 500_000  # pending top-token entries before the table is pruned
+        self._token_threshold = torch.full((d_sae,), -math.inf)  # M-th best max per feature (full tables)
         self._pending_tokens: list[tuple[Tensor, Tensor]] = []
         self._n_pending = 0
         width = len(self.offsets)
@@ -64,22 +65,26 @@ class FeatureAccumulator:
 
     @torch.no_grad()
     def update(self, feats: Tensor, ids: Tensor, sources: Tensor, keep: Tensor, first_window: int) -> None:
-        """Add a batch: ``feats`` [B, T, d_sae], ``ids`` [B, T], ``sources`` [B, T, 2], ``keep`` [B, T]
-        (False at attention sinks: not counted, never an example); windows are numbered from
-        ``first_window``. ``feats`` is modified in place (sinks zeroed)."""
-        feats = feats.detach().float().cpu()
-        ids, sources, keep = ids.cpu(), sources.cpu(), keep.cpu()
-        feats[~keep] = 0.0
-        flat = feats.view(-1, feats.shape[-1])  # [B*T, d_sae]
+        """Add a batch of dense activations ``feats`` [B, T, d_sae]; ``ids`` [B, T], ``sources``
+        [B, T, 2], ``keep`` [B, T] (False at attention sinks: not counted, never an example);
+        windows are numbered from ``first_window``."""
+        flat = feats.detach().float().cpu().reshape(-1, feats.shape[-1])  # [B*T, d_sae]
         rows, cols = flat.nonzero(as_tuple=True)
-        values = flat[rows, cols]
+        self.update_sparse(rows, cols, flat[rows, cols], ids, sources, keep, first_window)
+
+    @torch.no_grad()
+    def update_sparse(self, rows: Tensor, cols: Tensor, values: Tensor, ids: Tensor, sources: Tensor,
+                      keep: Tensor, first_window: int) -> None:
+        """Add a batch given as non-zero entries: token row (into the flattened [B*T]), feature, value.
+
+        For a TopK SAE this is its k (values, indices) per token, never made dense."""
+        ids, sources, keep = ids.cpu(), sources.cpu(), keep.cpu()
+        rows, cols, values = rows.cpu(), cols.cpu(), values.detach().float().cpu()
+        live = (values > 0) & keep.reshape(-1)[rows]
+        rows, cols, values = rows[live], cols[live], values[live]
         self._update_moments(int(keep.sum()), cols, values)
-        batch_max = torch.zeros(self.d_sae).scatter_reduce_(0, cols, values, "amax")
-        self._update_top_examples(feats, batch_max, ids, sources, first_window)
-        self._pending_tokens.append((cols * self.vocab_size + ids.view(-1)[rows], values))
-        self._n_pending += len(values)
-        if self._n_pending > self.prune_every:
-            self._prune_top_tokens()
+        self._update_top_examples(rows, cols, values, ids, sources, first_window)
+        self._update_top_tokens(cols, ids.reshape(-1)[rows], values)
 
     def _update_moments(self, n_kept: int, cols: Tensor, values: Tensor) -> None:
         s = self.state
@@ -95,49 +100,58 @@ class FeatureAccumulator:
         bins = (torch.bucketize(v64, HIST_EDGES) - 1).clamp(0, n_bins - 1)
         s["hist"].view(-1).index_add_(0, cols * n_bins + bins, torch.ones_like(cols))
 
-    def _update_top_examples(self, feats: Tensor, batch_max: Tensor, ids: Tensor, sources: Tensor,
+    def _update_top_examples(self, rows: Tensor, cols: Tensor, values: Tensor, ids: Tensor, sources: Tensor,
                              first_window: int) -> None:
-        """Merge this batch's best tokens into each feature's top-K. The K slots are an unordered set
-        (sorted when the tables are written): a newcomer takes the slot of an example it displaces,
-        so contexts are gathered only for the newcomers."""
+        """Merge the batch's entries into each feature's top-K. The K slots are an unordered set (sorted
+        when the tables are written): a newcomer takes the slot of an example it displaces, and only
+        entries above a feature's current K-th value are looked at."""
         s = self.state
-        improving = (batch_max > s["top_values"].min(dim=1).values).nonzero().squeeze(-1)  # [m]
-        if len(improving) == 0:
+        seq = ids.shape[1]
+        current_min = s["top_values"].min(dim=1).values  # [d_sae]
+        better = values > current_min[cols]
+        c_rows, c_cols, c_vals = rows[better], cols[better], values[better]
+        if len(c_vals) == 0:
             return
-        batch, seq, d_sae = feats.shape
-        flat = feats.view(batch * seq, d_sae)
-        k = min(self.top_k, batch * seq)
-        cand_values, cand_pos = (t.T[improving] for t in flat.topk(k, dim=0))  # [m, k]
-        cand_values = cand_values.masked_fill(cand_values <= 0, -math.inf)
-        selected = torch.cat([s["top_values"][improving], cand_values], 1).topk(self.top_k, dim=1).indices
-        kept = torch.zeros(len(improving), self.top_k + k, dtype=torch.bool).scatter_(1, selected, True)
-        freed = ~kept[:, :self.top_k]  # [m, K] slots whose example was displaced
-        entering = kept[:, self.top_k:]  # [m, k] candidates that enter; same count per row as freed
+        order = c_vals.argsort(descending=True)
+        order = order[c_cols[order].argsort(stable=True)]  # by feature, strongest first
+        c_rows, c_cols, c_vals = c_rows[order], c_cols[order], c_vals[order]
+        rank = torch.arange(len(c_cols)) - torch.searchsorted(c_cols, c_cols)
+        top = rank < self.top_k
+        c_rows, c_cols, c_vals, rank = c_rows[top], c_cols[top], c_vals[top], rank[top]
+        improving, slot_of = torch.unique(c_cols, return_inverse=True)  # [m]
+        k = self.top_k
+        cand_values = torch.full((len(improving), k), -math.inf)
+        cand_rows = torch.zeros((len(improving), k), dtype=torch.long)
+        cand_values[slot_of, rank] = c_vals
+        cand_rows[slot_of, rank] = c_rows
+        selected = torch.cat([s["top_values"][improving], cand_values], 1).topk(k, dim=1).indices
+        kept = torch.zeros(len(improving), 2 * k, dtype=torch.bool).scatter_(1, selected, True)
+        freed = ~kept[:, :k]  # [m, K] slots whose example was displaced
+        entering = kept[:, k:]  # [m, K] candidates that enter; as many per row as freed slots
         row, slot = freed.nonzero(as_tuple=True)  # row-major: pairs up with the next line
         _, cand = entering.nonzero(as_tuple=True)
-        feature, pos = improving[row], cand_pos[row, cand]
-        b, t = pos // seq, pos % seq
+        feature, flat_row = improving[row], cand_rows[row, cand]
+        b, t = flat_row // seq, flat_row % seq
         ctx_t = t[:, None] + self.offsets  # [n, C]
         valid = (ctx_t >= 0) & (ctx_t < seq)
         ctx_rows = b[:, None] * seq + ctx_t.clamp(0, seq - 1)
         s["top_values"][feature, slot] = cand_values[row, cand]
-        s["top_source"][feature, slot] = sources.reshape(-1, 2)[pos]
+        s["top_source"][feature, slot] = sources.reshape(-1, 2)[flat_row]
         s["top_location"][feature, slot] = torch.stack([b + first_window, t], -1)
         s["top_context_ids"][feature, slot] = ids.reshape(-1)[ctx_rows].masked_fill(~valid, -1)
-        s["top_context_acts"][feature, slot] = flat[ctx_rows, feature[:, None]].masked_fill(~valid, 0.0)
+        lookup = _SparseLookup(rows, cols, values, self.d_sae)
+        s["top_context_acts"][feature, slot] = lookup(ctx_rows, feature[:, None]).masked_fill(~valid, 0.0)
 
-    def sorted_top_examples(self) -> dict[str, Tensor]:
-        """The top-K buffers with each feature's examples sorted, strongest first."""
-        s = self.state
-        order = s["top_values"].argsort(dim=1, descending=True)  # [d_sae, K]
-        out = {}
-        for key in ("top_values", "top_source", "top_location", "top_context_ids", "top_context_acts"):
-            index = order.view(*order.shape, *([1] * (s[key].dim() - 2))).expand_as(s[key])
-            out[key] = s[key].gather(1, index)
-        return out
+    def _update_top_tokens(self, cols: Tensor, token_ids: Tensor, values: Tensor) -> None:
+        """Queue (feature, token, activation) entries that can still enter a feature's top tokens."""
+        passing = values > self._token_threshold[cols]
+        self._pending_tokens.append((cols[passing] * self.vocab_size + token_ids[passing], values[passing]))
+        self._n_pending += int(passing.sum())
+        if self._n_pending > self.prune_every:
+            self._prune_top_tokens()
 
     def _prune_top_tokens(self) -> None:
-        """Fold the pending (feature, token, activation) entries into the table, keep the best per feature."""
+        """Fold the pending entries into the table, keep the best per feature, update the thresholds."""
         s = self.state
         keys = torch.cat([s["token_keys"], *(k for k, _ in self._pending_tokens)])
         maxes = torch.cat([s["token_max"], *(v for _, v in self._pending_tokens)])
@@ -148,10 +162,22 @@ class FeatureAccumulator:
         order = new_max.argsort(descending=True)
         order = order[(unique[order] // self.vocab_size).argsort(stable=True)]
         feature = unique[order] // self.vocab_size
-        first_of_feature = torch.searchsorted(feature, feature, right=False)
-        rank = torch.arange(len(order)) - first_of_feature
+        rank = torch.arange(len(order)) - torch.searchsorted(feature, feature)
         chosen = order[rank < self.max_top_tokens]
         s["token_keys"], s["token_max"] = unique[chosen], new_max[chosen]
+        full = rank == self.max_top_tokens - 1  # the M-th best of a feature with a full table
+        self._token_threshold = torch.full((self.d_sae,), -math.inf)
+        self._token_threshold[feature[full]] = new_max[order[full]]
+
+    def sorted_top_examples(self) -> dict[str, Tensor]:
+        """The top-K buffers with each feature's examples sorted, strongest first."""
+        s = self.state
+        order = s["top_values"].argsort(dim=1, descending=True)  # [d_sae, K]
+        out = {}
+        for key in ("top_values", "top_source", "top_location", "top_context_ids", "top_context_acts"):
+            index = order.view(*order.shape, *([1] * (s[key].dim() - 2))).expand_as(s[key])
+            out[key] = s[key].gather(1, index)
+        return out
 
     def stats(self) -> dict[str, Tensor]:
         """Per-feature statistics (float64): count, density, log10_density, mean, std, skewness,
@@ -178,3 +204,19 @@ class FeatureAccumulator:
         order = s["token_max"].argsort(descending=True)
         order = order[feature[order].argsort(stable=True)]
         return feature[order], token[order], s["token_max"][order]
+
+
+class _SparseLookup:
+    """Value of (row, feature) among a batch's non-zero entries, 0 where absent."""
+
+    def __init__(self, rows: Tensor, cols: Tensor, values: Tensor, d_sae: int) -> None:
+        keys = rows * d_sae + cols
+        order = keys.argsort()
+        self.keys, self.values, self.d_sae = keys[order], values[order], d_sae
+
+    def __call__(self, rows: Tensor, cols: Tensor) -> Tensor:
+        wanted = rows * self.d_sae + cols
+        where = torch.searchsorted(self.keys, wanted).clamp(max=max(len(self.keys) - 1, 0))
+        if len(self.keys) == 0:
+            return torch.zeros(wanted.shape)
+        return torch.where(self.keys[where] == wanted, self.values[where], torch.zeros(()))

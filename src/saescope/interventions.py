@@ -185,7 +185,9 @@ class FeatureSteering(_SAEBound):
         def steer(acts: Tensor) -> Tensor:
             delta = torch.zeros((), device=acts.device)
             if adds:
-                vec = cast.setdefault(acts.dtype, add_vec.to(acts.dtype))
+                vec = cast.get(acts.dtype)
+                if vec is None:
+                    vec = cast[acts.dtype] = add_vec.to(acts.dtype)
                 delta = vec * acts.norm(dim=-1, keepdim=True) if residual_scale else vec
             if sets:
                 old = sae.encode(acts.float())[..., feats]  # [batch, seq, m]
@@ -233,7 +235,9 @@ class VectorSteering(Intervention):
         cast: dict[torch.dtype, Tensor] = {}
 
         def steer(acts: Tensor) -> Tensor:
-            delta = cast.setdefault(acts.dtype, base.to(acts.dtype))
+            delta = cast.get(acts.dtype)
+            if delta is None:
+                delta = cast[acts.dtype] = base.to(acts.dtype)
             mask = positions.mask(acts)
             return acts + (delta if mask is None else delta * mask)
 

@@ -108,6 +108,23 @@ class SAE(nn.Module):
         """Feature activations ``[..., d_sae]`` for inputs ``[..., d_in]``."""
         return self.activate(self.encode_pre(x))
 
+    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Non-zero activations of ``x`` [n, d_in] as ``(rows, features, values)``, without a dense
+        [n, d_sae] tensor for TopK SAEs. Example::
+
+            rows, feats, vals = sae.encode_sparse(acts.reshape(-1, sae.d_in))
+        """
+        pre = self.encode_pre(x)
+        if self.cfg.activation == "topk":
+            values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
+            values = F.relu(values)
+            rows = torch.arange(len(x), device=x.device).repeat_interleave(self.cfg.k)
+            nonzero = values.flatten() > 0
+            return rows[nonzero], indices.flatten()[nonzero], values.flatten()[nonzero]
+        dense = self.activate(pre)
+        rows, cols = dense.nonzero(as_tuple=True)
+        return rows, cols, dense[rows, cols]
+
     def decode(self, feats: Tensor) -> Tensor:
         """Reconstruction ``[..., d_in]`` from feature activations ``[..., d_sae]``."""
         return feats @ self.W_dec + self.b_dec

@@ -32,6 +32,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_target = tmp / target.name
     try:
         yield tmp_target
+        _normal_permissions(tmp_target)
         if target.is_dir() and tmp_target.is_dir():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -42,6 +43,14 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             os.replace(tmp_target, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _normal_permissions(path: Path) -> None:
+    """Files made in a private temp dir are 0600; give them the usual umask-based mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

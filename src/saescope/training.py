@@ -7,7 +7,8 @@ saved weights, so the saved SAE takes raw activations and its decoder rows stay 
 
 With ``epochs > 1`` the first pass writes the activations to disk shards and later passes replay
 them without the model. Checkpoints (``OUT/checkpoint/``, safetensors + JSON, atomic) are written
-every ``checkpoint_every`` steps; ``resume=True`` continues from the last one. On resume, windows
+every ``checkpoint_every`` steps; ``resume=True`` continues from the last one. A finished run
+deletes its checkpoint, and its activation shards unless ``keep_activations``. On resume, windows
 that sat in the shuffle buffer at checkpoint time are not revisited in the first pass (they are in
 the disk shards if ``epochs > 1``).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,6 +65,7 @@ class TrainConfig:
     device: str = "cpu"
     checkpoint_every: int = 250
     log_every: int = 25
+    keep_activations: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -123,6 +126,9 @@ def train_sae(config: TrainConfig, out: str | Path, resume: bool = False, lm: Lo
     final.cfg.metadata.update(trained_tokens=state.step * config.batch_size, input_scale=state.input_scale,
                               train_seconds=round(state.elapsed, 1), train_config=asdict(config))
     save_sae(final, out)
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    if not config.keep_activations:
+        shutil.rmtree(out / "activations", ignore_errors=True)
     return final.eval().requires_grad_(False)
 
 

@@ -31,6 +31,7 @@ def train(
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("bfloat16", help="Model dtype for the forward pass (the SAE trains in float32)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint."),
+    keep_activations: bool = typer.Option(False, "--keep-activations", help="Keep the epochs' activation cache."),
 ) -> None:
     """Train an SAE on activations streamed from the model.
 
@@ -41,7 +42,8 @@ def train(
     config = TrainConfig(hook=hook, model=model, features=features, activation=activation,
                          k=k if activation in ("topk", "batchtopk") else None, tokens=tokens, epochs=epochs,
                          batch_size=batch_size, lr=lr, sparsity_coeff=sparsity_coeff, corpus=corpus,
-                         context=context, checkpoint_every=checkpoint_every, seed=seed, device=device, dtype=dtype)
+                         context=context, checkpoint_every=checkpoint_every, seed=seed, device=device, dtype=dtype,
+                         keep_activations=keep_activations)
     sae = train_sae(config, out, resume=resume)
     console.print(f"saved {sae.cfg.activation} SAE ({sae.d_in} -> {sae.d_sae}) to {out}")
 

@@ -1,0 +1,33 @@
+"""SAELens interop, the direction the tests cannot check without SAELens: SAELens loads our SAE.
+
+Computes the bundled SAE's outputs on a fixed input with saescope, then runs the SAELens venv's
+python on ``saelens_load_ours.py``. Prints ``saelens_loads_ours architecture=<a> max_abs_diff=<x>``.
+"""
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from saescope.sae_io import default_sae_path, load_sae
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    saelens_python = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / ".venv-saelens" / "bin" / "python")
+    sae = load_sae("default")
+    torch.manual_seed(0)
+    x = torch.randn(16, sae.d_in) * 30
+    features = sae.encode(x)
+    reference = Path(tempfile.mkdtemp()) / "reference.safetensors"
+    save_file({"input": x, "features": features, "reconstruction": sae.decode(features)}, str(reference))
+    check = ROOT / "benchmarks" / "saelens_load_ours.py"
+    sys.exit(subprocess.run([saelens_python, str(check), str(default_sae_path()), str(reference)]).returncode)
+
+
+if __name__ == "__main__":
+    main()
