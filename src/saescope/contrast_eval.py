@@ -1,9 +1,11 @@
 """``saescope contrast eval``: steering effect, fluency and side effects of the fitted vectors.
 
 For every intervention in a ``contrast fit`` folder and every multiplier m:
-- per held-out pair, the log-odds of the positive over the negative continuation: the two sides'
-  common token prefix is the prompt, and log-odds = log P(positive rest | prompt) - log P(negative
-  rest | prompt) (with ``*_completion`` fields, the completions replace the rests);
+- per held-out pair, the log-odds of the positive over the negative side: the two sides' common
+  token prefix is the prompt, and log-odds = log P(positive span | prompt) - log P(negative span |
+  prompt). For pairs of equal token length the span is only the distinguishing tokens (from the
+  first to the last differing token, e.g. " she" vs " he"); otherwise it is the rest of each side;
+  with ``*_completion`` fields, the completions are the spans;
   ``shift`` = log-odds(m) - log-odds(unsteered); ``intended`` = share of pairs whose shift has the
   sign of m (m > 0 should favour the positive side, m < 0 the negative one);
 - on neutral held-out corpus text, the per-token KL(unsteered ‖ steered) and the perplexity.
@@ -73,6 +75,9 @@ def _encode_pair(lm: LoadedModel, pair: ContrastPair) -> tuple[list[int], list[i
     if pair.positive_completion is not None and pair.negative_completion is not None:
         rest_pos = lm.tokenizer(pair.positive_completion, add_special_tokens=False)["input_ids"]
         rest_neg = lm.tokenizer(pair.negative_completion, add_special_tokens=False)["input_ids"]
+    elif len(pos) == len(neg):  # score only the distinguishing span (e.g. " she" vs " he")
+        last = max(i for i in range(len(pos)) if pos[i] != neg[i]) + 1
+        rest_pos, rest_neg = pos[common:last], neg[common:last]
     else:
         rest_pos, rest_neg = pos[common:], neg[common:]
     if not rest_pos or not rest_neg:
