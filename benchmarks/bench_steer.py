@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from saescope.interventions import FeatureEdit, FeatureSteering
+from saescope.interventions import FeatureEdit, FeatureSteering, applied
 from saescope.models import LoadedModel, load_model
 from saescope.sae_io import load_sae
 
@@ -44,11 +44,8 @@ def kv_generate(lm: LoadedModel, batch: int, tokens: int, intervention=None) -> 
     ids = lm.tokenize([PROMPT] * batch)
     options = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
                    pad_token_id=lm.tokenizer.eos_token_id)
-    if intervention is None:
+    with applied(intervention, lm):
         lm.model.generate(**ids, **options)
-    else:
-        with intervention.apply(lm):
-            lm.model.generate(**ids, **options)
 
 
 @torch.no_grad()

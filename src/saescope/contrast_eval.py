@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from saescope.contrast import ContrastPair
 from saescope.corpus import load_corpus, token_windows
 from saescope.errors import SaescopeError
-from saescope.interventions import Intervention, load_intervention
+from saescope.interventions import Intervention, applied, load_intervention
 from saescope.models import LoadedModel
 from saescope.storage import atomic_path
 
@@ -92,20 +92,13 @@ def _log_odds(lm: LoadedModel, encoded: list, intervention: Intervention | None)
         logits = lm.model(ids).logits[0, len(prompt) - 1:-1].float()
         return float(F.log_softmax(logits, -1).gather(-1, ids[0, len(prompt):, None]).sum())
 
-    def run() -> np.ndarray:
+    with applied(intervention, lm):
         return np.array([logp(p, rp) - logp(p, rn) for p, rp, rn in encoded])
-
-    if intervention is None:
-        return run()
-    with intervention.apply(lm):
-        return run()
 
 
 @torch.no_grad()
 def _neutral_logp(lm: LoadedModel, ids: torch.Tensor, intervention: Intervention | None) -> torch.Tensor:
-    if intervention is None:
-        return F.log_softmax(lm.model(ids).logits[:, :-1].float(), -1)
-    with intervention.apply(lm):
+    with applied(intervention, lm):
         return F.log_softmax(lm.model(ids).logits[:, :-1].float(), -1)
 
 

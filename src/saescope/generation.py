@@ -13,7 +13,7 @@ import math
 import torch
 
 from saescope.errors import SaescopeError
-from saescope.interventions import Intervention
+from saescope.interventions import Intervention, applied
 from saescope.models import LoadedModel
 
 
@@ -63,11 +63,8 @@ def generate(lm: LoadedModel, prompts: list[str], intervention: Intervention | N
     results: list[list[str]] = [[] for _ in prompts]
     for sample in range(n):
         torch.manual_seed(seed + sample)
-        if intervention is None:
+        with applied(intervention, lm):
             out = lm.model.generate(**batch, **options)
-        else:
-            with intervention.apply(lm):
-                out = lm.model.generate(**batch, **options)
         new_tokens = out[:, batch["input_ids"].shape[1]:]
         for i, text in enumerate(tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
             results[i].append(text)

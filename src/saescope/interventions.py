@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,11 @@ class Intervention:
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return Path(path)
+
+
+def applied(intervention: Intervention | None, lm: LoadedModel) -> AbstractContextManager:
+    """``intervention.apply(lm)``, or a no-op context when there is no intervention."""
+    return nullcontext() if intervention is None else intervention.apply(lm)
 
 
 def _chain(first: HookFn, second: HookFn) -> HookFn:
