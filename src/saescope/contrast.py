@@ -105,7 +105,8 @@ def pair_activations(lm: LoadedModel, sae: SAE, hook: str, pairs: list[ContrastP
                 chosen[-1] = True
             delta = pos_acts - neg_acts
             for offset, position in enumerate(range(start, len(pos_ids))):
-                positions.setdefault(offset, []).append(float(delta[position].norm()))
+                if pos_keep[position] and neg_keep[position]:  # attention sinks are not reported
+                    positions.setdefault(offset, []).append(float(delta[position].norm()))
             deltas.append(delta[chosen].mean(0))
             feature_deltas.append((pos_f - neg_f)[chosen].mean(0))
         else:
