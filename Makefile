@@ -39,6 +39,7 @@ bench: setup $(SAELENS_VENV)/.installed
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_extract.py
 	$(BIN)/python benchmarks/bench_steer.py
+	$(BIN)/python benchmarks/bench_contrast.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
