@@ -1,8 +1,8 @@
 """Stream a hook point's activations from the model to a trainer through a shuffled buffer.
 
 Nothing holds the whole corpus's activations in memory: windows of tokens are run through the model
-(only up to the hook's layer), position 0 of every window is dropped
-and so are attention sinks anywhere else (``sink_mask``: position 0 and any token whose norm
+(only up to the hook's layer), and attention sinks are dropped (``sink_mask``: position 0 of every
+window and any token whose norm
 exceeds ``SINK_NORM_FACTOR`` x its window's median; in SmolLM2 a sink has norm ~25,000 against a
 median of ~140, and 0.1 % of such tokens would carry most of the variance). The rest go into a
 fixed-size buffer that is shuffled and drained by half before refilling. Optionally

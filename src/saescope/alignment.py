@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saescope.activations import sink_mask
 from saescope.errors import SaescopeError
-from saescope.hooks import forward_until
+from saescope.inspect import encode_text
 from saescope.models import LoadedModel
 from saescope.sae import SAE
 from saescope.storage import atomic_path
@@ -103,10 +102,8 @@ def prompt_summaries(lm: LoadedModel, sae: SAE, hook: str, prompts: list[str]) -
     """Each prompt's mean SAE activation per feature, normalized to sum to 1: ``[n_prompts, d_sae]``."""
     rows = []
     for prompt in prompts:
-        ids = lm.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(lm.device)
-        acts = forward_until(lm.model, [hook], ids)[hook]
-        feats = sae.encode(acts.float())[~sink_mask(acts)]  # [n_tokens, d_sae]
-        summary = feats.mean(0) if len(feats) else torch.zeros(sae.d_sae, device=lm.device)
+        _, feats = encode_text(lm, sae, hook, prompt)  # [seq, d_sae], sinks zeroed
+        summary = feats.sum(0)  # normalized below, so the sum gives the mean's proportions
         rows.append(summary / summary.sum().clamp_min(1e-12))
     return torch.stack(rows).cpu()
 

@@ -66,13 +66,9 @@ def evaluate_sae(lm: LoadedModel, sae: SAE, hook: str | None = None, tokens: int
         metrics = evaluate_sae(lm, load_sae("default"), tokens=20_000)
         metrics.fvu, metrics.ce_loss_score
     """
-    hook = hook or sae.cfg.hook_name
-    if hook is None:
-        raise SaescopeError("the SAE does not name its hook point: pass hook=")
+    hook = lm.check_sae(sae, hook)
     if tokens <= 0:
         raise SaescopeError(f"--tokens must be positive, got {tokens}")
-    if sae.d_in != lm.d_model:
-        raise SaescopeError(f"SAE d_in={sae.d_in} does not match the model's d_model={lm.d_model}")
     n_windows = max(1, -(-tokens // context))
     windows = list(islice(token_windows(lm.tokenizer, load_corpus(corpus, split), context), n_windows))
     if not windows:

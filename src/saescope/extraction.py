@@ -24,7 +24,7 @@ from saescope.corpus import load_corpus, windows_with_sources
 from saescope.errors import SaescopeError
 from saescope.feature_run import FeatureRun, sae_fingerprint, write_run
 from saescope.feature_stats import FeatureAccumulator
-from saescope.hooks import forward_until, resolve_hook
+from saescope.hooks import forward_until
 from saescope.models import LoadedModel
 from saescope.sae import SAE
 from saescope.storage import atomic_path
@@ -41,12 +41,7 @@ def extract_features(lm: LoadedModel, sae: SAE, out: str | Path, corpus: str = "
         run = extract_features(lm, load_sae("default"), "runs/default", tokens=200_000)
         run.stats.sort_values("max", ascending=False).head()
     """
-    hook = hook or sae.cfg.hook_name
-    if hook is None:
-        raise SaescopeError("the SAE does not name its hook point: pass --hook")
-    resolve_hook(lm.model, hook)
-    if sae.d_in != lm.d_model:
-        raise SaescopeError(f"SAE d_in={sae.d_in} does not match {lm.name} d_model={lm.d_model}")
+    hook = lm.check_sae(sae, hook)
     if tokens <= 0 or batch_size <= 0 or top_k <= 0:
         raise SaescopeError("--tokens, --batch-size and --top must be positive")
     out = Path(out)

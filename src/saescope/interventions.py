@@ -79,6 +79,7 @@ class _Positions:
     def __init__(self, positions: list[int] | None) -> None:
         self.positions = None if positions is None else sorted(set(int(p) for p in positions))
         self.next = 0
+        self._wanted: dict[torch.device, Tensor] = {}
 
     def mask(self, acts: Tensor) -> Tensor | None:
         """``None`` for all positions, else a ``[1, seq, 1]`` mask for this forward's positions."""
@@ -87,8 +88,10 @@ class _Positions:
         seq = acts.shape[1]
         start = 0 if seq > 1 else self.next  # a multi-token forward starts a new sequence
         self.next = start + seq
+        wanted = self._wanted.get(acts.device)
+        if wanted is None:
+            wanted = self._wanted[acts.device] = torch.tensor(self.positions, device=acts.device)
         absolute = torch.arange(start, start + seq, device=acts.device)
-        wanted = torch.tensor(self.positions, device=acts.device)
         return torch.isin(absolute, wanted).view(1, seq, 1).to(acts.dtype)
 
 
@@ -142,10 +145,7 @@ class _SAEBound(Intervention):
             raise SaescopeError("the SAE does not name its hook point: pass hook=")
 
     def _check_model(self, lm: LoadedModel) -> None:
-        resolve_hook(lm.model, self.hook)
-        if self.sae.d_in != lm.d_model:
-            raise SaescopeError(f"the intervention's SAE has d_in={self.sae.d_in}, but {lm.name} has "
-                                f"d_model={lm.d_model}: it was made for another model")
+        lm.check_sae(self.sae, self.hook)
 
     def _base_dict(self) -> dict[str, Any]:
         from saescope.feature_run import sae_fingerprint
@@ -188,7 +188,7 @@ class FeatureSteering(_SAEBound):
         cast: dict[torch.dtype, Tensor] = {}
 
         def steer(acts: Tensor) -> Tensor:
-            delta = torch.zeros((), device=acts.device)
+            delta: Tensor | float = 0.0
             if adds:
                 vec = cast.get(acts.dtype)
                 if vec is None:
@@ -281,13 +281,14 @@ class AlignmentSteering(_SAEBound):
         def steer(acts: Tensor) -> Tensor:
             x = acts.float()
             pre = sae.encode_pre(x)
+            error = (x - sae.decode(sae.activate(pre))) if self.keep_error else 0.0
             if self.method == "clamp":
                 new = sae.activate(pre)
                 new[..., top] += self.value
             else:
                 weighted = sae.activate(pre * scores)
                 new = weighted if self.method == "weight" else pre * (weighted != 0)
-            out = sae.decode(new) + ((x - sae(x)) if self.keep_error else 0.0)
+            out = sae.decode(new) + error
             mask = positions.mask(acts)
             out = out.to(acts.dtype)
             return out if mask is None else acts + (out - acts) * mask

@@ -11,11 +11,15 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from saescope.errors import SaescopeError
 from saescope.storage import atomic_path, saescope_home
+
+if TYPE_CHECKING:
+    from saescope.sae import SAE
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,6 +56,20 @@ class LoadedModel:
     @property
     def d_model(self) -> int:
         return int(self.model.config.hidden_size)
+
+    def check_sae(self, sae: "SAE", hook: str | None = None) -> str:
+        """The hook point ``sae`` reads (``hook`` or the one it names), checked against this model:
+        the hook must exist and the SAE's width must match. Raises ``SaescopeError`` otherwise."""
+        from saescope.hooks import resolve_hook
+
+        hook = hook or sae.cfg.hook_name
+        if hook is None:
+            raise SaescopeError("the SAE does not name its hook point: pass --hook")
+        resolve_hook(self.model, hook)
+        if sae.d_in != self.d_model:
+            raise SaescopeError(f"SAE d_in={sae.d_in} does not match {self.name} d_model={self.d_model}: "
+                                "wrong SAE for this model")
+        return hook
 
     def tokenize(self, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Right-padded batch on the model's device (``input_ids``, ``attention_mask``)."""

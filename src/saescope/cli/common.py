@@ -39,18 +39,12 @@ def load_model_and_sae(sae_path: str, model: str | None, hook: str | None, devic
 
     Returns ``(lm, sae, hook_name)``.
     """
-    from saescope.hooks import resolve_hook
     from saescope.models import EMBEDDED_MODEL, load_model
     from saescope.sae_io import load_sae
 
     sae = load_sae(sae_path, device=device)
-    hook_name = hook or sae.cfg.hook_name
-    if hook_name is None:
+    if (hook or sae.cfg.hook_name) is None:
         raise SaescopeError(f"the SAE at {sae_path!r} does not name its hook point: pass --hook")
     model_name = model or (None if sae.cfg.model_name in (None, EMBEDDED_MODEL) else sae.cfg.model_name)
     lm = load_model(model_name, device=device, dtype=dtype)
-    resolve_hook(lm.model, hook_name)
-    if sae.d_in != lm.d_model:
-        raise SaescopeError(f"SAE d_in={sae.d_in} does not match {lm.name} hook width d_model={lm.d_model}: "
-                            "wrong SAE for this model")
-    return lm, sae, hook_name
+    return lm, sae, lm.check_sae(sae, hook)
