@@ -24,7 +24,7 @@ from saescope.hooks import HookPoint, capture, forward_until, intervene, resolve
 from saescope.generation import generate
 from saescope.inspect import encode_text, top_features_of_text
 from saescope.interventions import (AlignmentSteering, FeatureEdit, FeatureSteering, Intervention, Interventions,
-                                    VectorSteering, load_intervention)
+                                    SubspaceErasure, VectorSteering, load_intervention)
 from saescope.models import LoadedModel, load_model
 from saescope.sae import SAE, SAEConfig
 from saescope.sae_io import load_sae, save_sae
@@ -34,7 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SAE", "AlignmentScores", "AlignmentSteering", "ContrastPair", "FeatureEdit", "FeatureRun", "FeatureSteering",
-    "HookPoint", "Intervention", "Interventions", "LoadedModel", "SAEConfig", "SAEEvaluation", "SaescopeError",
+    "HookPoint", "Intervention", "Interventions", "LoadedModel", "SAEConfig", "SAEEvaluation", "SaescopeError", "SubspaceErasure",
     "TrainConfig", "VectorSteering", "capture", "encode_text", "evaluate_contrast", "evaluate_sae", "extract_features",
     "fit_contrast", "forward_until", "generate", "intervene", "load_intervention", "load_model", "load_sae",
     "read_pairs", "resolve_hook", "save_sae", "score_features", "top_features_of_text", "train_sae",

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -27,6 +26,7 @@ from saescope.activations import sink_mask
 from saescope.corpus import load_corpus, token_windows
 from saescope.errors import SaescopeError
 from saescope.hooks import capture, intervene
+from saescope.lm_metrics import next_token_logprobs_of, summed_ce, summed_kl
 from saescope.models import LoadedModel
 from saescope.sae import SAE
 
@@ -100,14 +100,13 @@ def _evaluate_batch(lm: LoadedModel, sae: SAE, hook: str, ids: Tensor, totals: "
         spliced_logits = lm.model(input_ids=ids).logits.float()
     with intervene(lm.model, {hook: splice(torch.zeros_like(recon))}):
         zero_logits = lm.model(input_ids=ids).logits.float()
-    clean_logp = F.log_softmax(clean_logits[:, :-1], -1)
-    targets = ids[:, 1:]
+    clean_logp = next_token_logprobs_of(clean_logits)
     for name, logits in (("clean", clean_logits), ("spliced", spliced_logits), ("zero", zero_logits)):
-        logp = F.log_softmax(logits[:, :-1], -1)
-        totals.ce[name] += float(-logp.gather(-1, targets[..., None]).sum())
+        logp = next_token_logprobs_of(logits)
+        totals.ce[name] += summed_ce(logp, ids)
         if name != "clean":
-            totals.kl[name] += float((clean_logp.exp() * (clean_logp - logp)).sum())
-    totals.n_predictions += targets.numel()
+            totals.kl[name] += summed_kl(clean_logp, logp)
+    totals.n_predictions += ids[:, 1:].numel()
 
 
 class _Totals:

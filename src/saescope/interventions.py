@@ -5,10 +5,13 @@ Every intervention turns into hook functions for ``saescope.hooks.intervene`` (t
   ``value`` x the feature's unit decoder direction, optionally scaled by the feature's max activation
   in a features RUN, ``scale="max_activation"``, or by the token's residual norm,
   ``scale="residual_norm"``), ``clamp`` (set the activation to ``value``), ``ablate`` (set it to 0, or
-  to ``value`` = its mean), ``scale`` (multiply it by ``value``). ``clamp``/``ablate``/``scale`` encode
+  to ``value`` = its mean), ``scale`` (multiply it by ``value``), ``cap`` (clamp from above: ``min(a, value)``, smaller
+  activations untouched). ``clamp``/``ablate``/``scale``/``cap`` encode
   with the SAE and add only the change of the edited features through the decoder, so the SAE's
   error term is kept and nothing but those features changes (``x' = x + Σ (a'_f - a_f) W_dec[f]``).
 - ``VectorSteering``: add ``coeff`` x a vector (CAA / ActAdd / fitted SAE vectors).
+- ``SubspaceErasure``: remove a concept subspace (LEACE-style mean-anchored projection):
+  ``x' = x - strength * ((x - mean) U^T) U`` for orthonormal rows ``U``; ``strength`` 1 erases it.
 - ``AlignmentSteering``: IBM's layer-level methods driven by per-feature alignment scores:
   ``weight`` (activate ``pre x scores``), ``swap`` (the original pre-activations on the support of
   ``activate(pre x scores)``, IBM's recommended method) and ``clamp`` (top-``top_n`` scored features
@@ -48,7 +51,7 @@ from saescope.sae import SAE
 from saescope.sae_io import load_sae
 from saescope.storage import atomic_path
 
-FEATURE_OPS = ("add", "clamp", "ablate", "scale")
+FEATURE_OPS = ("add", "clamp", "ablate", "scale", "cap")
 ALIGNMENT_METHODS = ("weight", "swap", "clamp")
 
 
@@ -61,7 +64,7 @@ def _finite(value: float, what: str) -> float:
 
 @dataclass
 class FeatureEdit:
-    """One feature edit: ``op`` in add | clamp | ablate | scale, with its ``value``."""
+    """One feature edit: ``op`` in add | clamp | ablate | scale | cap, with its ``value``."""
 
     feature: int
     op: str = "add"
@@ -98,12 +101,16 @@ class _Positions:
 class Intervention:
     """Base: subclasses give ``hook_fns``; ``apply`` is the context manager every one shares."""
 
+    model_name: str | None = None  # the model it was made for, when known (checked by ``apply``)
+
     def hook_fns(self, lm: LoadedModel) -> list[tuple[str, HookFn]]:
         raise NotImplementedError
 
     @contextmanager
     def apply(self, lm: LoadedModel) -> Iterator[None]:
         """Active inside the block; hooks are removed on exit, even on error."""
+        if self.model_name and Path(self.model_name).name != Path(lm.name).name:
+            raise SaescopeError(f"this intervention was made for model {self.model_name!r}, not {lm.name!r}")
         fns: dict[str, HookFn] = {}
         for hook, fn in self.hook_fns(lm):
             fns[hook] = _chain(fns[hook], fn) if hook in fns else fn
@@ -114,9 +121,12 @@ class Intervention:
         raise NotImplementedError
 
     def save(self, path: str | Path) -> Path:
-        """Write this intervention as JSON (atomically)."""
+        """Write this intervention as JSON (atomically), with the model it was made for when known."""
+        data = self.to_dict()
+        if self.model_name:
+            data["model"] = self.model_name
         with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
         return Path(path)
 
 
@@ -217,6 +227,8 @@ class FeatureSteering(_SAEBound):
 def _edit(op: str, old: Tensor, value: Tensor) -> Tensor:
     if op == "scale":
         return old * value
+    if op == "cap":
+        return old.clamp(max=float(value))
     return torch.full_like(old, float(value))  # clamp; ablate (value 0, or the feature's mean)
 
 
@@ -254,6 +266,44 @@ class VectorSteering(Intervention):
     def to_dict(self) -> dict[str, Any]:
         return {"type": "vector", "name": self.name, "hook": self.hook, "coeff": self.coeff,
                 "positions": self.positions, "vector": self.vector.tolist()}
+
+
+class SubspaceErasure(Intervention):
+    """Project ``basis`` (``[k, d_model]``, orthonormalised here) out of the residual around ``mean``."""
+
+    def __init__(self, hook: str, basis: Tensor, mean: Tensor | None = None, strength: float = 1.0,
+                 positions: list[int] | None = None, name: str = "subspace") -> None:
+        basis = torch.atleast_2d(basis.float().cpu())
+        if not torch.isfinite(basis).all() or (mean is not None and not torch.isfinite(mean).all()):
+            raise SaescopeError("the erasure basis or mean contains NaN or inf")
+        q, r = torch.linalg.qr(basis.T)
+        keep = r.diagonal().abs() > 1e-6 * r.diagonal().abs().max()
+        self.hook, self.basis, self.name, self.positions = hook, q.T[keep].contiguous(), name, positions
+        self.mean = torch.zeros(basis.shape[1]) if mean is None else mean.float().cpu()
+        self.strength = _finite(strength, "the erasure strength")
+
+    def hook_fns(self, lm: LoadedModel) -> list[tuple[str, HookFn]]:
+        resolve_hook(lm.model, self.hook)
+        if self.basis.shape[1] != lm.d_model:
+            raise SaescopeError(f"the erasure basis has width {self.basis.shape[1]}, but {lm.name} has "
+                                f"d_model={lm.d_model}: it was made for another model")
+        basis, anchor = self.basis.to(lm.device), (self.mean @ self.basis.T).to(lm.device)
+        positions = _Positions(self.positions)
+
+        def erase(acts: Tensor) -> Tensor:
+            coords = acts.float() @ basis.T - anchor  # [batch, seq, k]
+            delta = (-self.strength * coords @ basis).to(acts.dtype)
+            mask = positions.mask(acts)
+            return acts + (delta if mask is None else delta * mask)
+
+        return [(self.hook, erase)]
+
+    def scaled(self, multiplier: float) -> "SubspaceErasure":
+        return SubspaceErasure(self.hook, self.basis, self.mean, self.strength * multiplier, self.positions, self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "project", "name": self.name, "hook": self.hook, "strength": self.strength,
+                "positions": self.positions, "basis": self.basis.tolist(), "mean": self.mean.tolist()}
 
 
 class AlignmentSteering(_SAEBound):
@@ -325,6 +375,9 @@ def intervention_from_dict(data: dict[str, Any], source: str = "<dict>") -> Inte
         if kind == "vector":
             return VectorSteering(data["hook"], torch.tensor(data["vector"]), data["coeff"], data.get("positions"),
                                   data.get("name", "vector"))
+        if kind == "project":
+            return SubspaceErasure(data["hook"], torch.tensor(data["basis"]), torch.tensor(data["mean"]),
+                                   data.get("strength", 1.0), data.get("positions"), data.get("name", "subspace"))
         if kind not in ("features", "alignment"):
             raise SaescopeError(f"{source}: unknown intervention type {kind!r}")
         sae = load_sae(data["sae"])
@@ -351,4 +404,8 @@ def load_intervention(path: str | Path) -> Intervention:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SaescopeError(f"{path} is not valid JSON ({exc})") from None
-    return intervention_from_dict(data, str(path))
+    if not isinstance(data, dict):
+        raise SaescopeError(f"{path} is not a valid intervention file (expected a JSON object)")
+    intervention = intervention_from_dict(data, str(path))
+    intervention.model_name = data.get("model")
+    return intervention

@@ -17,9 +17,10 @@ _FINAL_NORMS = ("model.norm", "model.language_model.norm", "transformer.ln_f", "
 
 
 @torch.no_grad()
-def logit_effects(lm: LoadedModel, sae: SAE, n: int = 10, chunk: int = 256) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def logit_effects(lm: LoadedModel, sae: SAE, n: int = 10, chunk: int = 256,
+                  features: list[int] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Top-``n`` promoted and suppressed tokens per feature: ``(up_values, up_ids, down_values, down_ids)``,
-    each ``[d_sae, n]``.
+    each ``[d_sae, n]`` (or ``[len(features), n]`` for a subset).
 
     Example::
 
@@ -29,8 +30,10 @@ def logit_effects(lm: LoadedModel, sae: SAE, n: int = 10, chunk: int = 256) -> t
     unembed = lm.model.get_output_embeddings().weight.float()  # [vocab, d_model]
     gamma = _final_norm_scale(lm.model, unembed.shape[1]).to(unembed.device)
     directions = sae.decoder_directions().to(unembed.device)
+    if features is not None:
+        directions = directions[torch.as_tensor(features, dtype=torch.long, device=directions.device)]
     results = []
-    for start in range(0, sae.d_sae, chunk):
+    for start in range(0, len(directions), chunk):
         effects = (directions[start:start + chunk] * gamma) @ unembed.T  # [chunk, vocab]
         results.append((*effects.topk(n, dim=-1), *(-effects).topk(n, dim=-1)))
     up, up_ids, down, down_ids = (torch.cat(parts) for parts in zip(*results))

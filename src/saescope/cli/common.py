@@ -20,6 +20,11 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(_plain(obj), indent=2) + "\n")
 
 
+def plain(obj: Any) -> Any:
+    """``obj`` with numpy values as Python ones and NaN/inf as None (JSON-ready)."""
+    return _plain(obj)
+
+
 def _plain(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         obj = obj.tolist()

@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from saescope.cli.bias_commands import bias_app, debias
 from saescope.cli.common import console, print_json
 from saescope.cli.contrast_commands import contrast_app
 from saescope.cli.features_commands import features_app
@@ -21,6 +22,8 @@ app.add_typer(features_app, name="features")
 app.add_typer(steer_app, name="steer")
 app.add_typer(align_app, name="align")
 app.add_typer(contrast_app, name="contrast")
+app.add_typer(bias_app, name="bias")
+app.command("debias")(debias)
 
 
 @app.command()

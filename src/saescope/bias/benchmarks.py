@@ -1,0 +1,103 @@
+"""The gender-bias benchmarks, each measured on the model as it is (wrap calls in ``applied(...)``).
+
+Metric definitions (the README's bias section repeats them):
+- occupations: ``p_she`` per occupation x template; Pearson and Spearman r (``scipy.stats``) of the
+  per-occupation mean with ``bls_pct_female``; ``mean_abs_dev`` = mean over all occupation x template
+  prompts of ``|p_she - 0.5|`` (template offsets count as bias too), and the same over per-occupation
+  means (``occupation_abs_dev``);
+- WinoBias: per type, the share of twins where the pro-stereotyped sentence has the higher
+  log-likelihood (50% = no preference), and the mean log-likelihood gap pro - anti;
+- CrowS-Pairs gender: the share where ``sent_more`` has the higher log-likelihood;
+- subject-verb agreement: the share of prompts where the right verb form outscores the wrong one;
+- definitional gender: the share of prompts whose ``p_she`` is on the right side of 0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy import stats
+
+from saescope.bias.data import AgreementPair, GenderedPrompt, Occupation, TwinPair
+from saescope.bias.scoring import next_token_logprobs, p_she, sentence_logprobs
+from saescope.errors import SaescopeError
+from saescope.models import LoadedModel
+
+
+@dataclass
+class OccupationScores:
+    pearson_r: float
+    spearman_r: float
+    mean_abs_dev: float
+    occupation_abs_dev: float
+    mean_p_she: float
+    p_she: dict[str, float]  # per-occupation mean over templates
+    pct_female: dict[str, float]
+
+
+def occupation_bias(lm: LoadedModel, occupations: list[Occupation], templates: tuple[str, ...] | list[str],
+                    batch_size: int = 64) -> OccupationScores:
+    if len(templates) < 1 or not all("{occupation}" in t for t in templates):
+        raise SaescopeError("occupation templates must each contain {occupation}")
+    prompts = [t.format(occupation=o.name) for o in occupations for t in templates]
+    probs = p_she(lm, prompts, batch_size).view(len(occupations), len(templates)).double().numpy()
+    per_occ = probs.mean(1)
+    bls = np.array([o.pct_female for o in occupations])
+    constant = np.ptp(per_occ) == 0
+    return OccupationScores(
+        pearson_r=0.0 if constant else float(stats.pearsonr(per_occ, bls).statistic),
+        spearman_r=0.0 if constant else float(stats.spearmanr(per_occ, bls).statistic),
+        mean_abs_dev=float(np.abs(probs - 0.5).mean()), occupation_abs_dev=float(np.abs(per_occ - 0.5).mean()),
+        mean_p_she=float(per_occ.mean()), p_she={o.name: float(p) for o, p in zip(occupations, per_occ)},
+        pct_female={o.name: o.pct_female for o in occupations})
+
+
+@dataclass
+class TwinScores:
+    """Per group: the share of twins where the stereotypical side wins, and the mean gap."""
+
+    preference: dict[str, float]
+    mean_gap: dict[str, float]
+    n: dict[str, int]
+
+
+def twin_preference(lm: LoadedModel, pairs: list[TwinPair], batch_size: int = 32) -> TwinScores:
+    if not pairs:
+        raise SaescopeError("no sentence pairs to score")
+    scores = sentence_logprobs(lm, [p.stereo for p in pairs] + [p.anti for p in pairs], batch_size)
+    gap = (scores[:len(pairs)] - scores[len(pairs):]).numpy()
+    groups = np.array([p.group for p in pairs])
+    preference, mean_gap, n = {}, {}, {}
+    for group in sorted(set(groups)):
+        chosen = gap[groups == group]
+        preference[group], mean_gap[group], n[group] = float((chosen > 0).mean()), float(chosen.mean()), len(chosen)
+    if len(preference) > 1:
+        preference["all"], mean_gap["all"], n["all"] = float((gap > 0).mean()), float(gap.mean()), len(gap)
+    return TwinScores(preference, mean_gap, n)
+
+
+def agreement_accuracy(lm: LoadedModel, items: list[AgreementPair], batch_size: int = 64) -> float:
+    """Share of prompts where the right verb form gets more probability than the wrong one."""
+    first = {}
+    for word in {w for item in items for w in (item.right, item.wrong)}:
+        first[word] = lm.tokenizer.encode(word, add_special_tokens=False)[0]
+    columns = sorted(set(first.values()))
+    where = {tok: i for i, tok in enumerate(columns)}
+    lp = next_token_logprobs(lm, [item.prefix for item in items], columns, batch_size)
+    rows = torch.arange(len(items))
+    right = lp[rows, torch.tensor([where[first[i.right]] for i in items])]
+    wrong = lp[rows, torch.tensor([where[first[i.wrong]] for i in items])]
+    return float((right > wrong).float().mean())
+
+
+def definitional_accuracy(lm: LoadedModel, prompts: list[GenderedPrompt], batch_size: int = 64) -> float:
+    """Share of definitional prompts answered with the right pronoun (``p_she`` on the right side of 0.5)."""
+    probs = p_she(lm, [p.prompt for p in prompts], batch_size)
+    female = torch.tensor([p.female for p in prompts])
+    return float(((probs > 0.5) == female).float().mean())
+
+
+def as_dict(value: object) -> dict:
+    return asdict(value)  # type: ignore[call-overload]

@@ -1,0 +1,232 @@
+"""Build a gender-debiasing intervention from SAE features, choosing its strength on training data only.
+
+Methods (all at the SAE's hook point, all through ``saescope.interventions``):
+- ``ablate``: set the chosen features to 0 (SAE error term kept); strength = number of features;
+- ``clamp``: cap each chosen feature at the level it has on the *other* gender's stereotyped
+  occupations (``min(a, level)``): the stereotyped excess goes, the feature's ordinary use stays;
+- ``project``: erase the subspace spanned by the chosen features' decoder directions, anchored at
+  the corpus mean (``SubspaceErasure``); strength = number of features;
+- ``steer``: add the gender contrast vector (CAA, from the training pairs; or the chosen features'
+  decoder directions signed by their gender effect) with the coefficient that brings the mean
+  ``p_she`` of the training occupation prompts to 0.5 (found by bisection); strengths are fractions
+  of that coefficient.
+
+``--features auto`` takes the strongest features of kind ``stereotype`` (``gender_features``).
+Automatic strength: every candidate is scored on the selection prompts (their own occupations,
+templates and definitional subjects) and on training-split text; the chosen one removes the most
+occupation bias while keeping the definitional accuracy >= 95% of the original and the CE loss
+within +2%. If no candidate meets both, the one with the smallest CE increase is used and the
+selection table says so. No evaluation benchmark is seen before ``bias eval`` runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.resources import files
+from itertools import islice
+
+import pandas as pd
+import torch
+
+from saescope.bias.data import SelectionPrompts
+from saescope.bias.gender_features import rank_gender_features, stereotype_features
+from saescope.bias.scoring import p_she
+from saescope.contrast import pair_activations, read_pairs
+from saescope.corpus import load_corpus, token_windows
+from saescope.errors import SaescopeError
+from saescope.feature_run import FeatureRun
+from saescope.interventions import FeatureEdit, FeatureSteering, Intervention, SubspaceErasure, VectorSteering, applied
+from saescope.lm_metrics import next_token_logprobs_of, summed_ce
+from saescope.models import LoadedModel
+from saescope.sae import SAE
+
+METHODS = ("ablate", "clamp", "project", "steer")
+FEATURE_COUNTS = (4, 8, 16, 32)
+STEER_FRACTIONS = (0.5, 0.75, 1.0)
+MAX_CE_INCREASE = 0.02
+MIN_DEFINITIONAL_RATIO = 0.95
+
+
+@dataclass
+class DebiasPlan:
+    """The chosen intervention, what it was built from, and the selection table behind the choice."""
+
+    method: str
+    features: list[int]
+    strength: float
+    intervention: Intervention
+    candidates: pd.DataFrame = field(repr=False)
+    feature_table: pd.DataFrame = field(repr=False)
+    by_strength: dict[float, Intervention] = field(default_factory=dict, repr=False)  # every candidate
+
+
+class _SelectionScorer:
+    """Bias, definitional accuracy and CE of a candidate on the selection prompts and training text."""
+
+    def __init__(self, lm: LoadedModel, selection: SelectionPrompts, ce_tokens: int = 2048) -> None:
+        self.lm, self.selection = lm, selection
+        pairs = selection.occupation_prompts()
+        self.prompts = [p for p, _ in pairs]
+        self.female = torch.tensor([f for _, f in pairs])
+        self.def_prompts = [p.prompt for p in selection.definitional]
+        self.def_female = torch.tensor([p.female for p in selection.definitional])
+        windows = list(islice(token_windows(lm.tokenizer, load_corpus("embedded", "train"), 128), ce_tokens // 128))
+        self.windows = torch.stack(windows).to(lm.device)
+        self.base = self.score(None)
+
+    @torch.inference_mode()
+    def score(self, intervention: Intervention | None, full: bool = True) -> dict[str, float]:
+        with applied(intervention, self.lm):
+            probs = p_she(self.lm, self.prompts)
+            if not full:
+                return {"mean_p_she": float(probs.mean())}
+            definitional = p_she(self.lm, self.def_prompts)
+            logp = next_token_logprobs_of(self.lm.model(input_ids=self.windows).logits)
+        return {"mean_abs_dev": float((probs - 0.5).abs().mean()), "mean_p_she": float(probs.mean()),
+                "stereotype_gap": float(probs[self.female].mean() - probs[~self.female].mean()),
+                "definitional_accuracy": float(((definitional > 0.5) == self.def_female).float().mean()),
+                "ce_loss": summed_ce(logp, self.windows) / self.windows[:, 1:].numel()}
+
+    def row(self, label: float, intervention: Intervention) -> dict[str, float | bool]:
+        s, b = self.score(intervention), self.base
+        row = {"strength": label, **s,
+               "dev_reduction": 1 - s["mean_abs_dev"] / b["mean_abs_dev"],
+               "definitional_ratio": s["definitional_accuracy"] / max(b["definitional_accuracy"], 1e-12),
+               "ce_increase": s["ce_loss"] / b["ce_loss"] - 1}
+        row["admissible"] = row["definitional_ratio"] >= MIN_DEFINITIONAL_RATIO and row["ce_increase"] <= MAX_CE_INCREASE
+        return row
+
+
+def _feature_levels(table: pd.DataFrame, features: list[int]) -> dict[int, float]:
+    by_feature = table.set_index("feature")
+    return {f: float(min(by_feature.at[f, "female_occupations"], by_feature.at[f, "male_occupations"]))
+            for f in features}
+
+
+def _gender_vector(lm: LoadedModel, sae: SAE, hook: str, table: pd.DataFrame, features: list[int] | None
+                   ) -> torch.Tensor:
+    """Female-minus-male direction: CAA over the training pairs, or the signed decoder directions of ``features``."""
+    if features:
+        signs = table.set_index("feature").loc[features, "pair_delta"].apply(lambda d: 1.0 if d >= 0 else -1.0)
+        vector = (torch.tensor(signs.to_numpy(), dtype=torch.float32) @ sae.decoder_directions()[features].cpu())
+    else:
+        pairs = read_pairs(str(files("saescope") / "data" / "pairs" / "gender_train.jsonl"))
+        vector = pair_activations(lm, sae, hook, pairs).deltas.mean(0)
+    return vector / vector.norm()
+
+
+def build_intervention(lm: LoadedModel, sae: SAE, method: str, features: list[int], strength: float,
+                       table: pd.DataFrame, hook: str, vector: torch.Tensor | None = None,
+                       corpus_mean: torch.Tensor | None = None) -> Intervention:
+    """One candidate: ``strength`` is a feature count (ablate/clamp/project) or a coefficient (steer)."""
+    if method not in METHODS:
+        raise SaescopeError(f"unknown debias method {method!r}: use one of {', '.join(METHODS)}")
+    if method == "steer":
+        if vector is None:
+            raise SaescopeError("steer needs a gender vector")
+        return VectorSteering(hook, vector, strength, name="gender-centering")
+    chosen = features[:int(strength)]
+    if not chosen:
+        raise SaescopeError("no features to intervene on")
+    if method == "ablate":
+        return FeatureSteering(sae, [FeatureEdit(f, "ablate", 0.0) for f in chosen], hook)
+    if method == "clamp":
+        levels = _feature_levels(table, chosen)
+        return FeatureSteering(sae, [FeatureEdit(f, "cap", levels[f]) for f in chosen], hook)
+    return SubspaceErasure(hook, sae.decoder_directions()[chosen].cpu(), corpus_mean, 1.0, name="gender-features")
+
+
+def _centering_coefficient(scorer: _SelectionScorer, make: Callable[[float], Intervention],
+                           limit: float = 64.0) -> float:
+    """Bisection for the coefficient that brings the selection prompts' mean p_she to 0.5."""
+    base = scorer.base["mean_p_she"]
+    sign = -1.0 if base > 0.5 else 1.0
+    low, high = 0.0, limit
+    for _ in range(10):
+        mid = (low + high) / 2
+        mean = scorer.score(make(sign * mid), full=False)["mean_p_she"]
+        if (mean - 0.5) * (base - 0.5) > 0:
+            low = mid
+        else:
+            high = mid
+    return sign * (low + high) / 2
+
+
+def _corpus_mean(lm: LoadedModel, hook: str, tokens: int = 8192) -> torch.Tensor:
+    from saescope.activations import sink_mask
+    from saescope.hooks import forward_until
+
+    windows = torch.stack(list(islice(token_windows(lm.tokenizer, load_corpus("embedded", "train"), 128),
+                                      tokens // 128))).to(lm.device)
+    total, count = torch.zeros(lm.d_model), 0
+    with torch.inference_mode():
+        for start in range(0, len(windows), 16):
+            acts = forward_until(lm.model, [hook], windows[start:start + 16])[hook].float()
+            kept = acts[~sink_mask(acts)]
+            total += kept.sum(0).cpu()
+            count += len(kept)
+    return total / count
+
+
+def plan_debias(lm: LoadedModel, sae: SAE, method: str = "project", features: str | list[int] = "auto",
+                strengths: list[float] | None = None, hook: str | None = None,
+                selection: SelectionPrompts | None = None) -> DebiasPlan:
+    """Rank the gender features, build every candidate strength, score them on training data, choose one."""
+    if method not in METHODS:
+        raise SaescopeError(f"unknown debias method {method!r}: use one of {', '.join(METHODS)}")
+    hook = lm.check_sae(sae, hook)
+    selection = selection or SelectionPrompts.load()
+    table = rank_gender_features(lm, sae, hook, selection)
+    if features == "auto":
+        chosen = stereotype_features(table, max(FEATURE_COUNTS))
+        if not chosen and method != "steer":
+            raise SaescopeError("no stereotype feature found on the selection prompts: pass --features")
+    else:
+        chosen = [sae.check_feature(int(f)) for f in features]
+    scorer = _SelectionScorer(lm, selection)
+    vector = corpus_mean = None
+    if method == "steer":
+        vector = _gender_vector(lm, sae, hook, table, None if features == "auto" else chosen)
+        full = _centering_coefficient(scorer, lambda c: VectorSteering(hook, vector, c))
+        candidates = [full * f for f in (strengths or STEER_FRACTIONS)]
+    else:
+        if method == "project":
+            corpus_mean = _corpus_mean(lm, hook)
+        counts = strengths or ([n for n in FEATURE_COUNTS if n <= len(chosen)] or [len(chosen)])
+        candidates = [float(min(int(n), len(chosen))) for n in counts]
+    rows, built = [], {}
+    for strength in candidates:
+        built[strength] = build_intervention(lm, sae, method, chosen, strength, table, hook, vector, corpus_mean)
+        rows.append(scorer.row(strength, built[strength]))
+    frame = pd.DataFrame(rows)
+    admissible = frame[frame.admissible]
+    pick = (admissible.sort_values("dev_reduction", ascending=False) if len(admissible)
+            else frame.sort_values("ce_increase")).iloc[0]
+    strength = float(pick["strength"])
+    frame["chosen"] = frame.strength == strength
+    used = chosen if method != "steer" or features != "auto" else []
+    if method != "steer":
+        used = chosen[:int(strength)]
+    for candidate in built.values():
+        candidate.model_name = lm.name
+    return DebiasPlan(method, used, strength, built[strength], frame, table, built)
+
+
+def features_summary(lm: LoadedModel, sae: SAE, table: pd.DataFrame, features: list[int],
+                     run: FeatureRun | None = None, n_tokens: int = 6) -> pd.DataFrame:
+    """The chosen features with their gender statistics, promoted tokens and (given a RUN) top tokens."""
+    from saescope.logit_effects import logit_effects
+
+    rows = table.set_index("feature").loc[features].reset_index()
+    columns = ["feature", "kind", "stereotype_diff", "stereotype_q", "definitional_diff", "pair_delta"]
+    rows = rows[columns].copy()
+    if features:
+        _, up_ids, _, _ = logit_effects(lm, sae, n=n_tokens, features=features)
+        rows["promotes"] = [" ".join(repr(lm.tokenizer.decode([int(t)])) for t in ids) for ids in up_ids]
+    if run is not None:
+        run.check_sae(sae)
+        stats = run.stats.set_index("feature")
+        rows["top_tokens"] = [" ".join(repr(t) for t in list(stats.at[f, "top_tokens"])[:n_tokens]) for f in features]
+        rows["log10_density"] = [float(stats.at[f, "log10_density"]) for f in features]
+    return rows

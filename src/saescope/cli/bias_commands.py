@@ -1,0 +1,184 @@
+"""``saescope bias eval``, ``saescope bias features`` and ``saescope debias``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from saescope.cli.common import console, load_model_and_sae, print_json
+from saescope.errors import SaescopeError
+
+bias_app = typer.Typer(no_args_is_help=True, help="Measure gender bias and find the SAE features behind it.")
+
+
+def _data(occupations: Path | None, winobias: Path | None, crows: Path | None, agreement: Path | None,
+          definitional: Path | None):
+    from saescope.bias.data import BiasData
+
+    return BiasData.load(occupations, winobias, crows, agreement, definitional)
+
+
+def _print_evaluation(result, json_out: bool) -> None:
+    if json_out:
+        print_json(result.to_dict())
+        return
+    table = Table(title=f"gender bias of {result.model} ({result.seconds:.0f} s)")
+    for column in ("metric", "before", "after"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, before, after in result.summary_rows():
+        table.add_row(name, f"{before:.4f}", "" if after is None else f"{after:.4f}")
+    console.print(table)
+    for name, ok in result.targets_met.items():
+        console.print(f"{name}: {result.changes[name]:.4f} {'[green]met[/green]' if ok else '[red]not met[/red]'}")
+
+
+def _write_outputs(out: Path, result, title: str, intervention=None, features=None, selection=None,
+                   settings: dict | None = None) -> None:
+    """Everything into ``out`` at once (atomic folder replace): nothing half-written on failure."""
+    from saescope.bias.report import write_report
+    from saescope.cli.common import plain
+    from saescope.storage import atomic_path
+
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        (tmp / "metrics.json").write_text(json.dumps(plain(result.to_dict()), indent=2) + "\n")
+        if intervention is not None:
+            intervention.save(tmp / "intervention.json")
+        if features is not None:
+            features.to_csv(tmp / "features.csv", index=False)
+        if selection is not None:
+            selection.to_csv(tmp / "selection.csv", index=False)
+        write_report(tmp / "report.html", result, title, features, selection, settings)
+
+
+@bias_app.command("eval")
+def bias_eval(
+    intervention: Path = typer.Option(None, help="A saved intervention (JSON) to compare against the plain model."),
+    occupations: Path = typer.Option(None, help="TSV with columns occupation, bls_pct_female."),
+    winobias: Path = typer.Option(None, help="Folder with pro/anti_stereotyped_type{1,2}*.txt."),
+    crows: Path = typer.Option(None, help="CrowS-Pairs CSV (sent_more, sent_less, stereo_antistereo, bias_type)."),
+    agreement: Path = typer.Option(None, help="Subject-verb agreement JSONL file or folder."),
+    definitional: Path = typer.Option(None, help="Definitional-gender prompts (JSON, see data/bias/prompts)."),
+    ce_tokens: int = typer.Option(8192, help="Held-out tokens for CE loss and KL."),
+    model: str = typer.Option(None, help="Hub id or local folder; default: the embedded model."),
+    out: Path = typer.Option(None, help="Write metrics.json and report.html to this folder."),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option(None, help="float32 (default) | bfloat16 | float16."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Every gender-bias benchmark, without and (with --intervention) with an intervention.
+
+    Example: saescope bias eval --intervention debias/intervention.json --json
+    """
+    from saescope.bias.evaluate import evaluate
+    from saescope.interventions import load_intervention
+    from saescope.models import load_model
+
+    data = _data(occupations, winobias, crows, agreement, definitional)
+    loaded = load_intervention(intervention) if intervention is not None else None
+    lm = load_model(model, device=device, dtype=dtype)
+    result = evaluate(lm, loaded, data, ce_tokens=ce_tokens, progress=not json_out)
+    if out is not None:
+        _write_outputs(out, result, "saescope bias eval", loaded,
+                       settings={"intervention": str(intervention) if intervention else "none"})
+    _print_evaluation(result, json_out)
+
+
+@bias_app.command("features")
+def bias_features(
+    run: Path = typer.Option(None, help="A features RUN of the same SAE (adds top tokens and contexts)."),
+    top: int = typer.Option(30, help="How many features to show."),
+    kind: str = typer.Option(None, help="Only stereotype | definitional | both."),
+    sae: str = typer.Option("default", help="'default' or an SAE folder."),
+    contexts: int = typer.Option(2, help="Top contexts per feature to print (needs --run)."),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option(None),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """SAE features ranked by gender association, split into stereotype and definitional gender.
+
+    Example: saescope bias features --run runs/default --top 20
+    """
+    from saescope.bias.debias import features_summary
+    from saescope.bias.gender_features import rank_gender_features
+    from saescope.feature_run import FeatureRun
+
+    if top <= 0:
+        raise SaescopeError(f"--top must be positive, got {top}")
+    if kind not in (None, "stereotype", "definitional", "both"):
+        raise SaescopeError(f"unknown --kind {kind!r}: use stereotype, definitional or both")
+    feature_run = FeatureRun.load(run) if run is not None else None
+    lm, sae_module, hook = load_model_and_sae(sae, None, None, device, dtype)
+    table = rank_gender_features(lm, sae_module, hook)
+    table = table[table.kind != "none"] if kind is None else table[table.kind == kind]
+    chosen = [int(f) for f in table.feature.head(top)]
+    summary = features_summary(lm, sae_module, table, chosen, feature_run)
+    if json_out:
+        print_json(summary.to_dict("records"))
+        return
+    out = Table(title="gender features (training prompts only)")
+    for column in summary.columns:
+        out.add_column(str(column))
+    for row in summary.itertuples(index=False):
+        out.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(out)
+    if feature_run is not None:
+        for feature in chosen[:top]:
+            for example in feature_run.examples(feature).head(contexts).itertuples():
+                console.print(f"[bold]{feature}[/bold] {example.activation:.2f}: {''.join(example.context_tokens)!r}")
+
+
+def debias(
+    method: str = typer.Option("project", help="ablate | clamp | project | steer."),
+    features: str = typer.Option("auto", help="'auto' (chosen on training prompts) or comma-separated ids."),
+    strengths: str = typer.Option(None, help="Candidate strengths, comma-separated (feature counts, or steer "
+                                             "coefficients); default: a built-in grid."),
+    out: Path = typer.Option(..., help="Folder for intervention.json, metrics.json, report.html."),
+    run: Path = typer.Option(None, help="A features RUN of the same SAE (top tokens in the report)."),
+    sae: str = typer.Option("default", help="'default' or an SAE folder."),
+    occupations: Path = typer.Option(None, help="Evaluation data, as for `bias eval`."),
+    winobias: Path = typer.Option(None, help="Evaluation data, as for `bias eval`."),
+    crows: Path = typer.Option(None, help="Evaluation data, as for `bias eval`."),
+    agreement: Path = typer.Option(None, help="Evaluation data, as for `bias eval`."),
+    definitional: Path = typer.Option(None, help="Evaluation data, as for `bias eval`."),
+    ce_tokens: int = typer.Option(8192, help="Held-out tokens for CE loss and KL."),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option(None),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Build a debiasing intervention (chosen on training data only), evaluate before/after, write a report.
+
+    Example: saescope debias --method project --features auto --out debias
+    """
+    from saescope.bias.debias import METHODS, features_summary, plan_debias
+    from saescope.bias.evaluate import evaluate
+    from saescope.cli.steer_commands import parse_floats
+    from saescope.feature_run import FeatureRun
+
+    ids: str | list[int] = "auto"
+    if features != "auto":
+        ids = [int(f) for f in parse_floats(features, "--features")]
+        if not ids:
+            raise SaescopeError("--features needs 'auto' or at least one feature id")
+    if method not in METHODS:
+        raise SaescopeError(f"unknown debias method {method!r}: use one of {', '.join(METHODS)}")
+    grid = parse_floats(strengths, "--strengths") if strengths else None
+    data = _data(occupations, winobias, crows, agreement, definitional)
+    feature_run = FeatureRun.load(run) if run is not None else None
+    lm, sae_module, hook = load_model_and_sae(sae, None, None, device, dtype)
+    plan = plan_debias(lm, sae_module, method, ids, grid, hook)
+    summary = features_summary(lm, sae_module, plan.feature_table, plan.features, feature_run)
+    result = evaluate(lm, plan.intervention, data, ce_tokens=ce_tokens, progress=not json_out)
+    _write_outputs(out, result, f"saescope debias --method {method}", plan.intervention, summary, plan.candidates,
+                   {"method": method, "features": ",".join(map(str, plan.features)) or "(gender vector)",
+                    "strength": plan.strength, "SAE": sae})
+    if json_out:
+        print_json({**result.to_dict(), "method": method, "features": plan.features, "strength": plan.strength,
+                    "out": str(out)})
+        return
+    console.print(f"{method}: strength {plan.strength:g}, features {plan.features or '(gender vector)'}")
+    _print_evaluation(result, False)
+    console.print(f"report: {out / 'report.html'}")
