@@ -40,6 +40,7 @@ bench: setup $(SAELENS_VENV)/.installed
 	$(BIN)/python benchmarks/bench_extract.py
 	$(BIN)/python benchmarks/bench_steer.py
 	$(BIN)/python benchmarks/bench_contrast.py
+	$(BIN)/python benchmarks/bench_bias.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

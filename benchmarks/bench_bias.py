@@ -3,10 +3,10 @@
 For every method, the candidates are built exactly as ``saescope debias --features auto`` builds them
 (features and the steer coefficient chosen on training prompts only) and then *every* candidate is
 evaluated on the evaluation benchmarks, reusing the plain model's scores. Prints one line per
-candidate, ``bias_candidate method=<m> strength=<s> dev_reduction=<x> abs_r=<r> wino1=<p> wino2=<p>
+candidate, ``bias_candidate method=<m> candidate=<label> dev_reduction=<x> abs_r=<r> wino1=<p> wino2=<p>
 ce_increase=<x> sva_drop=<x> definitional_ratio=<x> pareto=<0|1>``, then
 ``bias_eval seconds=<s>`` (full evaluation, with and without an intervention) and
-``bias_best method=<m> strength=<s> dev_reduction=<x> ce_increase=<x>``.
+``bias_best method=<m> candidate=<label> dev_reduction=<x> ce_increase=<x>``.
 Writes ``benchmarks/results/bias_pareto.csv``.
 """
 
@@ -25,11 +25,10 @@ from saescope.sae_io import load_sae
 
 def pareto(frame: pd.DataFrame) -> pd.Series:
     """True for candidates no other candidate beats on both bias reduction and CE increase."""
+    gain, cost = frame.mean_abs_dev_reduction, frame.ce_loss_increase
     flags = []
-    for _, row in frame.iterrows():
-        better = frame[(frame.dev_reduction >= row.dev_reduction) & (frame.ce_increase <= row.ce_increase) &
-                       ((frame.dev_reduction > row.dev_reduction) | (frame.ce_increase < row.ce_increase))]
-        flags.append(better.empty)
+    for g, c in zip(gain, cost):
+        flags.append(not ((gain >= g) & (cost <= c) & ((gain > g) | (cost < c))).any())
     return pd.Series(flags, index=frame.index)
 
 
@@ -42,13 +41,13 @@ def main(methods: list[str]) -> None:
     for method in methods:
         plan = plan_debias(lm, sae, method)
         for candidate in plan.candidates.itertuples():
-            intervention = plan.by_strength[candidate.strength]
+            intervention = plan.by_label[candidate.candidate]
             began = time.perf_counter()
             result = evaluate(lm, intervention, base=None if first is None else first.base)
             if first is None:
                 first, full_seconds = result, time.perf_counter() - began
             c = result.changes
-            rows.append({"method": method, "strength": candidate.strength, "chosen_by_selection": candidate.chosen,
+            rows.append({"method": method, "candidate": candidate.candidate, "chosen_by_selection": candidate.chosen,
                          **c, "kl_div": result.kl_div, "crows": next(iter(result.intervened.crows.preference.values()))})
             print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
                   flush=True)
@@ -58,14 +57,14 @@ def main(methods: list[str]) -> None:
     out.mkdir(exist_ok=True)
     frame.to_csv(out / "bias_pareto.csv", index=False)
     for row in frame.itertuples():
-        print(f"bias_candidate method={row.method} strength={row.strength:g} dev_reduction={row.mean_abs_dev_reduction:.3f} "
+        print(f"bias_candidate method={row.method} candidate={row.candidate.replace(' ', '_')} dev_reduction={row.mean_abs_dev_reduction:.3f} "
               f"abs_r={row.abs_pearson_r:.3f} wino1={row.winobias_type1:.3f} wino2={row.winobias_type2:.3f} "
               f"ce_increase={row.ce_loss_increase:.4f} sva_drop={row.agreement_drop:.4f} "
               f"definitional_ratio={row.definitional_ratio:.3f} pareto={int(row.pareto)}")
     print(f"bias_eval seconds={full_seconds:.0f}")
     admissible = frame[(frame.ce_loss_increase <= 0.02) & (frame.definitional_ratio >= 0.95) & (frame.agreement_drop <= 0.01)]
     best = (admissible if len(admissible) else frame).sort_values("mean_abs_dev_reduction").iloc[-1]
-    print(f"bias_best method={best.method} strength={best.strength:g} dev_reduction={best.mean_abs_dev_reduction:.3f} "
+    print(f"bias_best method={best.method} candidate={best.candidate.replace(' ', '_')} dev_reduction={best.mean_abs_dev_reduction:.3f} "
           f"ce_increase={best.ce_loss_increase:.4f} total_seconds={time.perf_counter() - start:.0f}")
 
 

@@ -2,7 +2,6 @@
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -82,7 +81,7 @@ def test_p_she_equals_the_softmax_of_the_model(lm):
     expected = float(probs[she].sum() / (probs[she].sum() + probs[he].sum()))
     got = p_she(lm, prompts)  # batched with padding: the shorter prompt is padded
     assert got[1].item() == pytest.approx(expected, rel=1e-4)
-    assert got[0] > 0.5 > got[1]  # the stereotype this project measures
+    assert got[0] > got[1]  # nurse above engineer: the stereotype this project measures
 
 
 def test_sentence_logprob_scores_every_token(lm):
@@ -193,7 +192,8 @@ def _write_small_data(folder, shared_data) -> list[str]:
         for side in ("pro", "anti"):
             lines = (shared_data / "winobias" / f"{side}_stereotyped_{kind}.dev.txt").read_text().splitlines()[:4]
             (wino / f"{side}_stereotyped_{kind}.dev.txt").write_text("\n".join(lines) + "\n")
-    shutil.copy(shared_data / "sva" / "simple_train.json", folder / "sva.jsonl")
+    lines = (shared_data / "sva" / "simple_train.json").read_text().splitlines()[:40]
+    (folder / "sva.jsonl").write_text("\n".join(lines) + "\n")
     return ["--occupations", str(folder / "occ.tsv"), "--winobias", str(wino), "--agreement", str(folder / "sva.jsonl"),
             "--ce-tokens", "256"]
 
@@ -231,3 +231,64 @@ def test_gender_features_separate_stereotype_from_definitional(lm):
     assert (stereotype.stereotype_q < 0.05).all()
     assert (stereotype.definitional_diff.abs() < stereotype.stereotype_diff.abs() / 2).all()
     assert table.stereotype_diff.abs().is_monotonic_decreasing
+
+
+def test_gated_erasure_leaves_gate_tokens_alone_and_round_trips(lm, tmp_path):
+    from saescope.hooks import capture
+    from saescope.interventions import FeatureGate
+    from saescope.sae_io import load_sae
+
+    sae = load_sae("default")
+    hook = sae.cfg.hook_name
+    ids = lm.tokenizer("My mother said that the nurse was tired", return_tensors="pt")["input_ids"]
+    with capture(lm.model, [hook]) as got:
+        lm.model(ids)
+    acts = got[hook].float()
+    feats = sae.encode(acts)[0]
+    on_mother = (feats[1] > 0).nonzero().flatten()
+    gate_feature = int(on_mother[(feats[:, on_mother] > 0).sum(0).argmin()])  # fires on " mother", rarely elsewhere
+    fires = feats[:, gate_feature] > 0
+    assert fires.any() and not fires.all()
+    direction = torch.randn(lm.d_model)
+    erase = SubspaceErasure(hook, direction, torch.zeros(lm.d_model), gate=FeatureGate(sae, [gate_feature]))
+    fns = erase.hook_fns(lm)
+    assert [h for h, _ in fns] == [hook, hook]  # the gate runs first, on the same forward
+    fns[0][1](acts)
+    out = fns[1][1](acts)
+    assert torch.equal(out[0, fires], acts[0, fires])
+    unit = direction / direction.norm()
+    assert torch.allclose(out[0, ~fires] @ unit, torch.zeros(int((~fires).sum())), atol=1e-3)
+    erase.save(tmp_path / "gated.json")
+    again = load_intervention(tmp_path / "gated.json")
+    assert again.gate.features == [gate_feature] and torch.allclose(again.basis, erase.basis)
+    late_gate = SubspaceErasure("blocks.3.hook_resid_post", direction, gate=FeatureGate(sae, [gate_feature]))
+    with pytest.raises(SaescopeError, match="runs after the erasure"):
+        late_gate.hook_fns(lm)
+
+
+def test_readout_direction_is_the_gradient(lm):
+    from saescope.bias.data import SelectionPrompts
+    from saescope.bias.debias import readout_direction
+    from saescope.hooks import intervene
+
+    selection = SelectionPrompts(["midwife"], ["pilot"], ["The {occupation} explained that"], [], [], [])
+    hook = "blocks.14.hook_resid_post"
+    direction = readout_direction(lm, hook, selection)
+    assert direction.norm().item() == pytest.approx(1.0, rel=1e-5)
+    she, he = pronoun_ids(lm)
+
+    def log_odds(prompt: str, shift: float) -> float:
+        ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
+        position = len(lm.tokenizer("The midwife")["input_ids"]) - 1
+
+        def move(acts):
+            acts = acts.clone()
+            acts[0, position] += shift * direction
+            return acts
+
+        with torch.no_grad(), intervene(lm.model, {hook: move}):
+            logp = lm.model(ids).logits[0, -1].log_softmax(-1)
+        return float(logp[she].logsumexp(0) - logp[he].logsumexp(0))
+
+    prompt = "The midwife explained that"
+    assert log_odds(prompt, 0.5) > log_odds(prompt, 0.0) > log_odds(prompt, -0.5)

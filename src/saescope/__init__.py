@@ -12,6 +12,7 @@ Python API (the CLI ``saescope`` mirrors it)::
         logits = lm.model(**lm.tokenize(["Hello"])).logits
 """
 
+from saescope import bias
 from saescope.alignment import AlignmentScores, score_features
 from saescope.contrast import ContrastPair, read_pairs
 from saescope.contrast_eval import evaluate_contrast
@@ -37,5 +38,5 @@ __all__ = [
     "HookPoint", "Intervention", "Interventions", "LoadedModel", "SAEConfig", "SAEEvaluation", "SaescopeError", "SubspaceErasure",
     "TrainConfig", "VectorSteering", "capture", "encode_text", "evaluate_contrast", "evaluate_sae", "extract_features",
     "fit_contrast", "forward_until", "generate", "intervene", "load_intervention", "load_model", "load_sae",
-    "read_pairs", "resolve_hook", "save_sae", "score_features", "top_features_of_text", "train_sae",
+    "bias", "read_pairs", "resolve_hook", "save_sae", "score_features", "top_features_of_text", "train_sae",
 ]

@@ -173,10 +173,14 @@ def intervene(model: nn.Module, fns: Mapping[str, HookFn], stop_after_last: bool
             handle.remove()
 
 
+def execution_order(point: HookPoint) -> tuple[int, int]:
+    """A sort key: hook points that run earlier in the forward pass sort first."""
+    return (point.layer if point.layer is not None else -1, _KIND_ORDER[point.kind])
+
+
 def _last_point(model: nn.Module, points: list[HookPoint]) -> HookPoint:
     order = {path: i for i, (path, _) in enumerate(model.named_modules())}
-    return max(points, key=lambda p: (p.layer if p.layer is not None else -1, _KIND_ORDER[p.kind],
-                                      order[p.module_path]))
+    return max(points, key=lambda p: (*execution_order(p), order[p.module_path]))
 
 
 @torch.no_grad()

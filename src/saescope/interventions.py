@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from saescope.errors import SaescopeError
-from saescope.hooks import HookFn, intervene, resolve_hook
+from saescope.hooks import HookFn, execution_order, intervene, resolve_hook
 from saescope.models import LoadedModel
 from saescope.sae import SAE
 from saescope.sae_io import load_sae
@@ -268,11 +268,38 @@ class VectorSteering(Intervention):
                 "positions": self.positions, "vector": self.vector.tolist()}
 
 
+class FeatureGate(_SAEBound):
+    """Marks the tokens where any of ``features`` fires (SAE encode at the SAE's hook); erasures skip them."""
+
+    def __init__(self, sae: SAE | str, features: list[int], hook: str | None = None) -> None:
+        super().__init__(sae, hook)
+        if not features:
+            raise SaescopeError("a feature gate needs at least one feature")
+        self.features = [self.sae.check_feature(int(f)) for f in features]
+
+    def gate_fn(self, lm: LoadedModel, state: dict[str, Tensor]) -> HookFn:
+        self._check_model(lm)
+        sae = self.sae.to(lm.device)
+        feats = torch.tensor(self.features, device=lm.device)
+
+        def mark(acts: Tensor) -> None:
+            state["skip"] = (sae.encode(acts.float())[..., feats] > 0).any(-1, keepdim=True)
+
+        return mark
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._base_dict(), "features": self.features}
+
+
 class SubspaceErasure(Intervention):
-    """Project ``basis`` (``[k, d_model]``, orthonormalised here) out of the residual around ``mean``."""
+    """Project ``basis`` (``[k, d_model]``, orthonormalised here) out of the residual around ``mean``.
+
+    With a ``gate`` (``FeatureGate``), tokens where a gate feature fires are left alone; the gate's
+    hook must not come after the erasure's (both run in the same forward pass, gate first).
+    """
 
     def __init__(self, hook: str, basis: Tensor, mean: Tensor | None = None, strength: float = 1.0,
-                 positions: list[int] | None = None, name: str = "subspace") -> None:
+                 positions: list[int] | None = None, name: str = "subspace", gate: FeatureGate | None = None) -> None:
         basis = torch.atleast_2d(basis.float().cpu())
         if not torch.isfinite(basis).all() or (mean is not None and not torch.isfinite(mean).all()):
             raise SaescopeError("the erasure basis or mean contains NaN or inf")
@@ -281,29 +308,42 @@ class SubspaceErasure(Intervention):
         self.hook, self.basis, self.name, self.positions = hook, q.T[keep].contiguous(), name, positions
         self.mean = torch.zeros(basis.shape[1]) if mean is None else mean.float().cpu()
         self.strength = _finite(strength, "the erasure strength")
+        self.gate = gate
 
     def hook_fns(self, lm: LoadedModel) -> list[tuple[str, HookFn]]:
-        resolve_hook(lm.model, self.hook)
+        point = resolve_hook(lm.model, self.hook)
         if self.basis.shape[1] != lm.d_model:
             raise SaescopeError(f"the erasure basis has width {self.basis.shape[1]}, but {lm.name} has "
                                 f"d_model={lm.d_model}: it was made for another model")
         basis, anchor = self.basis.to(lm.device), (self.mean @ self.basis.T).to(lm.device)
         positions = _Positions(self.positions)
+        state: dict[str, Tensor] = {}
+        fns: list[tuple[str, HookFn]] = []
+        if self.gate is not None:
+            gate_point = resolve_hook(lm.model, self.gate.hook)
+            if execution_order(gate_point) > execution_order(point):
+                raise SaescopeError(f"the gate at {self.gate.hook} runs after the erasure at {self.hook}")
+            fns.append((self.gate.hook, self.gate.gate_fn(lm, state)))
 
         def erase(acts: Tensor) -> Tensor:
             coords = acts.float() @ basis.T - anchor  # [batch, seq, k]
-            delta = (-self.strength * coords @ basis).to(acts.dtype)
+            delta = -self.strength * coords @ basis
+            if self.gate is not None:
+                delta = delta * ~state["skip"]
+            delta = delta.to(acts.dtype)
             mask = positions.mask(acts)
             return acts + (delta if mask is None else delta * mask)
 
-        return [(self.hook, erase)]
+        return fns + [(self.hook, erase)]
 
     def scaled(self, multiplier: float) -> "SubspaceErasure":
-        return SubspaceErasure(self.hook, self.basis, self.mean, self.strength * multiplier, self.positions, self.name)
+        return SubspaceErasure(self.hook, self.basis, self.mean, self.strength * multiplier, self.positions, self.name,
+                               self.gate)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "project", "name": self.name, "hook": self.hook, "strength": self.strength,
-                "positions": self.positions, "basis": self.basis.tolist(), "mean": self.mean.tolist()}
+                "positions": self.positions, "basis": self.basis.tolist(), "mean": self.mean.tolist(),
+                "gate": None if self.gate is None else self.gate.to_dict()}
 
 
 class AlignmentSteering(_SAEBound):
@@ -366,8 +406,6 @@ class Interventions(Intervention):
 
 def intervention_from_dict(data: dict[str, Any], source: str = "<dict>") -> Intervention:
     """Rebuild an intervention from ``to_dict()`` output; checks the SAE is the one it was made with."""
-    from saescope.feature_run import sae_fingerprint
-
     kind = data.get("type")
     try:
         if kind == "all":
@@ -376,14 +414,15 @@ def intervention_from_dict(data: dict[str, Any], source: str = "<dict>") -> Inte
             return VectorSteering(data["hook"], torch.tensor(data["vector"]), data["coeff"], data.get("positions"),
                                   data.get("name", "vector"))
         if kind == "project":
+            gate = data.get("gate")
+            if gate is not None:
+                gate = FeatureGate(_checked_sae(gate, source), gate["features"], gate.get("hook"))
             return SubspaceErasure(data["hook"], torch.tensor(data["basis"]), torch.tensor(data["mean"]),
-                                   data.get("strength", 1.0), data.get("positions"), data.get("name", "subspace"))
+                                   data.get("strength", 1.0), data.get("positions"), data.get("name", "subspace"),
+                                   gate)
         if kind not in ("features", "alignment"):
             raise SaescopeError(f"{source}: unknown intervention type {kind!r}")
-        sae = load_sae(data["sae"])
-        if data.get("sae_fingerprint") and data["sae_fingerprint"] != sae_fingerprint(sae):
-            raise SaescopeError(f"{source} was made for another SAE than {data['sae']!r}")
-        sae.cfg.metadata["source"] = data["sae"]
+        sae = _checked_sae(data, source)
         if kind == "features":
             edits = [FeatureEdit(int(e["feature"]), e["op"], e["value"]) for e in data["edits"]]
             return FeatureSteering(sae, edits, data.get("hook"), data.get("positions"), data.get("scale", "none"),
@@ -393,6 +432,17 @@ def intervention_from_dict(data: dict[str, Any], source: str = "<dict>") -> Inte
                                  data.get("positions"))
     except (KeyError, TypeError, ValueError) as exc:
         raise SaescopeError(f"{source} is not a valid intervention file ({type(exc).__name__}: {exc})") from None
+
+
+def _checked_sae(data: dict[str, Any], source: str) -> SAE:
+    """The SAE an intervention names, checked against the fingerprint it was saved with."""
+    from saescope.feature_run import sae_fingerprint
+
+    sae = load_sae(data["sae"])
+    if data.get("sae_fingerprint") and data["sae_fingerprint"] != sae_fingerprint(sae):
+        raise SaescopeError(f"{source} was made for another SAE than {data['sae']!r}")
+    sae.cfg.metadata["source"] = data["sae"]
+    return sae
 
 
 def load_intervention(path: str | Path) -> Intervention:

@@ -11,6 +11,13 @@ contrast module's ``gender_train.jsonl``; never the evaluation benchmarks):
 Each feature gets a ``kind``: ``stereotype`` (stereotype effect significant, definitional effect
 under half of it), ``definitional`` (definitional effect significant, stereotype effect under half
 of it), ``both`` or ``none``. Significance is Benjamini-Hochberg q < 0.05 over all features.
+
+``gate`` marks the features that detect an intrinsically gendered word (the tokens ``debias
+--method project`` must leave alone): they fire on >= 25% of one gender's definitional subjects, fire
+differently for the two genders (|female - male| > half the larger mean), stay under 10% of that
+level on the training occupations, and fire on < 2% of ordinary text tokens (``corpus_rate``,
+2,048 training-split tokens). Many ``definitional`` features are too broad for that (they fire on
+half of all text); the gate features are the narrow ones.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ def rank_gender_features(lm: LoadedModel, sae: SAE, hook: str | None = None,
         def_m = sae.encode(last_token_acts(lm, hook, subject_prefixes(selection, False))).numpy()
         pair_file = pairs or str(files("saescope") / "data" / "pairs" / "gender_train.jsonl")
         contrast = feature_tests(pair_activations(lm, sae, hook, read_pairs(pair_file)).feature_deltas, alpha)
+        corpus_rate = _corpus_firing_rate(lm, sae, hook)
     contrast = contrast.set_index("feature").sort_index()
     stereo_t, stereo_p = _welch(female, male)
     defin_t, defin_p = _welch(def_f, def_m)
@@ -91,8 +99,31 @@ def rank_gender_features(lm: LoadedModel, sae: SAE, hook: str | None = None,
     table["kind"] = np.select(
         [stereo_sig & (defin_effect < stereo_effect / 2), defin_sig & (stereo_effect < defin_effect / 2),
          stereo_sig | defin_sig], ["stereotype", "definitional", "both"], "none")
+    fire = np.maximum((def_f > 0).mean(0), (def_m > 0).mean(0))
+    level = np.maximum(def_f.mean(0), def_m.mean(0))
+    table["definitional_fire"], table["corpus_rate"] = fire, corpus_rate
+    table["gate"] = ((fire >= 0.25) & (np.abs(def_f.mean(0) - def_m.mean(0)) > 0.5 * level)
+                     & (np.maximum(female.mean(0), male.mean(0)) < 0.1 * level) & (corpus_rate < 0.02))
     order = table.stereotype_diff.abs().sort_values(ascending=False).index
     return table.reindex(order).reset_index(drop=True)
+
+
+def _corpus_firing_rate(lm: LoadedModel, sae: SAE, hook: str, tokens: int = 2048) -> np.ndarray:
+    from itertools import islice
+
+    from saescope.activations import sink_mask
+    from saescope.corpus import load_corpus, token_windows
+
+    windows = torch.stack(list(islice(token_windows(lm.tokenizer, load_corpus("embedded", "train"), 128),
+                                      tokens // 128))).to(lm.device)
+    acts = forward_until(lm.model, [hook], windows)[hook].float()
+    feats = sae.encode(acts[~sink_mask(acts)])
+    return (feats > 0).float().mean(0).cpu().numpy()
+
+
+def gate_features(table: pd.DataFrame) -> list[int]:
+    """Features that detect intrinsically gendered words (see the module docstring)."""
+    return sorted(int(f) for f in table.feature[table.gate])
 
 
 def stereotype_features(table: pd.DataFrame, n: int) -> list[int]:

@@ -134,8 +134,9 @@ def bias_features(
 def debias(
     method: str = typer.Option("project", help="ablate | clamp | project | steer."),
     features: str = typer.Option("auto", help="'auto' (chosen on training prompts) or comma-separated ids."),
-    strengths: str = typer.Option(None, help="Candidate strengths, comma-separated (feature counts, or steer "
-                                             "coefficients); default: a built-in grid."),
+    strengths: str = typer.Option(None, help="Candidate strengths, comma-separated: feature counts (ablate, clamp), "
+                                             "fractions of the centering coefficient (steer) or erasure fractions "
+                                             "(project); default: a built-in grid."),
     out: Path = typer.Option(..., help="Folder for intervention.json, metrics.json, report.html."),
     run: Path = typer.Option(None, help="A features RUN of the same SAE (top tokens in the report)."),
     sae: str = typer.Option("default", help="'default' or an SAE folder."),
@@ -174,11 +175,11 @@ def debias(
     result = evaluate(lm, plan.intervention, data, ce_tokens=ce_tokens, progress=not json_out)
     _write_outputs(out, result, f"saescope debias --method {method}", plan.intervention, summary, plan.candidates,
                    {"method": method, "features": ",".join(map(str, plan.features)) or "(gender vector)",
-                    "strength": plan.strength, "SAE": sae})
+                    "candidate": plan.candidate, "SAE": sae})
     if json_out:
-        print_json({**result.to_dict(), "method": method, "features": plan.features, "strength": plan.strength,
+        print_json({**result.to_dict(), "method": method, "features": plan.features, "candidate": plan.candidate,
                     "out": str(out)})
         return
-    console.print(f"{method}: strength {plan.strength:g}, features {plan.features or '(gender vector)'}")
+    console.print(f"{method}: {plan.candidate}, features {plan.features or '(gender vector)'}")
     _print_evaluation(result, False)
     console.print(f"report: {out / 'report.html'}")

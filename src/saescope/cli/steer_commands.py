@@ -27,7 +27,7 @@ def steer(
     prompt: list[str] = typer.Option(None, help="Prompt (repeat for several)."),
     feature: str = typer.Option(None, help="Feature id(s), comma-separated."),
     coeff: float = typer.Option(8.0, help="add: coefficient; clamp: value; scale: factor; ablate: value (0)."),
-    op: str = typer.Option("add", help="add | clamp | ablate | scale."),
+    op: str = typer.Option("add", help="add | clamp | ablate | scale | cap."),
     scale: str = typer.Option("none", help="add only: none | max_activation (needs --run) | residual_norm."),
     run: Path = typer.Option(None, help="A features RUN (for --scale max_activation)."),
     method: str = typer.Option(None, help="Alignment steering: swap | weight | clamp (needs --scores)."),
