@@ -23,6 +23,7 @@ demo: setup
 	$(BIN)/saescope info
 	$(BIN)/saescope sae eval default --tokens 20000
 	$(BIN)/saescope sae top --text "$(SAMPLE)"
+	$(BIN)/saescope debias --method project --features auto --out demo-debias   # the headline loop, ~7 min
 
 test: setup
 	$(BIN)/pytest -q
@@ -43,4 +44,5 @@ bench: setup $(SAELENS_VENV)/.installed
 	$(BIN)/python benchmarks/bench_bias.py
 
 clean:
+	rm -rf demo-debias
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 
 from saescope.bias.benchmarks import agreement_accuracy, occupation_bias, twin_preference
-from saescope.bias.data import (BiasData, GenderedPrompt, Occupation, SelectionPrompts, TwinPair, read_agreement,
+from saescope.bias.data import (BiasData, Occupation, SelectionPrompts, TwinPair, read_agreement,
                                 read_crows, read_occupations, read_winobias)
 from saescope.bias.evaluate import evaluate
 from saescope.bias.scoring import document_start_id, p_she, pronoun_ids, sentence_logprobs
@@ -292,3 +292,15 @@ def test_readout_direction_is_the_gradient(lm):
 
     prompt = "The midwife explained that"
     assert log_odds(prompt, 0.5) > log_odds(prompt, 0.0) > log_odds(prompt, -0.5)
+
+
+def test_bias_features_cli():
+    result = saescope("bias", "features", "--top", "5", "--kind", "stereotype", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 5 and all(r["kind"] == "stereotype" for r in rows)
+    assert all(r["stereotype_q"] < 0.05 and r["promotes"] for r in rows)
+    diffs = [abs(r["stereotype_diff"]) for r in rows]
+    assert diffs == sorted(diffs, reverse=True)
+    bad = saescope("bias", "features", "--kind", "nonsense")
+    assert bad.returncode == 2 and "unknown --kind" in bad.stderr

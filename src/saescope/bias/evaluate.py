@@ -22,7 +22,7 @@ from saescope.bias.benchmarks import (OccupationScores, TwinScores, agreement_ac
 from saescope.bias.data import BiasData
 from saescope.corpus import load_corpus, token_windows
 from saescope.errors import SaescopeError
-from saescope.interventions import Intervention, applied
+from saescope.interventions import Intervention
 from saescope.lm_metrics import next_token_logprobs_of, summed_ce, summed_kl
 from saescope.models import LoadedModel
 
@@ -102,7 +102,7 @@ class BiasEvaluation:
                    "occupations: mean |p_she - 0.5|": s.occupations.mean_abs_dev,
                    "occupations: mean p_she": s.occupations.mean_p_she}
             out |= {f"WinoBias {g}: pro-stereotype preferred": v for g, v in s.winobias.preference.items()}
-            out |= {f"CrowS-Pairs gender: stereotype preferred": s.crows.preference.get("all", next(iter(
+            out |= {"CrowS-Pairs gender: stereotype preferred": s.crows.preference.get("all", next(iter(
                 s.crows.preference.values())))}
             out |= {"subject-verb agreement accuracy": s.agreement_accuracy,
                     "definitional gender accuracy": s.definitional_accuracy,
