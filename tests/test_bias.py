@@ -15,7 +15,7 @@ from saescope.bias.evaluate import evaluate
 from saescope.bias.scoring import document_start_id, p_she, pronoun_ids, sentence_logprobs
 from saescope.errors import SaescopeError
 from saescope.interventions import FeatureEdit, FeatureSteering, SubspaceErasure, VectorSteering, load_intervention
-from tests.test_cli import saescope
+from test_cli import saescope  # tests/ is on sys.path (no __init__.py, pytest prepend mode)
 
 
 def small_data(n: int = 6) -> BiasData:
