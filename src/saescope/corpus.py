@@ -17,6 +17,7 @@ import importlib.util
 import json
 import random
 from collections.abc import Iterator
+from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,19 @@ def token_windows(tokenizer: object, docs: list[Document], context: int, seed: i
     """
     for ids, _sources in windows_with_sources(tokenizer, docs, context, seed, start):
         yield ids
+
+
+def first_windows(tokenizer: object, tokens: int, split: str = "train", source: str = "embedded",
+                  context: int = 128) -> torch.Tensor:
+    """The first ``ceil(tokens / context)`` windows of a corpus split as one ``[n, context]`` tensor.
+
+    Raises ``SaescopeError`` when the split is shorter than one window.
+    """
+    n = max(1, -(-tokens // context))
+    windows = list(islice(token_windows(tokenizer, load_corpus(source, split), context), n))
+    if not windows:
+        raise SaescopeError(f"corpus {source!r} ({split}) has fewer than {context} tokens")
+    return torch.stack(windows)
 
 
 def windows_with_sources(tokenizer: object, docs: list[Document], context: int, seed: int = 0,

@@ -14,7 +14,7 @@ Metric definitions (the README's bias section repeats them):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -98,6 +98,3 @@ def definitional_accuracy(lm: LoadedModel, prompts: list[GenderedPrompt], batch_
     female = torch.tensor([p.female for p in prompts])
     return float(((probs > 0.5) == female).float().mean())
 
-
-def as_dict(value: object) -> dict:
-    return asdict(value)  # type: ignore[call-overload]

@@ -31,7 +31,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
-from itertools import islice
 
 import pandas as pd
 import torch
@@ -40,7 +39,7 @@ from saescope.bias.data import SelectionPrompts
 from saescope.bias.gender_features import gate_features, rank_gender_features, stereotype_features
 from saescope.bias.scoring import p_she
 from saescope.contrast import pair_activations, read_pairs
-from saescope.corpus import load_corpus, token_windows
+from saescope.corpus import first_windows
 from saescope.errors import SaescopeError
 from saescope.feature_run import FeatureRun
 from saescope.interventions import (FeatureEdit, FeatureGate, FeatureSteering, Intervention, SubspaceErasure,
@@ -80,8 +79,7 @@ class _SelectionScorer:
         self.female = torch.tensor([f for _, f in pairs])
         self.def_prompts = [p.prompt for p in selection.definitional]
         self.def_female = torch.tensor([p.female for p in selection.definitional])
-        windows = list(islice(token_windows(lm.tokenizer, load_corpus("embedded", "train"), 128), ce_tokens // 128))
-        self.windows = torch.stack(windows).to(lm.device)
+        self.windows = first_windows(lm.tokenizer, ce_tokens, "train").to(lm.device)
         self.base = self.score(None)
 
     @torch.inference_mode()
@@ -191,8 +189,7 @@ def _corpus_mean(lm: LoadedModel, hook: str, tokens: int = 8192) -> torch.Tensor
     from saescope.activations import sink_mask
     from saescope.hooks import forward_until
 
-    windows = torch.stack(list(islice(token_windows(lm.tokenizer, load_corpus("embedded", "train"), 128),
-                                      tokens // 128))).to(lm.device)
+    windows = first_windows(lm.tokenizer, tokens, "train").to(lm.device)
     total, count = torch.zeros(lm.d_model), 0
     with torch.inference_mode():
         for start in range(0, len(windows), 16):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 
 import torch
 from tqdm.auto import tqdm
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 from saescope.bias.benchmarks import (OccupationScores, TwinScores, agreement_accuracy, definitional_accuracy,
                                       occupation_bias, twin_preference)
 from saescope.bias.data import BiasData
-from saescope.corpus import load_corpus, token_windows
+from saescope.corpus import first_windows
 from saescope.errors import SaescopeError
 from saescope.interventions import Intervention
 from saescope.lm_metrics import next_token_logprobs_of, summed_ce, summed_kl
@@ -141,13 +140,11 @@ def side_effects(lm: LoadedModel, intervention: Intervention | None, tokens: int
     """``(base CE, intervened CE, mean KL(base || intervened))`` on held-out text, paired per batch."""
     if tokens <= 0:
         raise SaescopeError(f"--ce-tokens must be positive, got {tokens}")
-    windows = list(islice(token_windows(lm.tokenizer, load_corpus(corpus, "heldout"), context), -(-tokens // context)))
-    if not windows:
-        raise SaescopeError(f"corpus {corpus!r} has no held-out window of {context} tokens")
+    windows = first_windows(lm.tokenizer, tokens, "heldout", corpus, context)
     ce_base = ce_new = kl = 0.0
     n = 0
     for start in tqdm(range(0, len(windows), batch_size), disable=not progress, desc="CE/KL", unit="batch"):
-        ids = torch.stack(windows[start:start + batch_size]).to(lm.device)
+        ids = windows[start:start + batch_size].to(lm.device)
         base_logp = next_token_logprobs_of(lm.model(input_ids=ids).logits)
         ce_base += summed_ce(base_logp, ids)
         if intervention is not None:

@@ -109,13 +109,10 @@ def rank_gender_features(lm: LoadedModel, sae: SAE, hook: str | None = None,
 
 
 def _corpus_firing_rate(lm: LoadedModel, sae: SAE, hook: str, tokens: int = 2048) -> np.ndarray:
-    from itertools import islice
-
     from saescope.activations import sink_mask
-    from saescope.corpus import load_corpus, token_windows
+    from saescope.corpus import first_windows
 
-    windows = torch.stack(list(islice(token_windows(lm.tokenizer, load_corpus("embedded", "train"), 128),
-                                      tokens // 128))).to(lm.device)
+    windows = first_windows(lm.tokenizer, tokens, "train").to(lm.device)
     acts = forward_until(lm.model, [hook], windows)[hook].float()
     feats = sae.encode(acts[~sink_mask(acts)])
     return (feats > 0).float().mean(0).cpu().numpy()
