@@ -21,8 +21,11 @@ def _batches(seed=0, n_batches=5, batch=3, seq=16, d_sae=12, vocab=50):
         yield feats, ids, sources, keep
 
 
-def test_streaming_statistics_equal_scipy_and_brute_force():
+@pytest.mark.parametrize("prune_every, dense_lookup_limit", [(500_000, 2**26), (20, 0)],
+                         ids=["one-prune-dense-lookup", "frequent-prunes-binary-search"])
+def test_streaming_statistics_equal_scipy_and_brute_force(prune_every, dense_lookup_limit):
     acc = FeatureAccumulator(d_sae=12, vocab_size=50, top_k=4, context_left=2, context_right=1, top_tokens=3)
+    acc.prune_every, acc.dense_lookup_limit = prune_every, dense_lookup_limit
     all_kept, all_ids, everything = [], [], []
     for w, (feats, ids, sources, keep) in enumerate(_batches()):
         acc.update(feats, ids, sources, keep, first_window=w * 3)
@@ -51,11 +54,14 @@ def test_streaming_statistics_equal_scipy_and_brute_force():
         top = acc.sorted_top_examples()
         np.testing.assert_allclose(top["top_values"][feature].numpy(), [c[0] for c in best], rtol=1e-6)
         assert top["top_location"][feature].tolist() == [[c[1], c[2]] for c in best]
-    # the context of the best example holds that feature's activation at the centre (offset 0 -> index 2)
+    # every context holds the feature's activations around the example (offsets -2..1), 0 off the window
     top = acc.sorted_top_examples()
-    feats0 = everything[top["top_location"][0, 0, 0] // 3][0]
-    b, t = int(top["top_location"][0, 0, 0] % 3), int(top["top_location"][0, 0, 1])
-    assert float(top["top_context_acts"][0, 0, 2]) == pytest.approx(float(feats0[b, t, 0]))
+    for feature in range(11):
+        for slot in range(4):
+            window, t = top["top_location"][feature, slot].tolist()
+            feats = everything[window // 3][0][window % 3]  # [seq, d_sae], zero at the sinks
+            expected = [float(feats[t + o, feature]) if 0 <= t + o < feats.shape[0] else 0.0 for o in (-2, -1, 0, 1)]
+            np.testing.assert_allclose(top["top_context_acts"][feature, slot].numpy(), expected, rtol=1e-6)
     # top tokens: best 3 distinct tokens by max activation
     ids_all = torch.cat(all_ids).numpy()
     features, tokens, maxes = acc.top_tokens()

@@ -6,8 +6,14 @@ One ``update`` per batch of SAE activations; nothing is stored per token. Kept:
   Fisher); firing count, max, a histogram of the non-zero activations on fixed log-spaced bins;
 - the top-K activating tokens of every feature with their context window (token ids and the
   feature's activation at every context token), document index and position;
-- the top tokens (distinct vocabulary ids) of every feature by their largest activation; the table
-  is pruned to ``top_tokens`` per feature after every batch, which keeps the top exact.
+- the top tokens (distinct vocabulary ids) of every feature by their largest activation.
+
+Kept exact and cheap by filters that can only drop entries that could never be in the result:
+an entry reaches the top-K merge only above the feature's current K-th value, and the top-token
+queue only above the feature's M-th best token and above the max its token already holds in the
+table; the queue is folded into the table (best M per feature) every ``prune_every`` entries.
+Context activations are read from a dense per-batch table reused between batches (when it fits
+in ``dense_lookup_limit`` elements), else by binary search over the batch's sorted entries.
 """
 
 from __future__ import annotations
@@ -37,13 +43,16 @@ class FeatureAccumulator:
         self.offsets = torch.arange(-context_left, context_right + 1)  # [C]
         self.max_top_tokens = top_tokens
         self.prune_every = 500_000  # pending top-token entries before the table is pruned
+        self.dense_lookup_limit = 2**26  # elements (256 MB) of the dense per-batch look-up table
+        self._dense: Tensor | None = None
         self._token_threshold = torch.full((d_sae,), -math.inf)  # M-th best max per feature (full tables)
         self._pending_tokens: list[tuple[Tensor, Tensor]] = []
+        self._table_index = (torch.zeros(0, dtype=torch.int64), torch.zeros(0))  # table sorted by key
         self._n_pending = 0
         width = len(self.offsets)
         self.state: dict[str, Tensor] = {
             "n_tokens": torch.zeros((), dtype=torch.int64),
-            "moments": torch.zeros(4, d_sae, dtype=torch.float64),
+            "moments": torch.zeros(4, d_sae, dtype=torch.float64),  # Σa, Σa², Σa³, Σa⁴
             "count": torch.zeros(d_sae, dtype=torch.int64),
             "max": torch.zeros(d_sae),
             "hist": torch.zeros(d_sae, len(HIST_EDGES) - 1, dtype=torch.int64),
@@ -62,6 +71,7 @@ class FeatureAccumulator:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.state = {k: state[k].clone() for k in self.state}
+        self._prune_top_tokens()  # rebuilds the thresholds and the index of the loaded table
 
     @torch.no_grad()
     def update(self, feats: Tensor, ids: Tensor, sources: Tensor, keep: Tensor, first_window: int) -> None:
@@ -80,8 +90,8 @@ class FeatureAccumulator:
         For a TopK SAE this is its k (values, indices) per token, never made dense."""
         ids, sources, keep = ids.cpu(), sources.cpu(), keep.cpu()
         rows, cols, values = rows.cpu(), cols.cpu(), values.detach().float().cpu()
-        live = (values > 0) & keep.reshape(-1)[rows]
-        rows, cols, values = rows[live], cols[live], values[live]
+        live = ((values > 0) & keep.reshape(-1)[rows]).nonzero().squeeze(1)
+        rows, cols, values = rows.index_select(0, live), cols.index_select(0, live), values.index_select(0, live)
         self._update_moments(int(keep.sum()), cols, values)
         self._update_top_examples(rows, cols, values, ids, sources, first_window)
         self._update_top_tokens(cols, ids.reshape(-1)[rows], values)
@@ -90,12 +100,12 @@ class FeatureAccumulator:
         s = self.state
         s["n_tokens"] += n_kept
         v64 = values.double()
-        power = torch.ones_like(v64)
+        power = v64
         for p in range(4):
-            power = power * v64
             s["moments"][p].index_add_(0, cols, power)
+            power = power * v64
         s["count"] += torch.bincount(cols, minlength=self.d_sae)
-        s["max"] = s["max"].scatter_reduce(0, cols, values, "amax")
+        s["max"].scatter_reduce_(0, cols, values, "amax")
         n_bins = s["hist"].shape[1]
         bins = (torch.bucketize(v64, HIST_EDGES) - 1).clamp(0, n_bins - 1)
         s["hist"].view(-1).index_add_(0, cols * n_bins + bins, torch.ones_like(cols))
@@ -108,17 +118,17 @@ class FeatureAccumulator:
         s = self.state
         seq = ids.shape[1]
         current_min = s["top_values"].min(dim=1).values  # [d_sae]
-        better = values > current_min[cols]
-        c_rows, c_cols, c_vals = rows[better], cols[better], values[better]
+        better = (values > current_min[cols]).nonzero().squeeze(1)
+        c_rows, c_cols, c_vals = rows.index_select(0, better), cols.index_select(0, better), values.index_select(0, better)
         if len(c_vals) == 0:
             return
-        order = c_vals.argsort(descending=True)
-        order = order[c_cols[order].argsort(stable=True)]  # by feature, strongest first
+        order = _group_then_value_keys(c_cols, c_vals).argsort(stable=True)  # by feature, strongest first
         c_rows, c_cols, c_vals = c_rows[order], c_cols[order], c_vals[order]
-        rank = torch.arange(len(c_cols)) - torch.searchsorted(c_cols, c_cols)
+        rank = _rank_in_groups(c_cols)
         top = rank < self.top_k
         c_rows, c_cols, c_vals, rank = c_rows[top], c_cols[top], c_vals[top], rank[top]
-        improving, slot_of = torch.unique(c_cols, return_inverse=True)  # [m]
+        improving, counts = torch.unique_consecutive(c_cols, return_counts=True)  # [m]
+        slot_of = torch.repeat_interleave(torch.arange(len(improving)), counts)
         k = self.top_k
         cand_values = torch.full((len(improving), k), -math.inf)
         cand_rows = torch.zeros((len(improving), k), dtype=torch.long)
@@ -135,18 +145,44 @@ class FeatureAccumulator:
         ctx_t = t[:, None] + self.offsets  # [n, C]
         valid = (ctx_t >= 0) & (ctx_t < seq)
         ctx_rows = b[:, None] * seq + ctx_t.clamp(0, seq - 1)
-        s["top_values"][feature, slot] = cand_values[row, cand]
-        s["top_source"][feature, slot] = sources.reshape(-1, 2)[flat_row]
-        s["top_location"][feature, slot] = torch.stack([b + first_window, t], -1)
-        s["top_context_ids"][feature, slot] = ids.reshape(-1)[ctx_rows].masked_fill(~valid, -1)
-        lookup = _SparseLookup(rows, cols, values, self.d_sae)
-        s["top_context_acts"][feature, slot] = lookup(ctx_rows, feature[:, None]).masked_fill(~valid, 0.0)
+        entry = feature * self.top_k + slot  # into the [d_sae * K] flattened buffers
+        for key, value in (("top_values", cand_values[row, cand]),
+                           ("top_source", sources.reshape(-1, 2)[flat_row]),
+                           ("top_location", torch.stack([b + first_window, t], -1)),
+                           ("top_context_ids", ids.reshape(-1)[ctx_rows].masked_fill_(~valid, -1)),
+                           ("top_context_acts", self._lookup(rows, cols, values, ids.numel(), ctx_rows,
+                                                             feature[:, None]).masked_fill_(~valid, 0.0))):
+            s[key].view(self.d_sae * self.top_k, -1).index_copy_(0, entry, value.view(len(entry), -1))
+
+    def _lookup(self, rows: Tensor, cols: Tensor, values: Tensor, n_rows: int, want_rows: Tensor,
+                want_cols: Tensor) -> Tensor:
+        """Activation at (``want_rows``, ``want_cols``) given the batch's non-zero entries, 0 where absent.
+
+        Through a dense [rows, d_sae] table that is kept between batches (filled, read, then zeroed at
+        the same entries, so no per-batch allocation) when it fits in ``dense_lookup_limit`` elements;
+        else by binary search over the sorted entries."""
+        if n_rows * self.d_sae > self.dense_lookup_limit:
+            return _SparseLookup(rows, cols, values, self.d_sae)(want_rows, want_cols)
+        if self._dense is None or len(self._dense) < n_rows * self.d_sae:
+            self._dense = torch.zeros(n_rows * self.d_sae)
+        entries = rows * self.d_sae + cols
+        self._dense.index_copy_(0, entries, values)
+        found = self._dense.take(want_rows * self.d_sae + want_cols)
+        self._dense.index_fill_(0, entries, 0.0)
+        return found
 
     def _update_top_tokens(self, cols: Tensor, token_ids: Tensor, values: Tensor) -> None:
         """Queue (feature, token, activation) entries that can still enter a feature's top tokens."""
-        passing = values > self._token_threshold[cols]
-        self._pending_tokens.append((cols[passing] * self.vocab_size + token_ids[passing], values[passing]))
-        self._n_pending += int(passing.sum())
+        passing = (values > self._token_threshold[cols]).nonzero().squeeze(1)
+        keys = cols.index_select(0, passing) * self.vocab_size + token_ids.index_select(0, passing)
+        values = values.index_select(0, passing)
+        known_keys, known_max = self._table_index
+        if len(known_keys):  # drop entries whose token is in the table already with a higher max
+            where = torch.searchsorted(known_keys, keys).clamp_max_(len(known_keys) - 1)
+            new = (known_keys[where] != keys) | (values > known_max[where])
+            keys, values = keys[new], values[new]
+        self._pending_tokens.append((keys, values))
+        self._n_pending += len(keys)
         if self._n_pending > self.prune_every:
             self._prune_top_tokens()
 
@@ -158,16 +194,17 @@ class FeatureAccumulator:
         self._pending_tokens, self._n_pending = [], 0
         unique, inverse = torch.unique(keys, return_inverse=True)
         new_max = torch.zeros(len(unique)).scatter_reduce_(0, inverse, maxes, "amax", include_self=False)
-        # keep the best `max_top_tokens` per feature: sort by max desc, then stably by feature
-        order = new_max.argsort(descending=True)
-        order = order[(unique[order] // self.vocab_size).argsort(stable=True)]
+        # keep the best `max_top_tokens` per feature: order by feature, then by max descending
+        order = _group_then_value_keys(unique // self.vocab_size, new_max).argsort(stable=True)
         feature = unique[order] // self.vocab_size
-        rank = torch.arange(len(order)) - torch.searchsorted(feature, feature)
+        rank = _rank_in_groups(feature)
         chosen = order[rank < self.max_top_tokens]
         s["token_keys"], s["token_max"] = unique[chosen], new_max[chosen]
         full = rank == self.max_top_tokens - 1  # the M-th best of a feature with a full table
         self._token_threshold = torch.full((self.d_sae,), -math.inf)
         self._token_threshold[feature[full]] = new_max[order[full]]
+        by_key = s["token_keys"].argsort()
+        self._table_index = (s["token_keys"][by_key], s["token_max"][by_key])
 
     def sorted_top_examples(self) -> dict[str, Tensor]:
         """The top-K buffers with each feature's examples sorted, strongest first."""
@@ -204,6 +241,21 @@ class FeatureAccumulator:
         order = s["token_max"].argsort(descending=True)
         order = order[feature[order].argsort(stable=True)]
         return feature[order], token[order], s["token_max"][order]
+
+
+def _group_then_value_keys(groups: Tensor, values: Tensor) -> Tensor:
+    """int64 keys whose ascending order is by ``groups`` (< 2**32), then by ``values`` (positive
+    float32) descending: the bit pattern of a positive float orders like the float."""
+    bits = values.float().contiguous().view(torch.int32).long()
+    return (groups.long() << 31) | (0x7FFFFFFF - bits)
+
+
+def _rank_in_groups(sorted_groups: Tensor) -> Tensor:
+    """Position of every element within its run of equal values in ``sorted_groups``: 0, 1, 2, ..."""
+    index = torch.arange(len(sorted_groups))
+    starts = torch.ones(len(sorted_groups), dtype=torch.bool)
+    starts[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    return index - torch.where(starts, index, 0).cummax(0).values
 
 
 class _SparseLookup:

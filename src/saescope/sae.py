@@ -91,7 +91,7 @@ class SAE(nn.Module):
         x = x.to(self.W_enc.dtype)
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
-        return x @ self.W_enc + self.b_enc
+        return F.linear(x, self.W_enc.T, self.b_enc)  # x @ W_enc + b_enc, the bias added inside the GEMM
 
     def activate(self, pre: Tensor) -> Tensor:
         """Apply the activation function to pre-activations (inference form)."""
