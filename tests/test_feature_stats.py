@@ -21,13 +21,11 @@ def _batches(seed=0, n_batches=5, batch=3, seq=16, d_sae=12, vocab=50):
         yield feats, ids, sources, keep
 
 
-@pytest.mark.parametrize("prune_every, dense_lookup_limit", [(500_000, 2**26), (20, 0)],
-                         ids=["one-prune-dense-lookup", "frequent-prunes-binary-search"])
-def test_streaming_statistics_equal_scipy_and_brute_force(prune_every, dense_lookup_limit):
-    acc = FeatureAccumulator(d_sae=12, vocab_size=50, top_k=4, context_left=2, context_right=1, top_tokens=3)
-    acc.prune_every, acc.dense_lookup_limit = prune_every, dense_lookup_limit
+@pytest.mark.parametrize("n_batches, vocab", [(5, 50), (20, 6)], ids=["many-tokens", "few-tokens-repeated"])
+def test_streaming_statistics_equal_scipy_and_brute_force(n_batches, vocab):
+    acc = FeatureAccumulator(d_sae=12, vocab_size=vocab, top_k=4, context_left=2, context_right=1, top_tokens=3)
     all_kept, all_ids, everything = [], [], []
-    for w, (feats, ids, sources, keep) in enumerate(_batches()):
+    for w, (feats, ids, sources, keep) in enumerate(_batches(n_batches=n_batches, vocab=vocab)):
         acc.update(feats, ids, sources, keep, first_window=w * 3)
         all_kept.append(feats[keep])
         all_ids.append(ids[keep])
@@ -95,7 +93,6 @@ def test_state_round_trip_gives_identical_results():
 
 def test_sparse_entries_give_the_same_state_as_dense_activations():
     dense, sparse = (FeatureAccumulator(d_sae=12, vocab_size=50, top_k=4, top_tokens=3) for _ in range(2))
-    dense.prune_every = sparse.prune_every = 20  # prune often: the thresholds must keep it exact
     for w, (feats, ids, sources, keep) in enumerate(_batches(seed=2, n_batches=8)):
         dense.update(feats.clone(), ids, sources, keep, first_window=w)
         flat = feats.reshape(-1, 12)

@@ -149,7 +149,7 @@ def _examples_table(acc: FeatureAccumulator, docs: list[Document], decode: "_Tok
     valid = torch.isfinite(s["top_values"])  # [d_sae, K]
     feature, rank = valid.nonzero(as_tuple=True)
     context_ids = s["top_context_ids"][feature, rank]  # [n, C]
-    center = int((acc.offsets == 0).nonzero())
+    center = acc.context_left  # index of the example token in the context
     sources = s["top_source"][feature, rank]
     locations = s["top_location"][feature, rank]
     context_tokens = [[decode.one(int(t)) for t in row if t >= 0] for row in context_ids.tolist()]
