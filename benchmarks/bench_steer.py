@@ -1,7 +1,8 @@
 """Steered generation speed, as ratios against baselines run in the same process.
 
-1. Steered vs plain ``model.generate`` (KV cache), same prompt, exactly ``--tokens`` new tokens,
-   greedy, at batch 1 and batch 8. Steering = an ``add`` of one SAE feature (the common case) and,
+1. Steered (as ``saescope.generate`` runs it: hooks + ``decode_layout``) vs plain Hugging Face
+   ``model.generate`` (KV cache), same prompt, exactly ``--tokens`` new tokens, greedy, at batch 1
+   and batch 8. Steering = an ``add`` of one SAE feature (the common case) and,
    for information, a ``clamp`` (which encodes with the SAE at every step).
    Prints ``steer ours=<tok/s> plain=<tok/s> ratio=<x> batch=<b>``.
 2. Against IBM sae-steering's generation loop: for every new token, re-tokenize the text and re-run
@@ -12,11 +13,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
 import torch
 
+from saescope.decode_layout import decode_layout
 from saescope.interventions import FeatureEdit, FeatureSteering, applied
 from saescope.models import LoadedModel, load_model
 from saescope.sae_io import load_sae
@@ -40,11 +43,13 @@ def interleaved(fns, repeats: int) -> list[float]:  # noqa: ANN001
 
 
 @torch.no_grad()
-def kv_generate(lm: LoadedModel, batch: int, tokens: int, intervention=None) -> None:  # noqa: ANN001
+def kv_generate(lm: LoadedModel, batch: int, tokens: int, intervention=None, ours: bool = True) -> None:  # noqa: ANN001
+    """``ours``: as ``saescope.generate`` runs it (intervention hooks + ``decode_layout``); else plain
+    Hugging Face ``generate``."""
     ids = lm.tokenize([PROMPT] * batch)
     options = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
                    pad_token_id=lm.tokenizer.eos_token_id)
-    with applied(intervention, lm):
+    with applied(intervention, lm), (decode_layout(lm.model) if ours else contextlib.nullcontext()):
         lm.model.generate(**ids, **options)
 
 
@@ -75,7 +80,7 @@ def main() -> None:
     clamp = FeatureSteering(sae, [FeatureEdit(args.feature, "clamp", 5.0)])
     kv_generate(lm, 1, 8, add)  # warm-up
     for batch in (1, 8):
-        plain, steered, clamped = interleaved([lambda: kv_generate(lm, batch, args.tokens),
+        plain, steered, clamped = interleaved([lambda: kv_generate(lm, batch, args.tokens, ours=False),
                                                lambda: kv_generate(lm, batch, args.tokens, add),
                                                lambda: kv_generate(lm, batch, args.tokens, clamp)], args.repeats)
         rate = batch * args.tokens
