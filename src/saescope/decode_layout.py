@@ -1,18 +1,23 @@
-"""Faster single-sequence decoding on CPU: column-major copies of the wide matrices.
+"""Faster single-sequence decoding on CPU: column-major copies of the wide and square matrices.
 
 Each decode step with one sequence multiplies one row by every weight matrix. That is a
 matrix-vector product that reads the whole weight, so the step is bound by memory reads. With
-PyTorch's CPU BLAS, a wide matrix (more outputs than inputs: the MLP's gate/up projections, the LM
-head) is read much faster when it is stored column-major. On SmolLM2-135M in fp32, the LM head
-(49152 × 576) takes 11.9 ms row-major and 6.4 ms column-major; gate/up take 0.39 ms and 0.22 ms.
-Tall and square matrices do not gain, and batched inputs are slower column-major. So only
-single-row inputs go through the copies: a batch-1 decode step. Prompts, batches, and everything
-outside ``generate`` use the model's own weights.
+PyTorch's CPU BLAS, a matrix with at least as many outputs as inputs (the attention's q/o
+projections, the MLP's gate/up projections, the LM head) is read faster when it is stored
+column-major. On SmolLM2-135M in fp32, the LM head (49152 × 576) takes 11.9 ms row-major and
+6.4 ms column-major; gate/up take 0.39 ms and 0.22 ms; q 0.17 ms and 0.13 ms. Tall matrices (k/v,
+down) do not gain, and batched inputs are slower column-major. So only single-row inputs go
+through the copies: a batch-1 decode step. Prompts, batches, and everything outside ``generate``
+use the model's own weights.
 
-The copies are made once per model, on first use: +325 MB for SmolLM2 in fp32. They are used only
-on CPU and in float32; bf16/fp16 kernels and GPUs behave differently, so those keep the plain
-path. Set ``SAESCOPE_DECODE_LAYOUT=0`` to turn the copies off. The products are the same sums in
-another order: logits agree with the plain path to float rounding (tests check this).
+Measured on a 64-token greedy generation with a steering hook, batch 1: 3.96 s with the copies
+against 5.27 s without.
+
+The copies are made once per model, on first use: +400 MB for SmolLM2 in fp32. They are rebuilt if
+a weight is edited in place. They are used only on CPU and in float32; bf16/fp16 kernels and GPUs
+behave differently, so those keep the plain path. Set ``SAESCOPE_DECODE_LAYOUT=0`` to turn the
+copies off. The products are the same sums in another order, so logits agree with the plain path
+to float rounding (tests check this).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ _COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (we
 
 def _wide_linears(model: torch.nn.Module) -> list[tuple[torch.nn.Linear, torch.Tensor]]:
     """The wide layers with their column-major copies, rebuilt if a weight changed since (an edit)."""
-    wide = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features > m.in_features]
+    wide = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features >= m.in_features]
     stamp = [(m.weight.data_ptr(), m.weight._version) for m in wide]
     if model not in _COPIES or _COPIES[model][0] != stamp:
         _COPIES[model] = (stamp, [(m, m.weight.detach().t().contiguous()) for m in wide])
