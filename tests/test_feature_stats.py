@@ -114,3 +114,12 @@ def test_sae_encode_sparse_matches_dense_encode():
         rebuilt = torch.zeros(10, 64)
         rebuilt[rows, cols] = values
         torch.testing.assert_close(rebuilt, sae.encode(x))
+
+
+def test_out_of_range_entries_are_refused():
+    from saescope.errors import SaescopeError
+
+    acc = FeatureAccumulator(d_sae=12, vocab_size=50)
+    feats, ids, sources, keep = next(_batches())
+    with pytest.raises(SaescopeError, match="out of range"):
+        acc.update_sparse(torch.tensor([0]), torch.tensor([12]), torch.tensor([1.0]), ids, sources, keep, 0)

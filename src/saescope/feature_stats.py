@@ -1,4 +1,4 @@
-"""Streaming per-feature statistics over a corpus, in fixed memory, vectorized over all features.
+"""Streaming per-feature statistics over a corpus, in fixed memory.
 
 One ``update`` per batch of SAE activations; nothing is stored per token. Kept:
 - raw moments Σa, Σa², Σa³, Σa⁴ (float64) over all tokens -> mean, std, skewness, kurtosis with the
@@ -88,6 +88,8 @@ class FeatureAccumulator:
         rows, cols = rows.detach().cpu().long().numpy(), cols.detach().cpu().long().numpy()
         values = values.detach().cpu().float().numpy()
         keep = keep.detach().cpu().reshape(-1).numpy()
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(keep) or cols.min() < 0 or cols.max() >= self.d_sae):
+            raise SaescopeError(f"entries out of range: rows must be < {len(keep)} and features < {self.d_sae}")
         rows, cols, values, ascending = live_entries(rows, cols, values, keep)
         if not ascending:  # the kernels want rows ascending; sae.encode_sparse and nonzero() give that
             order = np.argsort(rows, kind="stable")
