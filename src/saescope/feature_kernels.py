@@ -52,20 +52,24 @@ def add_moments(cols: np.ndarray, values: np.ndarray, moments: np.ndarray, count
 
 
 @njit(cache=True, nogil=True)
+def _smallest_slot(row: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Index of the smallest value of ``row`` (the first one on ties)."""
+    j = 0
+    for s in range(1, len(row)):
+        if row[s] < row[j]:
+            j = s
+    return j
+
+
+@njit(cache=True, nogil=True)
 def merge_top_k(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, top_values: np.ndarray,
                 new_row: np.ndarray) -> int:  # pragma: no cover - compiled
     """Insert entries into each feature's K slots (``top_values`` [d, K], an unordered set): an entry
     above the feature's smallest slot replaces it. ``new_row`` [d, K] (-1 on entry) receives the batch
     row of every slot taken in this batch; returns how many slots changed hands."""
-    d, k = top_values.shape
-    lowest = np.empty(d, dtype=top_values.dtype)
-    lowest_slot = np.empty(d, dtype=np.int64)
-    for c in range(d):
-        j = 0
-        for s in range(1, k):
-            if top_values[c, s] < top_values[c, j]:
-                j = s
-        lowest[c], lowest_slot[c] = top_values[c, j], j
+    d = top_values.shape[0]
+    lowest_slot = np.array([_smallest_slot(top_values[c]) for c in range(d)])
+    lowest = np.array([top_values[c, lowest_slot[c]] for c in range(d)])
     taken = 0
     for i in range(len(cols)):
         c = cols[i]
@@ -76,11 +80,8 @@ def merge_top_k(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, top_valu
             taken += 1
         top_values[c, s] = values[i]
         new_row[c, s] = rows[i]
-        j = 0
-        for t in range(1, k):
-            if top_values[c, t] < top_values[c, j]:
-                j = t
-        lowest[c], lowest_slot[c] = top_values[c, j], j
+        lowest_slot[c] = _smallest_slot(top_values[c])
+        lowest[c] = top_values[c, lowest_slot[c]]
     return taken
 
 
@@ -147,14 +148,8 @@ def merge_top_tokens(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, ids
     smallest max, ``v`` is its max so far and it displaces the smallest; a token in the table
     only raises its own max."""
     d, m = token_ids.shape
-    lowest = np.empty(d, dtype=token_max.dtype)
-    lowest_slot = np.empty(d, dtype=np.int64)
-    for c in range(d):
-        j = 0
-        for s in range(1, m):
-            if token_max[c, s] < token_max[c, j]:
-                j = s
-        lowest[c], lowest_slot[c] = token_max[c, j], j
+    lowest_slot = np.array([_smallest_slot(token_max[c]) for c in range(d)])
+    lowest = np.array([token_max[c, lowest_slot[c]] for c in range(d)])
     for i in range(len(cols)):
         c = cols[i]
         v = values[i]
@@ -170,8 +165,5 @@ def merge_top_tokens(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, ids
             continue
         token_ids[c, slot], token_max[c, slot] = token, v
         if slot == lowest_slot[c]:
-            j = 0
-            for s in range(1, m):
-                if token_max[c, s] < token_max[c, j]:
-                    j = s
-            lowest[c], lowest_slot[c] = token_max[c, j], j
+            lowest_slot[c] = _smallest_slot(token_max[c])
+            lowest[c] = token_max[c, lowest_slot[c]]
