@@ -2,8 +2,8 @@
 
 A batch of SAE activations arrives as its non-zero entries ``(row, feature, value)``. In torch,
 every statistic is a separate pass over the whole batch; here one compiled loop does the moments,
-count, max and histogram, another the top-K merge, another the top-token filter, at a few
-nanoseconds per entry. The arrays are numpy views of the accumulator's torch tensors, updated in
+count, max and histogram, another the top-K merge (then the contexts of the slots it filled),
+another the top-token table, at a few nanoseconds per entry. The arrays are numpy views of the accumulator's torch tensors, updated in
 place. ``cache=True`` keeps the machine code on disk, so only the first run on a machine compiles.
 """
 
@@ -66,7 +66,7 @@ def merge_top_k(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, top_valu
                 new_row: np.ndarray) -> int:  # pragma: no cover - compiled
     """Insert entries into each feature's K slots (``top_values`` [d, K], an unordered set): an entry
     above the feature's smallest slot replaces it. ``new_row`` [d, K] (-1 on entry) receives the batch
-    row of every slot taken in this batch; returns how many slots changed hands."""
+    row of every slot taken in this batch; returns how many slots were taken (0: nothing to write)."""
     d = top_values.shape[0]
     lowest_slot = np.array([_smallest_slot(top_values[c]) for c in range(d)])
     lowest = np.array([top_values[c, lowest_slot[c]] for c in range(d)])
