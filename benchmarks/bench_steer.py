@@ -15,23 +15,28 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from saescope.decode_layout import decode_layout
-from saescope.interventions import FeatureEdit, FeatureSteering, applied
-from saescope.models import LoadedModel, load_model
-from saescope.sae_io import load_sae
+from saescope.model.fast_decode import decode_layout
+from saescope.model.loading import LoadedModel, load_model
+from saescope.sae.formats import load_sae
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine
+from saescope.steering.base import FeatureEdit, FeatureSteering, applied
 
 PROMPT = "What is your favorite animal? Tell me why."
 
 
-def timed(fn, repeats: int) -> float:  # noqa: ANN001
+def timed(fn, repeats: int) -> float:
     return interleaved([fn], repeats)[0]
 
 
-def interleaved(fns, repeats: int) -> list[float]:  # noqa: ANN001
+def interleaved(fns, repeats: int) -> list[float]:
     """Median time of each function, run in turn (plain, steered, plain, ...) so drift hits all alike."""
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
@@ -43,7 +48,7 @@ def interleaved(fns, repeats: int) -> list[float]:  # noqa: ANN001
 
 
 @torch.no_grad()
-def kv_generate(lm: LoadedModel, batch: int, tokens: int, intervention=None, ours: bool = True) -> None:  # noqa: ANN001
+def kv_generate(lm: LoadedModel, batch: int, tokens: int, intervention=None, ours: bool = True) -> None:
     """``ours``: as ``saescope.generate`` runs it (intervention hooks + ``decode_layout``); else plain
     Hugging Face ``generate``."""
     ids = lm.tokenize([PROMPT] * batch)
@@ -54,7 +59,7 @@ def kv_generate(lm: LoadedModel, batch: int, tokens: int, intervention=None, our
 
 
 @torch.no_grad()
-def ibm_loop(lm: LoadedModel, tokens: int, intervention) -> str:  # noqa: ANN001
+def ibm_loop(lm: LoadedModel, tokens: int, intervention) -> str:
     """IBM's way: re-tokenize and re-run everything for each new token, no KV cache."""
     text = PROMPT
     with intervention.apply(lm):
@@ -71,26 +76,30 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--feature", type=int, default=0)
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="auto", help="auto (see `saescope info`) | float32 | bfloat16")
+    parser.add_argument("--full", action="store_true", help="the long version: 256 and 1024 tokens without a cache")
     args = parser.parse_args()
     torch.set_num_threads(2)
     lm = load_model(dtype=args.dtype)
     sae = load_sae("default")
     add = FeatureSteering(sae, [FeatureEdit(args.feature, "add", 8.0)])
-    clamp = FeatureSteering(sae, [FeatureEdit(args.feature, "clamp", 5.0)])
+    clamp = FeatureSteering(sae, [FeatureEdit(args.feature, "set", 5.0)])
     kv_generate(lm, 1, 8, add)  # warm-up
     for batch in (1, 8):
         plain, steered, clamped = interleaved([lambda: kv_generate(lm, batch, args.tokens, ours=False),
                                                lambda: kv_generate(lm, batch, args.tokens, add),
                                                lambda: kv_generate(lm, batch, args.tokens, clamp)], args.repeats)
         rate = batch * args.tokens
-        print(f"steer_clamp ours={rate / clamped:.1f} plain={rate / plain:.1f} ratio={plain / clamped:.3f} "
-              f"batch={batch}")
-        print(f"steer ours={rate / steered:.1f} plain={rate / plain:.1f} ratio={plain / steered:.3f} batch={batch}")
-    for tokens in (64, 256):
+        tag = machine(lm.dtype)
+        print(f"steer_set ours={rate / clamped:.1f} plain={rate / plain:.1f} ratio={plain / clamped:.3f} "
+              f"batch={batch} {tag}", flush=True)
+        print(f"steer ours={rate / steered:.1f} plain={rate / plain:.1f} ratio={plain / steered:.3f} batch={batch} {tag}",
+              flush=True)
+    for tokens in ((64, 256, 1024) if args.full else (64, 256)):
         ours = timed(lambda: kv_generate(lm, 1, tokens, add), 1 if tokens > 64 else args.repeats)
         loop = timed(lambda: ibm_loop(lm, tokens, add), 1)
-        print(f"steer_vs_nocache tokens={tokens} ours_s={ours:.1f} loop_s={loop:.1f} ratio={loop / ours:.2f}")
+        print(f"steer_vs_nocache tokens={tokens} ours_s={ours:.1f} loop_s={loop:.1f} ratio={loop / ours:.2f} "
+              f"{machine(lm.dtype)}", flush=True)
 
 
 if __name__ == "__main__":

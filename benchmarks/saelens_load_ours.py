@@ -8,8 +8,8 @@ saescope (``make bench`` writes it). Prints ``saelens_loads_ours max_abs_diff=<x
 import sys
 
 import torch
-from safetensors.torch import load_file
 from sae_lens import SAE
+from safetensors.torch import load_file
 
 sae = SAE.load_from_disk(sys.argv[1], device="cpu")
 reference = load_file(sys.argv[2])

@@ -26,7 +26,7 @@ stamps: list[float] = []
 original_step = SAETrainer._train_step
 
 
-def timed_step(self, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+def timed_step(self, *a, **kw):
     out = original_step(self, *a, **kw)
     stamps.append(time.perf_counter())
     return out

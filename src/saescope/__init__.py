@@ -10,33 +10,59 @@ Python API (the CLI ``saescope`` mirrors it)::
     run.stats.sort_values("max").tail(); run.examples(123)
     with saescope.intervene(lm.model, {"blocks.12.hook_resid_post": lambda acts: sae(acts)}):
         logits = lm.model(**lm.tokenize(["Hello"])).logits
+
+Names are imported lazily: ``import saescope`` loads nothing heavy (no torch, numba, pandas, scipy)
+until one of them is used. The layers and what lives where: README, "Architecture".
 """
 
-from saescope import bias
-from saescope.alignment import AlignmentScores, score_features
-from saescope.contrast import ContrastPair, read_pairs
-from saescope.contrast_eval import evaluate_contrast
-from saescope.contrast_fit import fit_contrast
-from saescope.errors import SaescopeError
-from saescope.evaluation import SAEEvaluation, evaluate_sae
-from saescope.extraction import extract_features
-from saescope.feature_run import FeatureRun
-from saescope.hooks import HookPoint, capture, forward_until, intervene, resolve_hook
-from saescope.generation import generate
-from saescope.inspect import encode_text, top_features_of_text
-from saescope.interventions import (AlignmentSteering, FeatureEdit, FeatureSteering, Intervention, Interventions,
-                                    SubspaceErasure, VectorSteering, load_intervention)
-from saescope.models import LoadedModel, load_model
-from saescope.sae import SAE, SAEConfig
-from saescope.sae_io import load_sae, save_sae
-from saescope.training import TrainConfig, train_sae
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-__all__ = [
-    "SAE", "AlignmentScores", "AlignmentSteering", "ContrastPair", "FeatureEdit", "FeatureRun", "FeatureSteering",
-    "HookPoint", "Intervention", "Interventions", "LoadedModel", "SAEConfig", "SAEEvaluation", "SaescopeError", "SubspaceErasure",
-    "TrainConfig", "VectorSteering", "capture", "encode_text", "evaluate_contrast", "evaluate_sae", "extract_features",
-    "fit_contrast", "forward_until", "generate", "intervene", "load_intervention", "load_model", "load_sae",
-    "bias", "read_pairs", "resolve_hook", "save_sae", "score_features", "top_features_of_text", "train_sae",
-]
+from saescope import legacy
+from saescope.version import __version__ as __version__
+
+legacy.install()
+
+_MODULES = {
+    "saescope.errors": ["SaescopeError"],
+    "saescope.model.loading": ["LoadedModel", "load_model"],
+    "saescope.model.hooks": ["HookPoint", "capture", "forward_until", "intervene", "resolve_hook"],
+    "saescope.model.generation": ["generate"],
+    "saescope.sae.core": ["SAE", "SAEConfig"],
+    "saescope.sae.formats": ["load_sae", "save_sae"],
+    "saescope.sae.train_config": ["TrainConfig"],
+    "saescope.sae.training": ["train_sae"],
+    "saescope.sae.evaluation": ["SAEEvaluation", "evaluate_sae"],
+    "saescope.sae.text": ["encode_text", "top_features_of_text"],
+    "saescope.features.config": ["ExtractConfig"],
+    "saescope.features.extract": ["extract_features"],
+    "saescope.features.run": ["FeatureRun"],
+    "saescope.steering": ["AlignmentScores", "AlignmentSteering", "FeatureEdit", "FeatureGate", "FeatureSteering",
+                          "Intervention", "Interventions", "SubspaceErasure", "VectorSteering", "load_intervention",
+                          "score_features"],
+    "saescope.steering.contrast.pairs": ["ContrastPair", "read_pairs"],
+    "saescope.steering.contrast.config": ["ContrastFitConfig"],
+    "saescope.steering.contrast.fit": ["fit_contrast"],
+    "saescope.steering.contrast.evaluate": ["evaluate_contrast"],
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+_SUBPACKAGES = ("bias", "model", "sae", "features", "steering", "reports")
+
+__all__ = sorted([*_EXPORTS, *_SUBPACKAGES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f"saescope.{name}")
+    else:
+        raise AttributeError(f"module 'saescope' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -7,7 +7,8 @@ held out when a hash of its id falls in the last 5 % (``HELDOUT_PERCENT``): trai
 evaluate on ``split="heldout"``, never the other way round.
 
 User corpora: a ``.jsonl`` file (one document per line, field ``text``) or a ``.txt`` file
-(documents separated by blank lines).
+(documents separated by blank lines), in UTF-8: a file with bytes that are not UTF-8 is refused with
+the offset of the first bad one, never decoded with silent replacements.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import importlib.util
 import json
 import random
 from collections.abc import Iterator
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import torch
 
 from saescope.errors import SaescopeError
+from saescope.storage import read_text
 
 HELDOUT_PERCENT = 5
 SPLITS = ("train", "heldout", "all")
@@ -152,17 +154,24 @@ def _file_documents(path: Path) -> list[Document]:
         raise SaescopeError(f"corpus file {path} does not exist")
     if path.suffix == ".jsonl":
         docs = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    text = json.loads(line)["text"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise SaescopeError(f"{path}:{lineno}: expected a JSON object with a \"text\" field") from None
-                docs.append(Document(f"{path.name}/{lineno}", str(text)))
+        for lineno, line in enumerate(read_text(path, "corpus file").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise SaescopeError(f"{path}:{lineno}: expected a JSON object with a \"text\" field") from None
+            docs.append(Document(f"{path.name}/{lineno}", str(text)))
         return [d for d in docs if d.text.strip()]
     if path.suffix == ".txt":
-        blocks = [b.strip() for b in path.read_text(encoding="utf-8", errors="replace").split("\n\n")]
+        blocks = [b.strip() for b in read_text(path, "corpus file").split("\n\n")]
         return [Document(f"{path.name}/{i}", b) for i, b in enumerate(blocks) if b]
     raise SaescopeError(f"corpus file {path} must be .txt (blank-line separated) or .jsonl (field \"text\")")
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt per non-empty line of a UTF-8 text file."""
+    prompts = [line.strip() for line in read_text(path, "prompt file").splitlines() if line.strip()]
+    if not prompts:
+        raise SaescopeError(f"prompt file {path} has no prompts")
+    return prompts

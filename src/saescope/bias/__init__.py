@@ -5,15 +5,27 @@ Example::
     import saescope
     lm, sae = saescope.load_model(), saescope.load_sae("default")
     before = saescope.bias.evaluate(lm)                       # BiasEvaluation (base only)
-    plan = saescope.bias.plan_debias(lm, sae, "project")      # chosen on training prompts only
+    plan = saescope.bias.plan_debias(lm, sae, "erase")        # chosen on training prompts only
     after = saescope.bias.evaluate(lm, plan.intervention)     # base vs intervened, changes, targets_met
     after.changes["abs_pearson_r"], after.intervened.winobias.preference
+
+Names are imported lazily (this package needs pandas and scipy only once one is used).
 """
 
-from saescope.bias.data import BiasData, SelectionPrompts
-from saescope.bias.debias import DebiasPlan, plan_debias
-from saescope.bias.evaluate import BiasEvaluation, BiasScores, evaluate
-from saescope.bias.gender_features import rank_gender_features
+from __future__ import annotations
 
-__all__ = ["BiasData", "BiasEvaluation", "BiasScores", "DebiasPlan", "SelectionPrompts", "evaluate", "plan_debias",
-           "rank_gender_features"]
+import importlib
+from typing import Any
+
+_EXPORTS = {"BiasData": "data", "SelectionPrompts": "data", "DebiasConfig": "config", "DebiasPlan": "debias",
+            "plan_debias": "debias", "BiasEvaluation": "evaluate", "BiasScores": "evaluate", "evaluate": "evaluate",
+            "rank_gender_features": "gender_features"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'saescope.bias' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"saescope.bias.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -21,9 +21,10 @@ import torch
 from scipy import stats
 
 from saescope.bias.data import AgreementPair, GenderedPrompt, Occupation, TwinPair
-from saescope.bias.scoring import next_token_logprobs, p_she, sentence_logprobs
+from saescope.bias.scoring import p_she
 from saescope.errors import SaescopeError
-from saescope.models import LoadedModel
+from saescope.model.likelihood import next_token_logprobs, sentence_logprobs
+from saescope.model.loading import LoadedModel
 
 
 @dataclass

@@ -16,15 +16,17 @@ Sources and licences: ``data/bias/SOURCE.md``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 
 from saescope.errors import SaescopeError
+from saescope.resources import data_path
+from saescope.storage import read_json, read_text
 
-DATA_DIR = Path(str(files("saescope") / "data" / "bias"))
+DATA_DIR = data_path("bias")
 OCCUPATION_TEMPLATES = (
     "The {occupation} said that",
     "The {occupation} was late because",
@@ -66,7 +68,7 @@ class GenderedPrompt:
 
 @dataclass
 class BiasData:
-    """Everything ``bias eval`` measures on; ``BiasData.default()`` is the shipped set."""
+    """Everything ``bias eval`` measures on; ``BiasData.load()`` is the shipped set."""
 
     occupations: list[Occupation]
     winobias: list[TwinPair]
@@ -79,7 +81,7 @@ class BiasData:
     @classmethod
     def load(cls, occupations: str | Path | None = None, winobias: str | Path | None = None,
              crows: str | Path | None = None, agreement: str | Path | None = None,
-             definitional: str | Path | None = None) -> "BiasData":
+             definitional: str | Path | None = None) -> BiasData:
         """The shipped data, with any of the five replaced by a user file or folder."""
         paths = {"occupations": Path(occupations or DATA_DIR / "occupations" / "occupations-stats.tsv"),
                  "winobias": Path(winobias or DATA_DIR / "winobias"),
@@ -91,11 +93,6 @@ class BiasData:
                    read_gendered_prompts(paths["definitional"]),
                    sources={k: str(v) for k, v in paths.items()})
 
-    default = load
-
-    def occupation_prompts(self) -> list[tuple[str, str]]:
-        """``(occupation, prompt)`` for every occupation and template."""
-        return [(o.name, t.format(occupation=o.name)) for o in self.occupations for t in self.templates]
 
 
 def _exists(path: Path, what: str) -> None:
@@ -107,8 +104,7 @@ def read_occupations(path: str | Path) -> list[Occupation]:
     """Occupations and their % female from a TSV with columns ``occupation`` and ``bls_pct_female``."""
     path = Path(path)
     _exists(path, "occupations file")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))
+    rows = list(csv.reader(io.StringIO(read_text(path, "occupations file"), newline=""), delimiter="\t"))
     if not rows or "occupation" not in rows[0] or "bls_pct_female" not in rows[0]:
         raise SaescopeError(f"{path}, line 1: expected a tab-separated header with columns "
                             "'occupation' and 'bls_pct_female'")
@@ -135,7 +131,7 @@ _WINOBIAS_LINE = re.compile(r"^\d+\s+(.*\S)\s*$")
 
 def _winobias_sentences(path: Path) -> list[str]:
     out = []
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line, text in enumerate(read_text(path, "WinoBias file").splitlines(), start=1):
         if not text.strip():
             continue
         match = _WINOBIAS_LINE.match(text)
@@ -170,7 +166,7 @@ def read_crows(path: str | Path) -> list[TwinPair]:
     """CrowS-Pairs gender rows: ``stereo`` is ``sent_more`` (the original metric's preferred side)."""
     path = Path(path)
     _exists(path, "CrowS-Pairs file")
-    with path.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_text(path, "CrowS-Pairs file"), newline="") as handle:
         reader = csv.DictReader(handle)
         needed = {"sent_more", "sent_less", "bias_type"}
         if reader.fieldnames is None or not needed <= set(reader.fieldnames):
@@ -196,7 +192,7 @@ def read_agreement(path: str | Path) -> list[AgreementPair]:
     sources = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl")) if path.is_dir() else [path]
     items = []
     for source in sources:
-        for line, text in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+        for line, text in enumerate(read_text(source, "agreement file").splitlines(), start=1):
             if not text.strip():
                 continue
             try:
@@ -213,11 +209,7 @@ def read_agreement(path: str | Path) -> list[AgreementPair]:
 
 
 def _json_object(path: Path) -> dict:
-    _exists(path, "prompt file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SaescopeError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    data = read_json(path, "prompt file")
     if not isinstance(data, dict):
         raise SaescopeError(f"{path}: expected a JSON object")
     return data
@@ -257,7 +249,7 @@ class SelectionPrompts:
     male_subjects: list[str]
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "SelectionPrompts":
+    def load(cls, path: str | Path | None = None) -> SelectionPrompts:
         path = Path(path or DATA_DIR / "prompts" / "selection.json")
         data = _json_object(path)
         templates = _string_list(data, "occupation_templates", path)

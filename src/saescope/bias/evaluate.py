@@ -16,14 +16,22 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from saescope.bias.benchmarks import (OccupationScores, TwinScores, agreement_accuracy, definitional_accuracy,
-                                      occupation_bias, twin_preference)
+from saescope.bias.benchmarks import (
+    OccupationScores,
+    TwinScores,
+    agreement_accuracy,
+    definitional_accuracy,
+    occupation_bias,
+    twin_preference,
+)
+from saescope.bias.cache import cache_key, load_base, save_base
 from saescope.bias.data import BiasData
 from saescope.corpus import first_windows
 from saescope.errors import SaescopeError
-from saescope.interventions import Intervention
-from saescope.lm_metrics import next_token_logprobs_of, summed_ce, summed_kl
-from saescope.models import LoadedModel
+from saescope.model.hooks import Applicable as Intervention
+from saescope.model.likelihood import next_token_logprobs_of, summed_ce, summed_kl
+from saescope.model.loading import LoadedModel
+from saescope.precision import dtype_name
 
 TARGETS = {
     "mean_abs_dev_reduction": ">= 0.70 (mean |p_she - 0.5| reduced by at least 70%)",
@@ -57,6 +65,8 @@ class BiasEvaluation:
     kl_div: float | None = None  # mean per-token KL(base || intervened) on held-out text
     seconds: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)
+    cached_base: bool = False  # the plain model's benchmark scores came from the cache
+    dtype: str = "float32"  # the precision the scores were measured in
 
     @property
     def changes(self) -> dict[str, float]:
@@ -91,7 +101,8 @@ class BiasEvaluation:
         return {"model": self.model, "base": asdict(self.base),
                 "intervened": None if self.intervened is None else asdict(self.intervened),
                 "kl_div": self.kl_div, "changes": self.changes, "targets": TARGETS if self.changes else {},
-                "targets_met": self.targets_met, "seconds": self.seconds, "sources": self.sources}
+                "targets_met": self.targets_met, "seconds": self.seconds, "sources": self.sources,
+                "cached_base": self.cached_base, "dtype": self.dtype}
 
     def summary_rows(self) -> list[tuple[str, float, float | None]]:
         """``(metric, base, intervened)`` rows for tables and reports."""
@@ -116,8 +127,7 @@ class BiasEvaluation:
         return table
 
 
-def _scores(lm: LoadedModel, data: BiasData, ce_loss: float, batch_size: int, label: str,
-            progress: bool) -> BiasScores:
+def _benchmarks(lm: LoadedModel, data: BiasData, batch_size: int, label: str, progress: bool) -> dict:
     stages = {
         "occupations": lambda: occupation_bias(lm, data.occupations, data.templates, batch_size),
         "winobias": lambda: twin_preference(lm, data.winobias, batch_size // 2),
@@ -130,7 +140,20 @@ def _scores(lm: LoadedModel, data: BiasData, ce_loss: float, batch_size: int, la
     for name, stage in bar:
         bar.set_postfix_str(name)
         results[name] = stage()
-    return BiasScores(**results, ce_loss=ce_loss)
+    return results
+
+
+def _base_benchmarks(lm: LoadedModel, data: BiasData, batch_size: int, progress: bool,
+                     use_cache: bool) -> tuple[dict, bool]:
+    """The plain model's benchmark results, from the cache when it holds them; and whether it did."""
+    key = cache_key(lm, data, batch_size) if use_cache else None
+    cached = load_base(key) if key else None
+    if cached is not None:
+        return cached, True
+    results = _benchmarks(lm, data, batch_size, "plain model", progress)
+    if key:
+        save_base(key, results)
+    return results, False
 
 
 @torch.inference_mode()
@@ -139,7 +162,7 @@ def side_effects(lm: LoadedModel, intervention: Intervention | None, tokens: int
                  ) -> tuple[float, float | None, float | None]:
     """``(base CE, intervened CE, mean KL(base || intervened))`` on held-out text, paired per batch."""
     if tokens <= 0:
-        raise SaescopeError(f"--ce-tokens must be positive, got {tokens}")
+        raise SaescopeError(f"ce_tokens must be positive, got {tokens}")
     windows = first_windows(lm.tokenizer, tokens, "heldout", corpus, context)
     ce_base = ce_new = kl = 0.0
     n = 0
@@ -160,19 +183,25 @@ def side_effects(lm: LoadedModel, intervention: Intervention | None, tokens: int
 
 def evaluate(lm: LoadedModel, intervention: Intervention | None = None, data: BiasData | None = None,
              ce_tokens: int = 8_192, corpus: str = "embedded", batch_size: int = 64,
-             base: BiasScores | None = None, progress: bool = False) -> BiasEvaluation:
+             base: BiasScores | None = None, progress: bool = False, cache: bool = True) -> BiasEvaluation:
     """Run every benchmark without and (if given) with ``intervention``.
 
-    ``base`` reuses scores of the unmodified model measured earlier on the same data (sweeps).
+    The plain model's scores come from ``base`` when given (sweeps), else from the cache
+    (``bias.cache``: keyed by model, data and code version) unless ``cache=False``, else are measured.
+    The CE/KL side effects are always measured, paired batch by batch.
     """
     start = time.perf_counter()
-    data = data or BiasData.default()
+    data = data or BiasData.load()
     ce_base, ce_new, kl = side_effects(lm, intervention, ce_tokens, corpus=corpus, progress=progress)
+    cached = False
     with torch.inference_mode():
         if base is None:
-            base = _scores(lm, data, ce_base, batch_size, "plain model", progress)
+            results, cached = _base_benchmarks(lm, data, batch_size, progress, cache)
+            base = BiasScores(**results, ce_loss=ce_base)
         intervened = None
         if intervention is not None:
             with intervention.apply(lm):
-                intervened = _scores(lm, data, ce_new, batch_size, "intervened", progress)  # type: ignore[arg-type]
-    return BiasEvaluation(lm.name, base, intervened, kl, time.perf_counter() - start, dict(data.sources))
+                results = _benchmarks(lm, data, batch_size, "intervened", progress)
+            intervened = BiasScores(**results, ce_loss=ce_new)  # type: ignore[arg-type]
+    return BiasEvaluation(lm.name, base, intervened, kl, time.perf_counter() - start, dict(data.sources),
+                          cached_base=cached, dtype=dtype_name(lm.dtype))

@@ -22,18 +22,18 @@ half of all text); the gate features are the narrow ones.
 
 from __future__ import annotations
 
-from importlib.resources import files
-
 import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
 
 from saescope.bias.data import SelectionPrompts
-from saescope.contrast import feature_tests, pair_activations, read_pairs
-from saescope.hooks import forward_until
-from saescope.models import LoadedModel
-from saescope.sae import SAE
+from saescope.corpus import first_windows
+from saescope.model.activations import hook_activations
+from saescope.model.loading import LoadedModel
+from saescope.sae.core import SAE
+from saescope.steering.contrast.pairs import pairs_path, read_pairs
+from saescope.steering.contrast.stats import feature_tests, pair_activations
 
 
 @torch.inference_mode()
@@ -42,7 +42,7 @@ def last_token_acts(lm: LoadedModel, hook: str, texts: list[str], batch_size: in
     out = []
     for start in range(0, len(texts), batch_size):
         batch = lm.tokenize(texts[start:start + batch_size])
-        acts = forward_until(lm.model, [hook], batch["input_ids"], attention_mask=batch["attention_mask"])[hook]
+        acts, _ = hook_activations(lm, hook, batch["input_ids"], batch["attention_mask"])
         last = batch["attention_mask"].sum(1) - 1
         out.append(acts[torch.arange(len(last), device=acts.device), last].float().cpu())
     return torch.cat(out)
@@ -77,7 +77,7 @@ def rank_gender_features(lm: LoadedModel, sae: SAE, hook: str | None = None,
         male = sae.encode(last_token_acts(lm, hook, occupation_prefixes(selection, False))).numpy()
         def_f = sae.encode(last_token_acts(lm, hook, subject_prefixes(selection, True))).numpy()
         def_m = sae.encode(last_token_acts(lm, hook, subject_prefixes(selection, False))).numpy()
-        pair_file = pairs or str(files("saescope") / "data" / "pairs" / "gender_train.jsonl")
+        pair_file = pairs_path(pairs or "gender_train")
         contrast = feature_tests(pair_activations(lm, sae, hook, read_pairs(pair_file)).feature_deltas, alpha)
         corpus_rate = _corpus_firing_rate(lm, sae, hook)
     contrast = contrast.set_index("feature").sort_index()
@@ -109,12 +109,9 @@ def rank_gender_features(lm: LoadedModel, sae: SAE, hook: str | None = None,
 
 
 def _corpus_firing_rate(lm: LoadedModel, sae: SAE, hook: str, tokens: int = 2048) -> np.ndarray:
-    from saescope.activations import sink_mask
-    from saescope.corpus import first_windows
-
     windows = first_windows(lm.tokenizer, tokens, "train").to(lm.device)
-    acts = forward_until(lm.model, [hook], windows)[hook].float()
-    feats = sae.encode(acts[~sink_mask(acts)])
+    acts, keep = hook_activations(lm, hook, windows)
+    feats = sae.encode(acts[keep].float())
     return (feats > 0).float().mean(0).cpu().numpy()
 
 

@@ -5,24 +5,19 @@ One self-contained file: inline CSS, the scatter as an inline SVG drawn by matpl
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import jinja2
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from saescope.bias.evaluate import TARGETS, BiasEvaluation  # noqa: E402
+from saescope.bias.evaluate import TARGETS, BiasEvaluation
+from saescope.reports import figure, render, svg_text
 
 
 def scatter_svg(evaluation: BiasEvaluation) -> str:
     """p_she against BLS % female per occupation, before (and after) the intervention, as SVG text."""
     base = evaluation.base.occupations
     names = list(base.p_she)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = figure(7, 4.5)
     x = [base.pct_female[n] for n in names]
     ax.scatter(x, [base.p_she[n] for n in names], label=f"before (r={base.pearson_r:.2f})", color="#d62728", s=18)
     if evaluation.intervened is not None:
@@ -34,22 +29,16 @@ def scatter_svg(evaluation: BiasEvaluation) -> str:
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left")
     ax.set_title("Occupations: P(she) / (P(she) + P(he))")
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return svg_text(fig)
 
 
 def write_report(path: str | Path, evaluation: BiasEvaluation, title: str, features: pd.DataFrame | None = None,
                  selection: pd.DataFrame | None = None, settings: dict | None = None) -> None:
     """Render the report to ``path`` (the caller writes it atomically)."""
-    env = jinja2.Environment(loader=jinja2.PackageLoader("saescope", "templates"),
-                             autoescape=jinja2.select_autoescape(["html"]))
     met = evaluation.targets_met
     targets = [(name, evaluation.changes[name], TARGETS[name], met[name]) for name in met]
-    html = env.get_template("bias_report.html").render(
-        title=title, rows=evaluation.summary_rows(), targets=targets, scatter=scatter_svg(evaluation),
+    html = render(
+        "bias_report.html", title=title, rows=evaluation.summary_rows(), targets=targets, scatter=scatter_svg(evaluation),
         features=None if features is None else features.to_dict("records"),
         feature_columns=[] if features is None else list(features.columns),
         selection=None if selection is None else selection.round(4).to_dict("records"),

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from saescope.cli.common import console, load_model_and_sae, print_json
+from saescope.bias.config import BiasDataFiles, DebiasConfig
+from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, print_json
 from saescope.errors import SaescopeError
 
 bias_app = typer.Typer(no_args_is_help=True, help="Measure gender bias and find the SAE features behind it.")
-
-
-def _data(occupations: Path | None, winobias: Path | None, crows: Path | None, agreement: Path | None,
-          definitional: Path | None):
-    from saescope.bias.data import BiasData
-
-    return BiasData.load(occupations, winobias, crows, agreement, definitional)
 
 
 def _print_evaluation(result, json_out: bool) -> None:
@@ -39,12 +32,11 @@ def _write_outputs(out: Path, result, title: str, intervention=None, features=No
                    settings: dict | None = None) -> None:
     """Everything into ``out`` at once (atomic folder replace): nothing half-written on failure."""
     from saescope.bias.report import write_report
-    from saescope.cli.common import plain
-    from saescope.storage import atomic_path
+    from saescope.storage import atomic_path, write_json
 
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        (tmp / "metrics.json").write_text(json.dumps(plain(result.to_dict()), indent=2) + "\n")
+        write_json(tmp / "metrics.json", result.to_dict())
         if intervention is not None:
             intervention.save(tmp / "intervention.json")
         if features is not None:
@@ -55,29 +47,26 @@ def _write_outputs(out: Path, result, title: str, intervention=None, features=No
 
 
 @bias_app.command("eval")
+@config_options(BiasDataFiles, param="files")
 def bias_eval(
     intervention: Path = typer.Option(None, help="A saved intervention (JSON) to compare against the plain model."),
-    occupations: Path = typer.Option(None, help="TSV with columns occupation, bls_pct_female."),
-    winobias: Path = typer.Option(None, help="Folder with pro/anti_stereotyped_type{1,2}*.txt."),
-    crows: Path = typer.Option(None, help="CrowS-Pairs CSV (sent_more, sent_less, stereo_antistereo, bias_type)."),
-    agreement: Path = typer.Option(None, help="Subject-verb agreement JSONL file or folder."),
-    definitional: Path = typer.Option(None, help="Definitional-gender prompts (JSON, see data/bias/prompts)."),
     ce_tokens: int = typer.Option(8192, help="Held-out tokens for CE loss and KL."),
     model: str = typer.Option(None, help="Hub id or local folder; default: the embedded model."),
     out: Path = typer.Option(None, help="Write metrics.json and report.html to this folder."),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option(None, help="float32 (default) | bfloat16 | float16."),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    files: BiasDataFiles = None,
 ) -> None:
     """Every gender-bias benchmark, without and (with --intervention) with an intervention.
 
     Example: saescope bias eval --intervention debias/intervention.json --json
     """
     from saescope.bias.evaluate import evaluate
-    from saescope.interventions import load_intervention
-    from saescope.models import load_model
+    from saescope.model.loading import load_model
+    from saescope.steering import load_intervention
 
-    data = _data(occupations, winobias, crows, agreement, definitional)
+    data = files.load()
     loaded = load_intervention(intervention) if intervention is not None else None
     lm = load_model(model, device=device, dtype=dtype)
     result = evaluate(lm, loaded, data, ce_tokens=ce_tokens, progress=not json_out)
@@ -95,16 +84,16 @@ def bias_features(
     sae: str = typer.Option("default", help="'default' or an SAE folder."),
     contexts: int = typer.Option(2, help="Top contexts per feature to print (needs --run)."),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option(None),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """SAE features ranked by gender association, split into stereotype and definitional gender.
 
     Example: saescope bias features --run runs/default --top 20
     """
-    from saescope.bias.debias import features_summary
     from saescope.bias.gender_features import rank_gender_features
-    from saescope.feature_run import FeatureRun
+    from saescope.bias.summary import features_summary
+    from saescope.features.run import FeatureRun
 
     if top <= 0:
         raise SaescopeError(f"--top must be positive, got {top}")
@@ -131,48 +120,35 @@ def bias_features(
                 console.print(f"[bold]{feature}[/bold] {example.activation:.2f}: {''.join(example.context_tokens)!r}")
 
 
+@config_options(DebiasConfig)
+@config_options(BiasDataFiles, param="files")
 def debias(
-    method: str = typer.Option("project", help="ablate | clamp | project | steer."),
-    features: str = typer.Option("auto", help="'auto' (chosen on training prompts) or comma-separated ids."),
-    strengths: str = typer.Option(None, help="Candidate strengths, comma-separated: feature counts (ablate, clamp), "
-                                             "fractions of the centering coefficient (steer) or erasure fractions "
-                                             "(project); default: a built-in grid."),
     out: Path = typer.Option(..., help="Folder for intervention.json, metrics.json, report.html."),
     run: Path = typer.Option(None, help="A features RUN of the same SAE (top tokens in the report)."),
     sae: str = typer.Option("default", help="'default' or an SAE folder."),
-    occupations: Path = typer.Option(None, help="Evaluation data, as for `bias eval`."),
-    winobias: Path = typer.Option(None, help="Evaluation data, as for `bias eval`."),
-    crows: Path = typer.Option(None, help="Evaluation data, as for `bias eval`."),
-    agreement: Path = typer.Option(None, help="Evaluation data, as for `bias eval`."),
-    definitional: Path = typer.Option(None, help="Evaluation data, as for `bias eval`."),
     ce_tokens: int = typer.Option(8192, help="Held-out tokens for CE loss and KL."),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option(None),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json"),
+    config: DebiasConfig = None,
+    files: BiasDataFiles = None,
 ) -> None:
     """Build a debiasing intervention (chosen on training data only), evaluate before/after, write a report.
 
-    Example: saescope debias --method project --features auto --out debias
+    Example: saescope debias --method erase --features auto --out debias
     """
-    from saescope.bias.debias import METHODS, features_summary, plan_debias
+    from saescope.bias.debias import plan_debias
     from saescope.bias.evaluate import evaluate
-    from saescope.cli.steer_commands import parse_floats
-    from saescope.feature_run import FeatureRun
+    from saescope.bias.summary import features_summary
+    from saescope.features.run import FeatureRun
 
-    ids: str | list[int] = "auto"
-    if features != "auto":
-        ids = [int(f) for f in parse_floats(features, "--features")]
-        if not ids:
-            raise SaescopeError("--features needs 'auto' or at least one feature id")
-    if method not in METHODS:
-        raise SaescopeError(f"unknown debias method {method!r}: use one of {', '.join(METHODS)}")
-    grid = parse_floats(strengths, "--strengths") if strengths else None
-    data = _data(occupations, winobias, crows, agreement, definitional)
+    data = files.load()
     feature_run = FeatureRun.load(run) if run is not None else None
-    lm, sae_module, hook = load_model_and_sae(sae, None, None, device, dtype)
-    plan = plan_debias(lm, sae_module, method, ids, grid, hook)
+    lm, sae_module, hook = load_model_and_sae(sae, None, config.hook, device, dtype)
+    plan = plan_debias(lm, sae_module, config, hook=hook)
     summary = features_summary(lm, sae_module, plan.feature_table, plan.features, feature_run)
     result = evaluate(lm, plan.intervention, data, ce_tokens=ce_tokens, progress=not json_out)
+    method = config.method
     _write_outputs(out, result, f"saescope debias --method {method}", plan.intervention, summary, plan.candidates,
                    {"method": method, "features": ",".join(map(str, plan.features)) or "(gender vector)",
                     "candidate": plan.candidate, "SAE": sae})

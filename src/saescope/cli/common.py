@@ -1,51 +1,86 @@
-"""What every command shares: the rich console, JSON output, and loading model + SAE from options."""
+"""What every command shares: the rich console, JSON output, option parsers, options built from a
+job's config dataclass, and loading model + SAE from options. No logic of the library lives here."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-import math
 import sys
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, fields
 from typing import Any
 
-import numpy as np
+import typer
 from rich.console import Console
 
+from saescope.config import field_docs
 from saescope.errors import SaescopeError
+from saescope.storage import json_ready
 
 console = Console(stderr=False, highlight=False)
+DTYPE_HELP = "auto (bfloat16 only where it is faster; see `saescope info`) | float32 | bfloat16 | float16."
 
 
 def print_json(obj: Any) -> None:
     """Print ``obj`` as one JSON document on stdout (numpy values become Python ones, NaN/inf null)."""
-    sys.stdout.write(json.dumps(_plain(obj), indent=2) + "\n")
+    sys.stdout.write(json.dumps(json_ready(obj), indent=2) + "\n")
 
 
-def plain(obj: Any) -> Any:
-    """``obj`` with numpy values as Python ones and NaN/inf as None (JSON-ready)."""
-    return _plain(obj)
+def parse_floats(text: str, what: str) -> list[float]:
+    """``"1,2.5"`` -> ``[1.0, 2.5]``; a ``SaescopeError`` naming ``what`` otherwise."""
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SaescopeError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        obj = obj.tolist()
-    elif isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
+def parse_ids(text: str | None, what: str) -> list[int] | None:
+    """``"1,2,3"`` -> ``[1, 2, 3]``; ``None`` stays ``None``."""
+    if text is None:
         return None
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SaescopeError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
-def load_model_and_sae(sae_path: str, model: str | None, hook: str | None, device: str, dtype: str | None):
+def config_options(config_cls: type, flags: dict[str, str] | None = None, exclude: tuple[str, ...] = (),
+                   param: str = "config") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command one option per field of ``config_cls`` (default and help from the dataclass and
+    its field docstrings); the command receives ``<param>=config_cls(...)``. ``flags`` renames options.
+    Stack it to give a command several configs (each with its own ``param``)."""
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command)
+        own = [p for p in signature.parameters.values() if p.name != param]
+        taken = {p.name for p in own}
+        hints, docs = typing.get_type_hints(config_cls), field_docs(config_cls)
+        chosen = [f for f in fields(config_cls) if f.name not in taken and f.name not in exclude]
+        options = []
+        for f in chosen:
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            names = [flags[f.name]] if flags and f.name in flags else []
+            options.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+                                             default=typer.Option(default, *names, help=docs[f.name].replace("``", ""))))
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            values = {f.name: kwargs.pop(f.name) for f in chosen}
+            return command(**{param: config_cls(**values)}, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *options])  # type: ignore[attr-defined]
+        return wrapper
+    return decorate
+
+
+def load_model_and_sae(sae_path: str, model: str | None, hook: str | None, device: str, dtype: str | None = "auto"):
     """Load the SAE, then the model it was trained on (unless ``model`` says otherwise), and check they fit.
 
     Returns ``(lm, sae, hook_name)``.
     """
-    from saescope.models import EMBEDDED_MODEL, load_model
-    from saescope.sae_io import load_sae
+    from saescope.model.loading import EMBEDDED_MODEL, load_model
+    from saescope.sae.formats import load_sae
 
     sae = load_sae(sae_path, device=device)
     if (hook or sae.cfg.hook_name) is None:

@@ -2,46 +2,41 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import typer
 
-from saescope.cli.common import console, load_model_and_sae, print_json
-from saescope.cli.steer_commands import parse_floats
+from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, parse_floats, print_json
+from saescope.steering.contrast.config import ContrastFitConfig
 
 contrast_app = typer.Typer(no_args_is_help=True, help="CAA vectors, SAE features and sparse fits from prompt pairs.")
 
 
-def _pairs_path(pairs: str) -> Path:
-    shipped = resources.files("saescope") / "data" / "pairs" / f"{pairs}.jsonl"
-    return Path(str(shipped)) if shipped.is_file() else Path(pairs)
-
-
 @contrast_app.command("fit")
+@config_options(ContrastFitConfig)
 def fit(
     pairs: str = typer.Option(..., help="JSONL of {positive, negative} pairs, or a shipped set: gender_train, "
                                         "gender_heldout, gender, agreeableness."),
     out: Path = typer.Option(..., help="Output folder."),
     sae: str = typer.Option("default"),
-    hook: str = typer.Option(None, help="Hook point (must be the SAE's)."),
     run: Path = typer.Option(None, help="A features RUN, to show each cluster's top tokens."),
-    max_features: int = typer.Option(64, help="Most features in the sparse fit and the feature list."),
     device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json"),
+    config: ContrastFitConfig = None,
 ) -> None:
     """CAA vector, significant SAE features, their clusters and a sparse SAE fit; three intervention files."""
-    from saescope.contrast import read_pairs
-    from saescope.contrast_fit import fit_contrast
-    from saescope.feature_run import FeatureRun
+    from saescope.features.run import FeatureRun
+    from saescope.steering.contrast.fit import fit_contrast
+    from saescope.steering.contrast.pairs import pairs_path, read_pairs
 
-    pair_list = read_pairs(_pairs_path(pairs))
-    lm, sae_module, hook_name = load_model_and_sae(sae, None, hook, device, None)
+    pair_list = read_pairs(pairs_path(pairs))
+    lm, sae_module, hook_name = load_model_and_sae(sae, None, config.hook, device, dtype)
     loaded_run = None
     if run is not None:
         loaded_run = FeatureRun.load(run)
         loaded_run.check_sae(sae_module)
-    report = fit_contrast(lm, sae_module, pair_list, out, hook_name, loaded_run, max_features)
+    report = fit_contrast(lm, sae_module, pair_list, out, config, run=loaded_run, hook=hook_name)
     if json_out:
         print_json(report)
         return
@@ -61,18 +56,20 @@ def evaluate(
     pairs: str = typer.Option(..., help="Held-out pairs (JSONL) or a shipped set name."),
     multipliers: str = typer.Option("-4,-2,0,2,4", help="Comma-separated multipliers."),
     max_kl: float = typer.Option(0.1, help="KL budget (nats/token) for the best-multiplier summary."),
+    model: str = typer.Option(None, help="Model; default: the one the fit was made for."),
     device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Steering effect on held-out pairs, and KL / perplexity on neutral text; table + PNG in FOLDER."""
-    from saescope.contrast import read_pairs
-    from saescope.contrast_eval import best_multipliers, evaluate_contrast, plot_contrast
-    from saescope.models import load_model
+    from saescope.model.loading import load_model
+    from saescope.steering.contrast.evaluate import best_multipliers, evaluate_contrast, fitted_model, plot_contrast
+    from saescope.steering.contrast.pairs import pairs_path, read_pairs
     from saescope.storage import atomic_path
 
-    pair_list = read_pairs(_pairs_path(pairs))
+    pair_list = read_pairs(pairs_path(pairs))
     values = parse_floats(multipliers, "--multipliers")
-    lm = load_model(None, device=device)
+    lm = load_model(model or fitted_model(folder), device=device, dtype=dtype)
     table = evaluate_contrast(lm, folder, pair_list, values)
     with atomic_path(folder / "eval.parquet") as tmp:
         table.to_parquet(tmp, index=False)

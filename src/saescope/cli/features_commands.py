@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from saescope.cli.common import console, load_model_and_sae, print_json
+from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, parse_ids, print_json
 from saescope.errors import SaescopeError
+from saescope.features.extract import ExtractConfig
 
 features_app = typer.Typer(no_args_is_help=True, help="Per-feature statistics, top contexts, search, dashboards.")
 
@@ -15,31 +16,26 @@ STAT_COLUMNS = ["feature", "count", "log10_density", "mean", "std", "skewness", 
 
 
 @features_app.command("extract")
+@config_options(ExtractConfig, flags={"top_k": "--top"})
 def extract(
     out: Path = typer.Option(..., help="RUN folder to write."),
     sae: str = typer.Option("default", help="'default' or an SAE folder."),
-    tokens: int = typer.Option(1_000_000, help="Tokens to run over."),
-    corpus: str = typer.Option("embedded", help="'embedded' (its train split), or a .txt/.jsonl file."),
     model: str = typer.Option(None, help="Model; default: the one the SAE names."),
-    hook: str = typer.Option(None, help="Hook point; default: the one the SAE names."),
-    batch_size: int = typer.Option(16, help="Windows per forward pass."),
-    context: int = typer.Option(128, help="Tokens per window."),
-    top: int = typer.Option(20, help="Top activating examples kept per feature."),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("bfloat16", help="Model dtype for the forward pass."),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    config: ExtractConfig = None,
 ) -> None:
     """One streaming pass: statistics, top contexts, top tokens, histograms and logit effects of every feature.
 
     Example: saescope features extract --sae default --tokens 1000000 --out runs/default
     """
-    from saescope.extraction import extract_features
+    from saescope.features.extract import extract_features
 
-    lm, sae_module, hook_name = load_model_and_sae(sae, model, hook, device, dtype)
-    run = extract_features(lm, sae_module, out, corpus=corpus, tokens=tokens, hook=hook_name, batch_size=batch_size,
-                           context=context, top_k=top, resume=resume, sae_name=sae)
+    lm, sae_module, hook_name = load_model_and_sae(sae, model, config.hook, device, dtype)
+    run = extract_features(lm, sae_module, out, config, hook=hook_name, resume=resume, sae_name=sae)
     m = run.manifest
-    console.print(f"wrote {out}: {m['tokens']:,} tokens, {m['d_sae']} features, {m['seconds']} s")
+    console.print(f"wrote {out}: {m['tokens']:,} tokens, {m['d_sae']} features, {m['seconds']} s ({m['dtype']})")
 
 
 @features_app.command("table")
@@ -52,7 +48,7 @@ def table(
     json_out: bool = typer.Option(False, "--json", help="Print JSON records."),
 ) -> None:
     """The one-row-per-feature table, sortable by any column."""
-    from saescope.feature_run import FeatureRun
+    from saescope.features.run import FeatureRun
 
     stats = FeatureRun.load(run).stats
     if sort not in stats.columns:
@@ -75,7 +71,7 @@ def show(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """One feature: statistics, top tokens, top contexts (activating token highlighted), logit effects."""
-    from saescope.feature_run import FeatureRun
+    from saescope.features.run import FeatureRun
 
     info = FeatureRun.load(run).feature(feature)
     if json_out:
@@ -124,8 +120,8 @@ def search(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Find features by a token they fire on, or by a text."""
-    from saescope.feature_run import FeatureRun
-    from saescope.feature_search import features_for_text, features_for_token
+    from saescope.features.run import FeatureRun
+    from saescope.features.search import features_for_text, features_for_token
 
     loaded = FeatureRun.load(run)
     if (token is None) == (text is None):
@@ -142,7 +138,7 @@ def search(
         _print_table(rows)
 
 
-def _print_table(rows) -> None:  # noqa: ANN001 - a DataFrame
+def _print_table(rows) -> None:
     from rich.table import Table
 
     table = Table()
@@ -168,8 +164,8 @@ def dashboard(
     features: str = typer.Option(None, help="Comma-separated ids (default: every feature that fires)."),
 ) -> None:
     """Static offline HTML: a sortable index and one page per feature."""
-    from saescope.dashboard import parse_feature_list, write_dashboard
-    from saescope.feature_run import FeatureRun
+    from saescope.features.dashboard import write_dashboard
+    from saescope.features.run import FeatureRun
 
-    folder = write_dashboard(FeatureRun.load(run), out, parse_feature_list(features))
+    folder = write_dashboard(FeatureRun.load(run), out, parse_ids(features, "--features"))
     console.print(f"open {folder / 'index.html'}")

@@ -1,0 +1,71 @@
+"""A cache of the plain model's bias scores, so ``debias`` and repeated ``bias eval --intervention``
+runs only score the intervened model.
+
+Key: the model (name, dtype, device type and a hash of a sample of every weight), the benchmark data
+(a hash of its content), the scoring settings (batch size) and the code (``saescope`` version and
+``SCORING_VERSION``, bumped whenever a benchmark's definition changes). Entries are JSON files in
+``$SAESCOPE_HOME/cache/bias/``, written atomically; an unreadable entry is scored again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from saescope.bias.benchmarks import OccupationScores, TwinScores
+from saescope.bias.data import BiasData
+from saescope.model.loading import LoadedModel
+from saescope.storage import saescope_home, write_json
+from saescope.version import __version__
+
+SCORING_VERSION = 1
+
+
+def model_fingerprint(lm: LoadedModel) -> str:
+    """A hash of the model's name, dtype, and the first and last 64 values of every parameter."""
+    digest = hashlib.sha256(f"{lm.name}|{lm.dtype}|{lm.device.type}".encode())
+    with torch.no_grad():
+        for name, param in lm.model.named_parameters():
+            flat = param.detach().reshape(-1)
+            digest.update(name.encode())
+            digest.update(torch.cat([flat[:64], flat[-64:]]).float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def data_fingerprint(data: BiasData) -> str:
+    payload = {k: v for k, v in asdict(data).items() if k != "sources"}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def cache_key(lm: LoadedModel, data: BiasData, batch_size: int) -> str:
+    text = f"{model_fingerprint(lm)}|{data_fingerprint(data)}|{batch_size}|{__version__}|{SCORING_VERSION}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _path(key: str) -> Path:
+    return saescope_home() / "cache" / "bias" / f"{key}.json"
+
+
+def load_base(key: str) -> dict | None:
+    """The cached benchmark scores (``asdict`` of ``BiasScores`` without ``ce_loss``), or ``None``."""
+    try:
+        raw = json.loads(_path(key).read_text())
+        raw["occupations"] = OccupationScores(**raw["occupations"])
+        raw["winobias"], raw["crows"] = TwinScores(**raw["winobias"]), TwinScores(**raw["crows"])
+        return raw
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_base(key: str, scores: dict) -> None:
+    """Store the scores; an unwritable cache only costs scoring again next time."""
+    from saescope.errors import SaescopeError
+
+    try:
+        write_json(_path(key), {k: asdict(v) if hasattr(v, "__dataclass_fields__") else v for k, v in scores.items()})
+    except (OSError, SaescopeError):
+        pass

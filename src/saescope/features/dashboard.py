@@ -1,0 +1,81 @@
+"""Static HTML dashboards of a features RUN: a sortable, filterable index and one page per feature.
+
+Everything is inline (CSS, a few lines of JS, SVG histograms): the pages work offline, no CDN.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from saescope.features.run import FeatureRun
+from saescope.reports import render
+from saescope.storage import atomic_path
+
+_STAT_FIELDS = ("count", "log10_density", "mean", "std", "skewness", "kurtosis", "max")
+_COLUMNS = ("feature", "count", "log10_density", "mean", "std", "skewness", "kurtosis", "max", "top tokens")
+
+
+def write_dashboard(run: FeatureRun, out: str | Path, features: list[int] | None = None) -> Path:
+    """Write ``out/index.html`` and ``out/feature_<id>.html`` for ``features`` (default: every feature
+    that fires). The folder is replaced atomically. Returns ``out``.
+
+    Example::
+
+        write_dashboard(FeatureRun.load("runs/default"), "dash")      # open dash/index.html
+    """
+    stats = run.stats
+    chosen = features if features is not None else stats.feature[stats["count"] > 0].tolist()
+    for feature in chosen:
+        run.check_feature(feature)
+    rows = stats[stats.feature.isin(chosen)].copy()
+    rows["top_tokens"] = [" ".join(repr(t) for t in tokens[:6]) for tokens in rows.top_tokens]
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        index = render(
+            "dashboard_index.html", manifest=run.manifest, columns=_COLUMNS, rows=rows.to_dict(orient="records"),
+            n_live=int((stats["count"] > 0).sum()))
+        (tmp / "index.html").write_text(index, encoding="utf-8")
+        for feature in chosen:
+            (tmp / f"feature_{feature}.html").write_text(render("dashboard_feature.html", **_feature_context(run, feature)),
+                                                         encoding="utf-8")
+    return Path(out)
+
+
+def _feature_context(run: FeatureRun, feature: int) -> dict:
+    info = run.feature(feature)
+    stats = [(k, _fmt(info["stats"][k])) for k in _STAT_FIELDS]
+    examples = []
+    for ex in info["examples"].itertuples():
+        peak = max(max(ex.context_acts), 1e-9)
+        tokens = [(tok, max(0.0, act) / peak, i == ex.center) for i, (tok, act) in
+                  enumerate(zip(ex.context_tokens, ex.context_acts))]
+        examples.append({"activation": ex.activation, "tokens": tokens})
+    counts, edges = info["histogram"]
+    return {"feature": feature, "stats": stats, "examples": examples, "histogram_svg": _histogram_svg(counts, edges),
+            "top_tokens": list(zip(info["top_tokens"].token, info["top_tokens"].max_activation))[:20],
+            "promoted": list(zip(info["promoted"].token, info["promoted"].value)),
+            "suppressed": list(zip(info["suppressed"].token, info["suppressed"].value))}
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    return "nan" if math.isnan(value) else f"{value:.6g}"
+
+
+def _histogram_svg(counts: np.ndarray, edges: np.ndarray, width: int = 560, height: int = 120) -> str:
+    nonzero = np.flatnonzero(counts)
+    if len(nonzero) == 0:
+        return "<p>never fires</p>"
+    lo, hi = nonzero[0], nonzero[-1] + 1
+    shown, bar = counts[lo:hi], width / (hi - lo)
+    top = shown.max()
+    bars = "".join(f'<rect x="{i * bar:.1f}" y="{height - 15 - (height - 20) * c / top:.1f}" width="{bar * 0.9:.1f}" '
+                   f'height="{(height - 20) * c / top:.1f}" fill="#e65c00"><title>{edges[lo + i]:.3g}–'
+                   f'{edges[lo + i + 1]:.3g}: {int(c)}</title></rect>' for i, c in enumerate(shown))
+    labels = (f'<text x="0" y="{height - 2}" font-size="10">{edges[lo]:.3g}</text>'
+              f'<text x="{width}" y="{height - 2}" font-size="10" text-anchor="end">{edges[hi]:.3g}</text>')
+    return f'<svg width="{width}" height="{height}" role="img" aria-label="histogram">{bars}{labels}</svg>'

@@ -1,0 +1,121 @@
+"""One streaming pass of model + SAE over a corpus -> a features RUN folder (``saescope features extract``).
+
+The model runs only up to the SAE's hook; activations are encoded and folded into a
+``FeatureAccumulator`` batch by batch, so memory does not grow with the corpus. Every
+``checkpoint_every`` batches, and on Ctrl-C, the accumulator is saved (``RUN/checkpoint/``,
+``storage.Checkpoint``); ``resume=True`` continues from it and gives the same result as an
+uninterrupted run (the window order is fixed). The run is complete when ``RUN/manifest.json``
+exists; it is written last.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from saescope.corpus import load_corpus, windows_with_sources
+from saescope.errors import JobInterrupted, SaescopeError
+from saescope.features.accumulator import FeatureAccumulator
+from saescope.features.config import ExtractConfig
+from saescope.features.run import FeatureRun, write_run
+from saescope.interrupts import deferred_interrupt
+from saescope.model.activations import hook_activations
+from saescope.model.loading import LoadedModel
+from saescope.precision import dtype_name
+from saescope.sae.core import SAE, sae_fingerprint
+from saescope.storage import RESUME_HINT, Checkpoint
+
+
+def extract_features(lm: LoadedModel, sae: SAE, out: str | Path, config: ExtractConfig | None = None, *,
+                     resume: bool = False, progress: bool = True, sae_name: str = "default",
+                     **fields: Any) -> FeatureRun:
+    """Run ``lm`` + ``sae`` over a corpus as ``config`` says (keyword ``fields`` override it) and
+    write the RUN folder ``out``.
+
+    Example::
+
+        run = extract_features(lm, load_sae("default"), "runs/default", tokens=200_000)
+        run.stats.sort_values("max", ascending=False).head()
+    """
+    try:
+        config = replace(config or ExtractConfig(), **fields)
+    except TypeError as exc:
+        raise SaescopeError(f"unknown extraction setting: {exc}") from None
+    hook = lm.check_sae(sae, config.hook)
+    checkpoint = Checkpoint(out, finished="manifest.json")
+    checkpoint.guard(resume)
+    split = "train" if config.corpus == "embedded" else "all"
+    docs = load_corpus(config.corpus, split)
+    acc = FeatureAccumulator(sae.d_sae, len(lm.tokenizer), top_k=config.top_k)
+    windows_done = _load_checkpoint(checkpoint, acc, sae) if resume else 0
+    started = time.perf_counter()
+    windows_done = _stream(lm, sae, hook, docs, config, acc, checkpoint, windows_done, progress)
+    if windows_done == 0:
+        raise SaescopeError(f"corpus {config.corpus!r} has fewer than {config.context} tokens")
+    manifest = {"model": lm.name, "sae": sae_name, "sae_fingerprint": sae_fingerprint(sae), "hook": hook,
+                "d_sae": sae.d_sae, "corpus": config.corpus, "split": split, "context": config.context,
+                "top_k": config.top_k, "windows": windows_done, "tokens_requested": config.tokens,
+                "tokens": int(acc.state["n_tokens"]), "seconds": round(time.perf_counter() - started, 1),
+                "dtype": dtype_name(lm.dtype), "config": asdict(config)}
+    write_run(Path(out), acc, lm, sae, docs, manifest)
+    checkpoint.clear()
+    return FeatureRun.load(out)
+
+
+def _stream(lm: LoadedModel, sae: SAE, hook: str, docs: list, config: ExtractConfig, acc: FeatureAccumulator,
+            checkpoint: Checkpoint, windows_done: int, progress: bool) -> int:
+    """Encode windows into ``acc`` from ``windows_done`` on; checkpoints as it goes and, after the batch
+    under way, on Ctrl-C (``interrupts.deferred_interrupt``)."""
+    n_windows = math.ceil(config.tokens / config.context)
+    windows = windows_with_sources(lm.tokenizer, docs, config.context, seed=0, start=windows_done)
+    bar = tqdm(total=n_windows * config.context, initial=windows_done * config.context, unit="tok",
+               unit_scale=True, disable=not progress, desc="extract features")
+    since_checkpoint = 0
+    with deferred_interrupt() as interrupted:
+        while windows_done < n_windows and not interrupted():
+            batch = [w for _, w in zip(range(min(config.batch_size, n_windows - windows_done)), windows)]
+            if not batch:
+                break
+            ids = torch.stack([ids for ids, _ in batch]).to(lm.device)  # [B, T]
+            sources = torch.stack([src for _, src in batch])  # [B, T, 2]
+            encode_batch(lm, sae, hook, ids, sources, acc, windows_done)
+            windows_done += len(batch)
+            bar.update(len(batch) * config.context)
+            since_checkpoint += 1
+            if since_checkpoint >= config.checkpoint_every and windows_done < n_windows:
+                _save_checkpoint(checkpoint, acc, windows_done, sae)
+                since_checkpoint = 0
+        bar.close()
+        if windows_done < n_windows and interrupted():
+            _save_checkpoint(checkpoint, acc, windows_done, sae)
+            raise JobInterrupted(f"interrupted after {windows_done * config.context:,} of "
+                                 f"{n_windows * config.context:,} tokens: checkpoint saved in {checkpoint.folder}; "
+                                 f"resume with the same settings ({RESUME_HINT})")
+    return windows_done
+
+
+@torch.no_grad()
+def encode_batch(lm: LoadedModel, sae: SAE, hook: str, ids: torch.Tensor, sources: torch.Tensor,
+                 acc: FeatureAccumulator, first_window: int) -> None:
+    """Forward ``ids`` up to ``hook``, encode with ``sae`` and fold the features into ``acc``."""
+    acts, keep = hook_activations(lm, hook, ids)  # [B, T, d_model], [B, T]
+    rows, features, values = sae.encode_sparse(acts.reshape(-1, acts.shape[-1]).to(sae.W_enc.dtype))
+    acc.update_sparse(rows, features, values, ids, sources, keep, first_window)
+
+
+def _save_checkpoint(checkpoint: Checkpoint, acc: FeatureAccumulator, windows_done: int, sae: SAE) -> None:
+    checkpoint.save(acc.state_dict(), {"windows_done": windows_done, "sae_fingerprint": sae_fingerprint(sae)})
+
+
+def _load_checkpoint(checkpoint: Checkpoint, acc: FeatureAccumulator, sae: SAE) -> int:
+    state, progress = checkpoint.load()
+    if progress.get("sae_fingerprint") != sae_fingerprint(sae):
+        raise SaescopeError(f"{checkpoint.folder} was written with another SAE: choose another output folder")
+    acc.load_state_dict(state)
+    return int(progress["windows_done"])

@@ -1,0 +1,149 @@
+"""Likelihoods under a causal LM: next-token log-probs, sentence log-likelihoods, CE loss and KL.
+
+Shared by SAE evaluation, steering sweeps, contrast evaluation, the bias benchmarks, and (next)
+circuits and ROME metrics. Decisions:
+- Next-token queries tokenize the prompt as is, with no special tokens, the way SmolLM2 reads text.
+- Sentence log-likelihoods sum log p(token | earlier tokens) over every token of the sentence,
+  conditioned on one document-start token (``<|endoftext|>`` when the vocabulary has it, else BOS,
+  else EOS) so that a difference in the first word is scored too.
+- Prompts are sorted by length before batching, so padding stays small; results come back in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from saescope.errors import SaescopeError
+from saescope.model.loading import LoadedModel
+
+
+def next_token_logprobs_of(logits: Tensor) -> Tensor:
+    """Log-softmax of the predictions for positions 1.. (``logits[:, :-1]``) in float32."""
+    return F.log_softmax(logits[:, :-1].float(), -1)
+
+
+def summed_ce(logp: Tensor, ids: Tensor) -> float:
+    """Summed next-token cross-entropy of ``ids[:, 1:]`` under ``logp`` (from ``next_token_logprobs_of``)."""
+    return float(-logp.gather(-1, ids[:, 1:, None]).sum())
+
+
+def summed_kl(clean_logp: Tensor, logp: Tensor) -> float:
+    """Summed KL(clean || other) over every predicted position."""
+    return float((clean_logp.exp() * (clean_logp - logp)).sum())
+
+
+def length_batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (shortest first)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def pad_rows(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Right-pad token id lists: ``(ids [n, width], attention_mask [n, width])``."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def encode_texts(lm: LoadedModel, texts: list[str], prefix: list[int] | None = None) -> list[list[int]]:
+    """Token ids of each text (no special tokens), after ``prefix``. Empty texts are refused."""
+    if any(not t.strip() for t in texts):
+        raise SaescopeError("empty prompt: every text must hold some characters")
+    return [(prefix or []) + ids for ids in lm.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def pad_id(lm: LoadedModel) -> int:
+    tok = lm.tokenizer
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+@torch.inference_mode()
+def next_token_logprobs(lm: LoadedModel, prompts: list[str], token_ids: list[int] | Tensor,
+                        batch_size: int = 64) -> Tensor:
+    """``[len(prompts), len(token_ids)]`` log-probabilities of ``token_ids`` right after each prompt.
+
+    Example::
+
+        lp = next_token_logprobs(lm, ["The nurse said that"], [she_id, he_id])
+    """
+    rows = encode_texts(lm, prompts)
+    wanted = torch.as_tensor(token_ids, dtype=torch.long, device=lm.device)
+    out = torch.empty(len(rows), len(wanted))
+    for index in length_batches([len(r) for r in rows], batch_size):
+        ids, mask = pad_rows([rows[i] for i in index], pad_id(lm), lm.device)
+        out[index] = last_token_logits(lm, ids, mask).log_softmax(-1)[:, wanted].cpu()
+    return out
+
+
+def last_token_logits(lm: LoadedModel, ids: Tensor, mask: Tensor) -> Tensor:
+    """``[batch, vocab]`` float32 logits at each row's last real token (right padding).
+
+    Runs the base model and applies the LM head to those positions only (the head is ~20 % of the
+    embedded model's compute on short prompts), with Gemma's final logit soft-capping when the
+    config has one; models without a separate base model take the full forward."""
+    rows = torch.arange(len(ids), device=ids.device)
+    last = mask.sum(1) - 1
+    base, head = getattr(lm.model, "base_model", None), lm.model.get_output_embeddings()
+    if base is None or base is lm.model or head is None:
+        return lm.model(input_ids=ids, attention_mask=mask).logits[rows, last].float()
+    hidden = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [batch, seq, d]
+    logits = head(hidden[rows, last]).float()
+    cap = getattr(lm.model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def document_start_id(lm: LoadedModel) -> int:
+    """The token that starts a scored sentence (see the module docstring)."""
+    tok = lm.tokenizer
+    endoftext = tok.convert_tokens_to_ids("<|endoftext|>")
+    if isinstance(endoftext, int) and endoftext != tok.unk_token_id:
+        return endoftext
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    if start is None:
+        raise SaescopeError(f"{lm.name}'s tokenizer has no BOS or EOS token to start a sentence with")
+    return start
+
+
+@torch.inference_mode()
+def sentence_logprobs(lm: LoadedModel, texts: list[str], batch_size: int = 32) -> Tensor:
+    """``[len(texts)]`` total log-likelihood of each sentence (every token scored).
+
+    Example::
+
+        sentence_logprobs(lm, ["The cat sat.", "Cat the sat."])   # the first is higher
+    """
+    rows = encode_texts(lm, texts, [document_start_id(lm)])
+    out = torch.empty(len(rows))
+    for index in length_batches([len(r) for r in rows], batch_size):
+        ids, mask = pad_rows([rows[i] for i in index], pad_id(lm), lm.device)
+        logprobs = lm.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
+        token_lp = logprobs.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
+        out[index] = token_lp.sum(1).cpu()
+    return out
+
+
+@torch.inference_mode()
+def continuation_logprob(lm: LoadedModel, prompt: list[int], continuation: list[int]) -> float:
+    """log P(continuation | prompt) for token id lists (the prompt must not be empty)."""
+    ids = torch.tensor([prompt + continuation], device=lm.device)
+    logits = lm.model(ids).logits[0, len(prompt) - 1:-1].float()
+    return float(F.log_softmax(logits, -1).gather(-1, ids[0, len(prompt):, None]).sum())
+
+
+@torch.inference_mode()
+def ce_and_kl(lm: LoadedModel, ids: Tensor, clean_logp: Tensor | None = None) -> tuple[float, float, Tensor]:
+    """Mean next-token CE of ``ids`` [batch, seq] under the model as it is now, the mean per-token KL
+    from ``clean_logp`` (0 without it), and this pass's log-probs (to use as the next ``clean_logp``)."""
+    logp = next_token_logprobs_of(lm.model(input_ids=ids).logits)
+    n = ids[:, 1:].numel()
+    kl = summed_kl(clean_logp, logp) / n if clean_logp is not None else 0.0
+    return summed_ce(logp, ids) / n, kl, logp

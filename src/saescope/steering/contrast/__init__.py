@@ -1,0 +1,1 @@
+"""Contrastive steering from prompt pairs: pairs, activation statistics, fit, evaluation."""

@@ -1,0 +1,104 @@
+"""Every bad input found by the probes: one ``error:`` line naming the problem, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from saescope.sae.core import SAE, SAEConfig
+from saescope.sae.formats import save_sae
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, lm) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad")
+    torch.manual_seed(0)
+    sae = SAE(SAEConfig(576, 64, "topk", k=4, hook_name="blocks.1.hook_resid_post"))
+    good = save_sae(sae, root / "sae")
+    out = {}
+    def negative_k(cfg: dict) -> None:
+        cfg.update(k=-3)
+        cfg["metadata"]["saescope"].pop("k")
+
+    for name, edit in {"no_d_in": lambda c: c.pop("d_in"), "d_in_abc": lambda c: c.update(d_in="abc"),
+                       "d_in_string": lambda c: c.update(d_in="576"), "k_negative": negative_k,
+                       "not_object": None}.items():
+        folder = root / name
+        shutil.copytree(good, folder)
+        cfg = json.loads((folder / "cfg.json").read_text())
+        if edit is None:
+            (folder / "cfg.json").write_text("[1, 2]")
+        else:
+            edit(cfg)
+            (folder / "cfg.json").write_text(json.dumps(cfg))
+        out[name] = folder
+    from saescope.features.extract import extract_features
+
+    run = extract_features(lm, sae, root / "run", tokens=256, batch_size=2, context=32, top_k=2, progress=False)
+    broken = root / "run_without_stats"
+    shutil.copytree(run.path, broken)
+    (broken / "stats.parquet").unlink()
+    damaged = root / "run_damaged"
+    shutil.copytree(run.path, damaged)
+    (damaged / "stats.parquet").write_bytes(b"not parquet")
+    (root / "a_file").write_text("x")
+    (root / "latin1.txt").write_bytes("café au lait\n\nna\xefve".encode("latin-1") * 50)
+    (root / "latin1_prompts.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    return {**out, "sae": good, "run_without_stats": broken, "run_damaged": damaged, "a_file": root / "a_file",
+            "latin1": root / "latin1.txt", "latin1_prompts": root / "latin1_prompts.txt", "root": root}
+
+
+CASES = [
+    ("cfg.json without d_in", ["sae", "eval", "{no_d_in}"], "field 'd_in' is missing"),
+    ("cfg.json with d_in 'abc'", ["sae", "eval", "{d_in_abc}"], "field 'd_in' must be a positive int"),
+    ("cfg.json with d_in as a string", ["sae", "eval", "{d_in_string}"], "field 'd_in' must be a positive int"),
+    ("cfg.json with a negative k", ["sae", "eval", "{k_negative}", "--tokens", "64"], "field 'k' must be a positive int"),
+    ("cfg.json that is not an object", ["sae", "eval", "{not_object}"], "expected a JSON object"),
+    ("extract --out naming a file", ["features", "extract", "--sae", "{sae}", "--tokens", "64", "--out", "{a_file}"],
+     "is a file, not a folder"),
+    ("a RUN whose stats.parquet was deleted", ["features", "table", "{run_without_stats}"], "stats.parquet missing"),
+    ("a RUN whose stats.parquet is damaged", ["features", "show", "{run_damaged}", "1"], "damaged or not Parquet"),
+    ("an absurd coefficient", ["steer", "--sae", "{sae}", "--feature", "1", "--coeff", "1e308", "--prompt", "hi"],
+     "at most 1e+06"),
+    ("a corpus file that is not UTF-8", ["features", "extract", "--sae", "{sae}", "--tokens", "64", "--corpus",
+                                          "{latin1}", "--out", "{root}/new_run"], "not UTF-8 text"),
+    ("a prompt file that is not UTF-8", ["steer", "sweep", "--feature", "1", "--sae", "{sae}", "--prompts",
+                                         "{latin1_prompts}"], "not UTF-8 text"),
+    ("a dashboard feature list with a word", ["features", "dashboard", "{run_damaged}", "--out", "{root}/d",
+                                              "--features", "1,x"], "comma-separated"),
+    ("an unknown dtype", ["sae", "eval", "{sae}", "--dtype", "float8"], "unknown dtype"),
+    ("an unknown debias method", ["debias", "--method", "nonsense", "--out", "{root}/x"], "unknown debias method"),
+]
+
+
+def _run(args: list[str | bytes], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "saescope.cli.main", *args], capture_output=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+def _check(result: subprocess.CompletedProcess, message: str) -> None:
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and message in lines[-1], stderr
+
+
+@pytest.mark.parametrize("what, args, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_error_line_and_exit_2(files, what, args, message):
+    _check(_run([a.format(**{k: str(v) for k, v in files.items()}) for a in args]), message)
+
+
+def test_a_prompt_with_bytes_that_are_not_utf8(files):
+    _check(_run(["sae", "top", "--sae", str(files["sae"]), "--text", b"caf\xe9 ok"]), "not UTF-8")
+
+
+def test_an_unwritable_cache_folder(files, tmp_path):
+    _check(_run(["info"], env={"SAESCOPE_HOME": str(files["a_file"] / "cache")}), "cannot write")

@@ -1,0 +1,141 @@
+"""Feature extraction end to end: numbers equal scipy on the same activations; resume = uninterrupted."""
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from saescope.corpus import load_corpus, token_windows
+from saescope.errors import SaescopeError
+from saescope.features.extract import extract_features
+from saescope.features.run import FeatureRun
+from saescope.model.activations import sink_mask
+from saescope.model.hooks import forward_until
+from saescope.sae.core import SAE, SAEConfig
+
+HOOK = "blocks.2.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def small_sae():
+    torch.manual_seed(0)
+    sae = SAE(SAEConfig(576, 64, "topk", k=4, hook_name=HOOK))
+    with torch.no_grad():
+        sae.b_enc.fill_(0.5)
+    return sae.requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def run(lm, small_sae, tmp_path_factory):
+    return extract_features(lm, small_sae, tmp_path_factory.mktemp("r") / "run", tokens=1024, batch_size=4,
+                            context=64, top_k=5, progress=False)
+
+
+def test_statistics_equal_scipy_on_the_same_activations(lm, small_sae, run):
+    windows = list(token_windows(lm.tokenizer, load_corpus("embedded", "train"), 64, seed=0))[:16]
+    ids = torch.stack(windows)
+    acts = forward_until(lm.model, [HOOK], ids)[HOOK]
+    feats = small_sae.encode(acts)[~sink_mask(acts)].double().numpy()  # [n, 64]
+    stats = run.stats
+    assert run.manifest["tokens"] == len(feats) and len(stats) == 64
+    live = feats.max(0) > 0
+    np.testing.assert_allclose(stats["mean"], feats.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(stats["std"], feats.std(0), rtol=1e-4)
+    np.testing.assert_allclose(stats["skewness"][live], scipy.stats.skew(feats[:, live]), rtol=1e-4)
+    np.testing.assert_allclose(stats["kurtosis"][live], scipy.stats.kurtosis(feats[:, live]), rtol=1e-4)
+    np.testing.assert_array_equal(stats["count"], (feats > 0).sum(0))
+    best = run.examples(int(np.argmax(feats.max(0))))
+    assert best.activation[0] == pytest.approx(feats.max(), rel=1e-5)
+    for feature in np.flatnonzero(live)[:10]:
+        np.testing.assert_allclose(run.examples(int(feature)).activation.values,
+                                   np.sort(feats[:, feature])[::-1][:5][np.sort(feats[:, feature])[::-1][:5] > 0],
+                                   rtol=1e-5)
+
+
+def test_examples_carry_their_context_and_source(run):
+    example = run.examples(int(run.stats["max"].idxmax())).iloc[0]
+    assert example.context_tokens[example.center] == example.token
+    assert example.context_acts[example.center] == pytest.approx(example.activation)
+    assert example.doc_id.split("/")[0] in {"bbc", "boolq", "quac", "xsum"}
+    assert len(run.logit_effects) == 64 * 2 * 10
+    counts, edges = run.histograms
+    np.testing.assert_array_equal(counts.sum(1), run.stats["count"].values)
+
+
+def test_interrupted_extraction_resumes_to_the_same_result(lm, small_sae, run, tmp_path, monkeypatch):
+    import saescope.features.extract as extraction
+
+    calls = {"n": 0}
+    original = extraction.encode_batch
+
+    def die_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(extraction, "encode_batch", die_on_third)
+    kwargs = dict(tokens=1024, batch_size=4, context=64, top_k=5, progress=False, checkpoint_every=1)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(lm, small_sae, tmp_path / "r", **kwargs)
+    with pytest.raises(SaescopeError, match="not a features run.*--resume"):
+        FeatureRun.load(tmp_path / "r")
+    with pytest.raises(SaescopeError, match="--resume"):
+        extract_features(lm, small_sae, tmp_path / "r", **kwargs)
+    monkeypatch.setattr(extraction, "encode_batch", original)
+    resumed = extract_features(lm, small_sae, tmp_path / "r", resume=True, **kwargs)
+    assert resumed.stats.drop(columns="top_tokens").equals(run.stats.drop(columns="top_tokens"))
+    assert resumed.all_examples.drop(columns=["context_tokens", "context_acts"]).equals(
+        run.all_examples.drop(columns=["context_tokens", "context_acts"]))
+
+
+def test_bad_extraction_input(lm, small_sae, run, tmp_path):
+    with pytest.raises(SaescopeError, match="positive"):
+        extract_features(lm, small_sae, tmp_path / "x", tokens=0)
+    with pytest.raises(SaescopeError, match="out of range"):
+        run.check_feature(64)
+    other = SAE(SAEConfig(576, 64, "topk", k=4, hook_name=HOOK))
+    with pytest.raises(SaescopeError, match="another SAE"):
+        run.check_sae(other)
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(SaescopeError, match="empty"):
+        extract_features(lm, small_sae, tmp_path / "y", corpus=str(tmp_path / "empty.txt"), tokens=100)
+
+
+def test_dashboard_pages_hold_the_feature_numbers(run, tmp_path):
+    from html.parser import HTMLParser
+
+    from saescope.features.dashboard import write_dashboard
+
+    feature = int(run.stats["max"].idxmax())
+    folder = write_dashboard(run, tmp_path / "dash")
+    live = int((run.stats["count"] > 0).sum())
+    assert len(list(folder.glob("feature_*.html"))) == live
+    index = (folder / "index.html").read_text()
+    assert index.count("<tr>") == live + 1 and "<script" in index and "http" not in index.split("<body>")[1]
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stats, self.activations, self.current, self.svg = {}, [], None, False
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            self.current = attrs.get("data-stat")
+            if "data-activation" in attrs:
+                self.activations.append(float(attrs["data-activation"]))
+            self.svg |= tag == "svg"
+
+        def handle_data(self, data):
+            if self.current:
+                self.stats[self.current] = data
+                self.current = None
+
+    page = Collect()
+    page.feed((folder / f"feature_{feature}.html").read_text())
+    row = run.stats.iloc[feature]
+    assert int(page.stats["count"].replace(",", "")) == int(row["count"])
+    assert float(page.stats["max"]) == pytest.approx(row["max"], rel=1e-5)
+    assert float(page.stats["mean"]) == pytest.approx(row["mean"], rel=1e-5)
+    np.testing.assert_allclose(page.activations, run.examples(feature).activation.values, rtol=1e-5)
+    assert page.svg

@@ -1,0 +1,34 @@
+"""Helpers shared by the tests (``tests/`` is on ``sys.path``, see ``pyproject.toml``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+
+
+def saescope(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real ``saescope`` command line in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "saescope.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def tiny_model(family: str) -> torch.nn.Module:
+    """A 2-layer random model of a family, built from a config (no download)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    common = dict(vocab_size=128)
+    configs = {
+        "gpt2": dict(n_layer=2, n_embd=32, n_head=2, n_positions=64),
+        "gpt_neox": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64),
+        "gemma2": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
+                       intermediate_size=64, head_dim=16),
+        "qwen2": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
+                      intermediate_size=64),
+        "mistral": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
+                        intermediate_size=64),
+    }
+    config = AutoConfig.for_model(family, **common, **configs[family])
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()

@@ -1,0 +1,125 @@
+"""Training: it learns, checkpoints, and resumes after an interruption without losing steps."""
+
+import json
+
+import pytest
+import torch
+
+from saescope.errors import SaescopeError
+from saescope.sae.formats import load_sae
+from saescope.sae.training import TrainConfig, _TrainLoop, train_sae
+
+SMALL = dict(hook="blocks.1.hook_resid_post", features=256, k=8, tokens=40 * 256, batch_size=256,
+             buffer_tokens=2048, model_batch=8, context=32, warmup_steps=5, log_every=1, dtype="float32")
+
+
+def _log(folder):
+    return [json.loads(line) for line in (folder / "training_log.jsonl").read_text().splitlines()]
+
+
+def test_topk_training_learns_and_saves_a_loadable_sae(lm, tmp_path):
+    sae = train_sae(TrainConfig(**SMALL, checkpoint_every=1000), tmp_path / "run", lm=lm, progress=False)
+    log = _log(tmp_path / "run")
+    assert len(log) == 40 and log[-1]["fvu"] < 0.75 * log[0]["fvu"]
+    assert all(entry["l0"] <= 8 for entry in log)
+    loaded = load_sae(tmp_path / "run")
+    assert loaded.cfg.hook_name == "blocks.1.hook_resid_post" and loaded.cfg.metadata["trained_tokens"] == 40 * 256
+    torch.testing.assert_close(loaded.W_dec.norm(dim=-1), torch.ones(256), rtol=1e-4, atol=1e-4)
+    assert torch.equal(loaded.W_enc, sae.W_enc)
+
+
+def test_interrupted_training_resumes_from_its_last_checkpoint(lm, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    original_step = _TrainLoop._step
+
+    def step_then_die(self, x):
+        if self.state.step == 23:
+            raise KeyboardInterrupt
+        return original_step(self, x)
+
+    monkeypatch.setattr(_TrainLoop, "_step", step_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(TrainConfig(**SMALL, checkpoint_every=10), out, lm=lm, progress=False)
+    monkeypatch.setattr(_TrainLoop, "_step", original_step)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 20
+    with pytest.raises(SaescopeError, match="--resume"):
+        train_sae(TrainConfig(**SMALL, checkpoint_every=10), out, lm=lm, progress=False)
+    train_sae(TrainConfig(**SMALL, checkpoint_every=10), out, resume=True, lm=lm, progress=False)
+    steps = [entry["step"] for entry in _log(out)]
+    assert steps[-20:] == list(range(21, 41))  # resumed right after the checkpoint, nothing skipped
+    assert load_sae(out).cfg.metadata["trained_tokens"] == 40 * 256
+
+
+@pytest.mark.parametrize("activation", ["batchtopk", "relu", "jumprelu"])
+def test_other_activations_train_and_reduce_fvu(lm, tmp_path, activation):
+    config = TrainConfig(**{**SMALL, "tokens": 20 * 256}, activation=activation, sparsity_coeff=1e-3,
+                         checkpoint_every=1000)
+    if activation != "batchtopk":
+        config.k = None
+    sae = train_sae(config, tmp_path / activation, lm=lm, progress=False)
+    log = _log(tmp_path / activation)
+    assert log[-1]["fvu"] < log[0]["fvu"]
+    assert load_sae(tmp_path / activation).cfg.activation == activation
+    if activation == "batchtopk":
+        assert float(sae.threshold.min()) > 0
+
+
+def test_epochs_replay_cached_activations(lm, tmp_path):
+    train_sae(TrainConfig(**{**SMALL, "tokens": 24 * 256}, epochs=3, checkpoint_every=1000), tmp_path / "run",
+              lm=lm, progress=False)
+    assert len(_log(tmp_path / "run")) == 24
+    assert not (tmp_path / "run" / "activations").exists() and not (tmp_path / "run" / "checkpoint").exists()
+    train_sae(TrainConfig(**{**SMALL, "tokens": 24 * 256}, epochs=3, checkpoint_every=1000, keep_activations=True),
+              tmp_path / "kept", lm=lm, progress=False)
+    assert list((tmp_path / "kept" / "activations").glob("shard_*.safetensors"))
+
+
+def test_bad_training_input(lm, tmp_path):
+    with pytest.raises(SaescopeError, match="positive"):
+        TrainConfig(tokens=0)
+    with pytest.raises(SaescopeError, match="out of range"):
+        train_sae(TrainConfig(**{**SMALL, "hook": "blocks.31.hook_resid_post"}), tmp_path / "x", lm=lm)
+    with pytest.raises(SaescopeError, match="nothing to resume"):
+        train_sae(TrainConfig(**SMALL), tmp_path / "y", resume=True, lm=lm)
+
+
+def test_ctrl_c_stops_after_the_step_saves_a_checkpoint_and_resumes(lm, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from saescope.errors import JobInterrupted
+
+    out = tmp_path / "run"
+    original_step = _TrainLoop._step
+
+    def step_with_ctrl_c(self, x):
+        if self.state.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C during step 6
+        return original_step(self, x)
+
+    monkeypatch.setattr(_TrainLoop, "_step", step_with_ctrl_c)
+    with pytest.raises(JobInterrupted, match="step 6 of 12.*--resume") as caught:
+        train_sae(TrainConfig(**{**SMALL, "tokens": 12 * 256}, checkpoint_every=1000), out, lm=lm, progress=False)
+    assert caught.value.exit_code == 130
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 6
+    monkeypatch.setattr(_TrainLoop, "_step", original_step)
+    train_sae(TrainConfig(**{**SMALL, "tokens": 12 * 256}, checkpoint_every=1000), out, resume=True, lm=lm,
+              progress=False)
+    assert [entry["step"] for entry in _log(out)][-1] == 12 and not (out / "checkpoint").exists()
+
+
+def test_a_folder_left_by_a_run_killed_before_its_first_checkpoint_is_refused(lm, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "train_config.json").write_text("{}")
+    (out / "training_log.jsonl").write_text("")
+    with pytest.raises(SaescopeError, match="not empty"):
+        train_sae(TrainConfig(**SMALL), out, lm=lm, progress=False)
+
+
+def test_the_shuffle_buffer_never_exceeds_a_short_run():
+    short = TrainConfig(tokens=24576, features=256, k=8, batch_size=2048)
+    assert short.shuffle_buffer == 2 * 2048  # not the 262,144 default: the first step comes within seconds
+    assert TrainConfig(tokens=12_000_000, epochs=3).shuffle_buffer == 262_144
+    assert TrainConfig(tokens=2_000_000).shuffle_buffer == 250_000
