@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from helpers import tiny_model
 from saescope.model.likelihood import (
     ce_and_kl,
+    document_start_id,
     continuation_logprob,
     last_token_logits,
     next_token_logprobs,
     pad_rows,
     sentence_logprobs,
+    span_logprobs,
 )
 from saescope.model.loading import LoadedModel
 
@@ -51,7 +53,7 @@ def test_batching_does_not_change_next_token_logprobs(lm):
 def test_sentence_and_continuation_logprobs_agree(lm):
     text = "The cat sat on the mat."
     ids = lm.tokenizer.encode(text, add_special_tokens=False)
-    start = lm.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    start = document_start_id(lm)
     assert sentence_logprobs(lm, [text])[0].item() == pytest.approx(continuation_logprob(lm, [start], ids), abs=1e-3)
     assert sentence_logprobs(lm, [text])[0] > sentence_logprobs(lm, ["Mat the on sat cat the."])[0]
 
@@ -63,3 +65,12 @@ def test_ce_and_kl_match_their_definitions(lm):
     assert ce == pytest.approx(float(F.cross_entropy(logits, ids[0, 1:])), rel=1e-5) and kl == 0.0
     _, kl_same, _ = ce_and_kl(lm, ids, logp)
     assert kl_same == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_span_scores_only_its_tokens(lm):
+    rows = [lm.tokenizer.encode("The nurse said that she was tired.", add_special_tokens=False)]
+    whole = span_logprobs(lm, rows, [1])[0]
+    head, tail = span_logprobs(lm, rows * 2, [1, 4])
+    assert tail > whole and whole.item() == pytest.approx(head.item(), abs=1e-4)
+    prefix_only = continuation_logprob(lm, rows[0][:1], rows[0][1:4])
+    assert (whole - tail).item() == pytest.approx(prefix_only, abs=1e-3)

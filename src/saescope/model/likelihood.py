@@ -85,18 +85,21 @@ def next_token_logprobs(lm: LoadedModel, prompts: list[str], token_ids: list[int
 
 
 def last_token_logits(lm: LoadedModel, ids: Tensor, mask: Tensor) -> Tensor:
-    """``[batch, vocab]`` float32 logits at each row's last real token (right padding).
+    """``[batch, vocab]`` float32 logits at each row's last real token (right padding)."""
+    return _logits_at(lm, ids, mask, torch.arange(len(ids), device=ids.device), mask.sum(1) - 1)
 
-    Runs the base model and applies the LM head to those positions only (the head is ~20 % of the
-    embedded model's compute on short prompts), with Gemma's final logit soft-capping when the
-    config has one; models without a separate base model take the full forward."""
-    rows = torch.arange(len(ids), device=ids.device)
-    last = mask.sum(1) - 1
+
+def _logits_at(lm: LoadedModel, ids: Tensor, mask: Tensor, rows: Tensor, positions: Tensor) -> Tensor:
+    """``[n, vocab]`` float32 logits at ``(rows[i], positions[i])`` only.
+
+    Runs the base model and applies the LM head to those positions alone (on short prompts the head
+    is ~25 % of the embedded model's compute), with Gemma's final logit soft-capping when the config
+    has one; models without a separate base model take the full forward."""
     base, head = getattr(lm.model, "base_model", None), lm.model.get_output_embeddings()
     if base is None or base is lm.model or head is None:
-        return lm.model(input_ids=ids, attention_mask=mask).logits[rows, last].float()
+        return lm.model(input_ids=ids, attention_mask=mask).logits[rows, positions].float()
     hidden = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [batch, seq, d]
-    logits = head(hidden[rows, last]).float()
+    logits = head(hidden[rows, positions]).float()
     cap = getattr(lm.model.config, "final_logit_softcapping", None)
     return torch.tanh(logits / cap) * cap if cap else logits
 
@@ -122,12 +125,26 @@ def sentence_logprobs(lm: LoadedModel, texts: list[str], batch_size: int = 32) -
         sentence_logprobs(lm, ["The cat sat.", "Cat the sat."])   # the first is higher
     """
     rows = encode_texts(lm, texts, [document_start_id(lm)])
+    return span_logprobs(lm, rows, [1] * len(rows), batch_size)
+
+
+@torch.inference_mode()
+def span_logprobs(lm: LoadedModel, rows: list[list[int]], starts: list[int], batch_size: int = 32) -> Tensor:
+    """``[len(rows)]``: for each token id list, the sum of log p(token t | tokens before t) over
+    t = ``starts[i]`` .. the end (``starts[i] >= 1``). The LM head runs only at those positions, so
+    scoring a shared prefix's tokens costs nothing beyond the forward pass."""
+    if any(not 1 <= start <= len(row) for row, start in zip(rows, starts)):
+        raise SaescopeError("every scored span must start after the first token and inside its row")
     out = torch.empty(len(rows))
     for index in length_batches([len(r) for r in rows], batch_size):
         ids, mask = pad_rows([rows[i] for i in index], pad_id(lm), lm.device)
-        logprobs = lm.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
-        token_lp = logprobs.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
-        out[index] = token_lp.sum(1).cpu()
+        lengths = mask.sum(1, keepdim=True)  # [b, 1]
+        first = torch.tensor([starts[i] for i in index], device=lm.device)[:, None] - 1
+        position = torch.arange(ids.shape[1], device=lm.device)[None]
+        row, pos = ((position >= first) & (position < lengths - 1)).nonzero(as_tuple=True)  # predicting pos + 1
+        logits = _logits_at(lm, ids, mask, row, pos)  # [n, vocab]
+        token_lp = logits.log_softmax(-1).gather(-1, ids[row, pos + 1][:, None])[:, 0]
+        out[index] = torch.zeros(len(index), device=lm.device).index_add_(0, row, token_lp).cpu()
     return out
 
 
