@@ -19,11 +19,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/saescope info > /dev/null   # converts the embedded model once into $$SAESCOPE_HOME
 	touch $(STAMP)
 
-demo: setup
+# The plain model's bias scores, measured once and cached by (model, data, code) fingerprint in
+# $$SAESCOPE_HOME: `debias` then scores only the intervened model.
+BIAS_CACHE := $(VENV)/.saescope-bias-cache
+$(BIAS_CACHE): $(STAMP)
+	$(BIN)/saescope bias eval --json > /dev/null
+	touch $@
+
+demo: setup $(BIAS_CACHE)
 	$(BIN)/saescope info
-	$(BIN)/saescope sae eval default --tokens 20000
+	$(BIN)/saescope sae eval default --tokens 4096
 	$(BIN)/saescope sae top --text "$(SAMPLE)"
-	$(BIN)/saescope debias --method erase --features auto --out demo-debias   # the headline loop
+	$(BIN)/saescope debias --method erase --features auto --layers 12,14 --out demo-debias   # the headline loop
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -26,7 +26,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from saescope.bias.debias import METHODS, plan_debias
+from saescope.bias.config import METHODS
+from saescope.bias.debias import plan_debias
 from saescope.bias.evaluate import evaluate
 from saescope.model.loading import load_model
 from saescope.sae.formats import load_sae

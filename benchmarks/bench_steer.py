@@ -27,7 +27,8 @@ from saescope.sae.formats import load_sae
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine
-from saescope.steering.base import FeatureEdit, FeatureSteering, applied
+from saescope.model.hooks import applied
+from saescope.steering import FeatureEdit, FeatureSteering
 
 PROMPT = "What is your favorite animal? Tell me why."
 

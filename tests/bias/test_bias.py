@@ -313,3 +313,28 @@ def test_bias_features_cli():
     assert diffs == sorted(diffs, reverse=True)
     bad = saescope("bias", "features", "--kind", "nonsense")
     assert bad.returncode == 2 and "unknown --kind" in bad.stderr
+
+
+def test_one_batched_backward_gives_the_readout_at_every_layer(lm):
+    from saescope.bias.data import SelectionPrompts
+    from saescope.bias.debias import readout_direction, readout_directions
+
+    selection = SelectionPrompts(["midwife", "nurse"], ["pilot"], ["The {occupation} explained that",
+                                                                  "Yesterday the {occupation} said"], [], [], [])
+    hooks = ["blocks.12.hook_resid_post", "blocks.14.hook_resid_post"]
+    together = readout_directions(lm, hooks, selection, batch_size=4)
+    for hook in hooks:
+        alone = readout_direction(lm, hook, SelectionPrompts(["midwife", "nurse"], ["pilot"],
+                                                             ["The {occupation} explained that",
+                                                              "Yesterday the {occupation} said"], [], [], []))
+        assert torch.allclose(together[hook], alone, atol=1e-4)
+    assert float(together[hooks[0]] @ together[hooks[1]]) < 0.999  # different layers, different directions
+
+
+def test_old_debias_method_names_still_work():
+    from saescope.bias.config import DebiasConfig
+
+    assert DebiasConfig(method="project").method == "erase" and DebiasConfig(method="clamp").method == "cap"
+    assert DebiasConfig(features="3,5", strengths="0.5,1", layers="12,14").feature_ids == [3, 5]
+    with pytest.raises(SaescopeError, match="comma-separated"):
+        DebiasConfig(layers="12,x")

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from helpers import tiny_model
 from saescope.model.likelihood import (
     ce_and_kl,
-    document_start_id,
     continuation_logprob,
+    document_start_id,
     last_token_logits,
     next_token_logprobs,
     pad_rows,

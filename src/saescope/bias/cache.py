@@ -26,13 +26,15 @@ SCORING_VERSION = 1
 
 
 def model_fingerprint(lm: LoadedModel) -> str:
-    """A hash of the model's name, dtype, and the first and last 64 values of every parameter."""
+    """A hash of the model's name, dtype, and of every parameter: its first and last 64 values, its sum
+    and its sum of squares (so an edit anywhere in a weight changes the key)."""
     digest = hashlib.sha256(f"{lm.name}|{lm.dtype}|{lm.device.type}".encode())
     with torch.no_grad():
         for name, param in lm.model.named_parameters():
             flat = param.detach().reshape(-1)
             digest.update(name.encode())
-            digest.update(torch.cat([flat[:64], flat[-64:]]).float().cpu().numpy().tobytes())
+            moments = torch.stack([flat.double().sum(), flat.double().pow(2).sum()])
+            digest.update(torch.cat([flat[:64].double(), flat[-64:].double(), moments]).cpu().numpy().tobytes())
     return digest.hexdigest()[:24]
 
 

@@ -25,6 +25,9 @@ class DebiasConfig:
     coefficient (steer) or erasure fractions (erase); default: a built-in grid."""
     hook: str | None = None
     """Hook point of the SAE; default: the one the SAE names."""
+    layers: str | None = None
+    """erase only: candidate layers, comma-separated (each at or after the SAE's layer); default: the
+    SAE's layer and the next three even steps (+2, +4, +6)."""
 
     def __post_init__(self) -> None:
         self.method = LEGACY_METHODS.get(self.method, self.method)
@@ -32,6 +35,7 @@ class DebiasConfig:
             raise SaescopeError(f"unknown debias method {self.method!r}: use one of {', '.join(METHODS)}")
         self.feature_ids  # noqa: B018 - validates
         self.grid  # noqa: B018
+        self.layer_ids  # noqa: B018
 
     @property
     def feature_ids(self) -> str | list[int]:
@@ -42,6 +46,10 @@ class DebiasConfig:
         if not ids:
             raise SaescopeError("features needs 'auto' or at least one feature id")
         return ids
+
+    @property
+    def layer_ids(self) -> list[int] | None:
+        return _numbers(self.layers, "layers", int) if self.layers else None
 
     @property
     def grid(self) -> list[float] | None:

@@ -126,12 +126,17 @@ def readout_direction(lm: LoadedModel, hook: str, selection: SelectionPrompts) -
     return readout_directions(lm, [hook], selection)[hook]
 
 
-def _project_layers(lm: LoadedModel, hook: str) -> list[str]:
-    """Candidate erasure hook points: the SAE's layer and a few after it (the gate must run first)."""
+def _project_layers(lm: LoadedModel, hook: str, layers: list[int] | None = None) -> list[str]:
+    """Candidate erasure hook points: ``layers``, or the SAE's layer and a few after it (the gate,
+    at the SAE's layer, must run first)."""
     point = resolve_hook(lm.model, hook)
     if point.kind != "resid_post" or point.layer is None:
         return [hook]
-    return [f"blocks.{layer}.hook_resid_post" for layer in range(point.layer, min(point.layer + 7, lm.n_layers), 2)]
+    chosen = layers if layers is not None else range(point.layer, min(point.layer + 7, lm.n_layers), 2)
+    early = [layer for layer in chosen if layer < point.layer]
+    if early:
+        raise SaescopeError(f"erase layers {early} come before the SAE's layer {point.layer}: the gate must run first")
+    return [resolve_hook(lm.model, f"blocks.{layer}.hook_resid_post").name for layer in chosen]
 
 
 def _centering_coefficient(scorer: SelectionScorer, make: Callable[[float], Intervention],
@@ -187,13 +192,14 @@ def _steer_candidates(lm: LoadedModel, sae: SAE, features: str | list[int], stre
 
 
 def _erase_candidates(lm: LoadedModel, sae: SAE, features: str | list[int], strengths: list[float] | None,
-                      hook: str, table: pd.DataFrame, selection: SelectionPrompts) -> list[Candidate]:
+                      hook: str, table: pd.DataFrame, selection: SelectionPrompts,
+                      layers: list[int] | None = None) -> list[Candidate]:
     gate_ids = gate_features(table) if features == "auto" else list(features)
     if not gate_ids:
         raise SaescopeError("no definitional-gender gate feature found on the selection prompts: "
                             "give the features explicitly")
     gate = FeatureGate(sae, gate_ids, hook)
-    layers = _project_layers(lm, hook)
+    layers = _project_layers(lm, hook, layers)
     directions, means = readout_directions(lm, layers, selection), _corpus_means(lm, layers)
     return [(f"{layer} x{fraction:g}", gate_ids, SubspaceErasure(layer, directions[layer], means[layer], fraction,
                                                                  name="gender-readout", gate=gate))
@@ -227,7 +233,7 @@ def plan_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = N
     elif config.method == "steer":
         candidates = _steer_candidates(lm, sae, features, config.grid, hook, table, scorer)
     else:
-        candidates = _erase_candidates(lm, sae, features, config.grid, hook, table, selection)
+        candidates = _erase_candidates(lm, sae, features, config.grid, hook, table, selection, config.layer_ids)
     frame = pd.DataFrame([{"candidate": label, **scorer.row(intervention)} for label, _, intervention in candidates])
     admissible = frame[frame.admissible]
     pick = int((admissible.sort_values("dev_reduction", ascending=False) if len(admissible)

@@ -66,7 +66,7 @@ class FeatureAccumulator:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         if any(k not in state or state[k].shape != v.shape or state[k].dtype != v.dtype for k, v in self.state.items()):
-            raise SaescopeError("the checkpoint does not fit this accumulator (another SAE, --top or saescope "
+            raise SaescopeError("the checkpoint does not fit this accumulator (another SAE, top_k or saescope "
                                 "version): start a new run")
         self.state = {k: state[k].clone() for k in self.state}
 

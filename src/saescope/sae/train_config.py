@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass
 
 from saescope.errors import SaescopeError
-from saescope.sae.core import ACTIVATIONS
 
 
 @dataclass
@@ -70,6 +69,8 @@ class TrainConfig:
             raise SaescopeError("tokens, batch_size and features must be positive")
         if self.epochs < 1:
             raise SaescopeError("epochs must be at least 1")
+        from saescope.sae.core import ACTIVATIONS
+
         if self.activation not in ACTIVATIONS:
             raise SaescopeError(f"unknown SAE activation {self.activation!r}: use one of {', '.join(ACTIVATIONS)}")
         if self.activation in ("topk", "batchtopk") and not self.k:

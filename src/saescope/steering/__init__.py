@@ -1,13 +1,24 @@
 """Interventions on the model (feature edits, vectors, erasure, IBM alignment steering), sweeps,
 and contrastive steering from prompt pairs (``steering.contrast``).
 
-Importing this package registers every saved intervention type."""
+Names are imported lazily; loading a saved intervention imports (and so registers) every kind."""
 
-from saescope.steering.base import Intervention, Interventions, load_intervention
-from saescope.steering.erasure import FeatureGate, SubspaceErasure
-from saescope.steering.features import FeatureEdit, FeatureSteering
-from saescope.steering.ibm import AlignmentScores, AlignmentSteering, score_features
-from saescope.steering.vectors import VectorSteering
+from __future__ import annotations
 
-__all__ = ["AlignmentScores", "AlignmentSteering", "FeatureEdit", "FeatureGate", "FeatureSteering", "Intervention",
-           "Interventions", "SubspaceErasure", "VectorSteering", "load_intervention", "score_features"]
+import importlib
+from typing import Any
+
+_EXPORTS = {"Intervention": "base", "Interventions": "base", "load_intervention": "base",
+            "FeatureGate": "erasure", "SubspaceErasure": "erasure", "FeatureEdit": "features",
+            "FeatureSteering": "features", "AlignmentScores": "ibm", "AlignmentSteering": "ibm",
+            "score_features": "ibm", "VectorSteering": "vectors"}
+KINDS = ("features", "vectors", "erasure", "ibm")  # the modules that register saved intervention types
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'saescope.steering' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"saescope.steering.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -193,8 +194,10 @@ class Interventions(Intervention):
 
 def intervention_from_dict(data: dict[str, Any], source: str = "<dict>") -> Intervention:
     """Rebuild an intervention from ``to_dict()`` output; checks the SAE is the one it was made with."""
-    import saescope.steering  # noqa: F401 - registers every kind
+    from saescope.steering import KINDS
 
+    for module in KINDS:  # importing a kind registers it
+        importlib.import_module(f"saescope.steering.{module}")
     kind = data.get("type")
     if kind not in _REGISTRY:
         raise SaescopeError(f"{source}: unknown intervention type {kind!r} (known: "
