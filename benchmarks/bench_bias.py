@@ -28,7 +28,7 @@ import torch
 
 from saescope.bias.config import METHODS
 from saescope.bias.debias import plan_debias
-from saescope.bias.evaluate import evaluate
+from saescope.bias.evaluation import evaluate
 from saescope.model.loading import load_model
 from saescope.sae.formats import load_sae
 from saescope.steering import VectorSteering

@@ -127,10 +127,10 @@ def peak_rss_mb(tokens: int, out: Path, dtype: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--batches", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--context", type=int, default=128)
-    parser.add_argument("--loop-tokens", type=int, default=100_000)
+    parser.add_argument("--loop-tokens", type=int, default=65_536)
     parser.add_argument("--memory", action="store_true", help="also run the 1M vs 4M peak-RSS check (slow)")
     parser.add_argument("--memory-tokens", type=int, default=1_000_000)
     parser.add_argument("--dtype", default="auto", help="model precision: auto (see `saescope info`) | float32 | bfloat16")

@@ -75,11 +75,13 @@ def ibm_loop(lm: LoadedModel, tokens: int, intervention) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--feature", type=int, default=0)
     parser.add_argument("--dtype", default="auto", help="auto (see `saescope info`) | float32 | bfloat16")
     parser.add_argument("--full", action="store_true", help="the long version: 256 and 1024 tokens without a cache")
     args = parser.parse_args()
+    if args.full:
+        args.repeats = max(args.repeats, 5)
     torch.set_num_threads(2)
     lm = load_model(dtype=args.dtype)
     sae = load_sae("default")

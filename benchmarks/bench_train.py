@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--dtype", default="auto", help="model precision of both sides: auto | float32 | bfloat16")
     parser.add_argument("--saelens-python", default=str(ROOT / ".venv-saelens" / "bin" / "python"))
-    parser.add_argument("--eval-tokens", type=int, default=16_384)
+    parser.add_argument("--eval-tokens", type=int, default=4096)
     parser.add_argument("--worker", choices=["ours"], help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)

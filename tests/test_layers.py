@@ -64,7 +64,7 @@ def test_imports_only_go_down_the_layers():
 
 
 def test_the_rule_catches_an_upward_import(tmp_path):
-    assert _rank(_unit("saescope.bias.evaluate")) > _rank(_unit("saescope.model.hooks"))
+    assert _rank(_unit("saescope.bias.evaluation")) > _rank(_unit("saescope.model.hooks"))
     assert _rank(_unit("saescope.features.run")) == _rank(_unit("saescope.steering.base"))  # sideways: refused
     assert _rank(_unit("saescope.storage")) == 0
 
@@ -121,3 +121,11 @@ def test_every_config_field_has_a_docstring(config):
     cls = getattr(importlib.import_module(module), name)
     docs = field_docs(cls)
     assert set(docs) == {f.name for f in fields(cls)} and all(len(d) > 5 for d in docs.values())
+
+
+def test_package_functions_are_not_shadowed_by_submodules():
+    import saescope
+    from saescope.bias.evaluation import BiasEvaluation  # importing the module first must not hide the function
+
+    assert callable(saescope.bias.evaluate) and BiasEvaluation.__name__ == "BiasEvaluation"
+    assert callable(saescope.bias.plan_debias) and callable(saescope.steering.load_intervention)

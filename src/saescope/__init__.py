@@ -17,10 +17,8 @@ until one of them is used. The layers and what lives where: README, "Architectur
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from saescope import legacy
+from saescope.lazy import lazy_getattr
 from saescope.version import __version__ as __version__
 
 legacy.install()
@@ -53,15 +51,7 @@ _SUBPACKAGES = ("bias", "model", "sae", "features", "steering", "reports")
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES, "__version__"])
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif name in _SUBPACKAGES:
-        value = importlib.import_module(f"saescope.{name}")
-    else:
-        raise AttributeError(f"module 'saescope' has no attribute {name!r}")
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("saescope", {**_EXPORTS, **{name: f"saescope.{name}" for name in _SUBPACKAGES}})
 
 
 def __dir__() -> list[str]:

@@ -20,7 +20,7 @@ from saescope.bias.data import (
     read_occupations,
     read_winobias,
 )
-from saescope.bias.evaluate import evaluate
+from saescope.bias.evaluation import evaluate
 from saescope.bias.scoring import p_she, pronoun_ids
 from saescope.errors import SaescopeError
 from saescope.model.likelihood import document_start_id, sentence_logprobs

@@ -6,7 +6,7 @@ import torch
 
 from saescope.bias.cache import cache_key, data_fingerprint, model_fingerprint
 from saescope.bias.data import BiasData
-from saescope.bias.evaluate import evaluate
+from saescope.bias.evaluation import evaluate
 from saescope.steering import VectorSteering
 
 

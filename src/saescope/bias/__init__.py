@@ -14,18 +14,10 @@ Names are imported lazily (this package needs pandas and scipy only once one is 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from saescope.lazy import lazy_getattr
 
 _EXPORTS = {"BiasData": "data", "SelectionPrompts": "data", "DebiasConfig": "config", "DebiasPlan": "debias",
-            "plan_debias": "debias", "BiasEvaluation": "evaluate", "BiasScores": "evaluate", "evaluate": "evaluate",
+            "plan_debias": "debias", "BiasEvaluation": "evaluation", "BiasScores": "evaluation", "evaluate": "evaluation",
             "rank_gender_features": "gender_features"}
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'saescope.bias' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"saescope.bias.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("saescope.bias", {name: f"saescope.bias.{module}" for name, module in _EXPORTS.items()})

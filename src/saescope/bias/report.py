@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from saescope.bias.evaluate import TARGETS, BiasEvaluation
+from saescope.bias.evaluation import TARGETS, BiasEvaluation
 from saescope.reports import figure, render, svg_text
 
 

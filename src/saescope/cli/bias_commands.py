@@ -62,7 +62,7 @@ def bias_eval(
 
     Example: saescope bias eval --intervention debias/intervention.json --json
     """
-    from saescope.bias.evaluate import evaluate
+    from saescope.bias.evaluation import evaluate
     from saescope.model.loading import load_model
     from saescope.steering import load_intervention
 
@@ -138,7 +138,7 @@ def debias(
     Example: saescope debias --method erase --features auto --out debias
     """
     from saescope.bias.debias import plan_debias
-    from saescope.bias.evaluate import evaluate
+    from saescope.bias.evaluation import evaluate
     from saescope.bias.summary import features_summary
     from saescope.features.run import FeatureRun
 

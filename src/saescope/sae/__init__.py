@@ -6,16 +6,8 @@ this package, such as ``sae.train_config``, does not load torch)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from saescope.lazy import lazy_getattr
 
 _EXPORTS = {"ACTIVATIONS": "core", "SAE": "core", "SAEConfig": "core", "sae_fingerprint": "core"}
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'saescope.sae' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"saescope.sae.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("saescope.sae", {name: f"saescope.sae.{module}" for name, module in _EXPORTS.items()})

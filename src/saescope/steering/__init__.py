@@ -5,8 +5,7 @@ Names are imported lazily; loading a saved intervention imports (and so register
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from saescope.lazy import lazy_getattr
 
 _EXPORTS = {"Intervention": "base", "Interventions": "base", "load_intervention": "base",
             "FeatureGate": "erasure", "SubspaceErasure": "erasure", "FeatureEdit": "features",
@@ -14,11 +13,4 @@ _EXPORTS = {"Intervention": "base", "Interventions": "base", "load_intervention"
             "score_features": "ibm", "VectorSteering": "vectors"}
 KINDS = ("features", "vectors", "erasure", "ibm")  # the modules that register saved intervention types
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'saescope.steering' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"saescope.steering.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("saescope.steering", {name: f"saescope.steering.{module}" for name, module in _EXPORTS.items()})
