@@ -28,7 +28,7 @@ from saescope.bias.cache import cache_key, load_base, save_base
 from saescope.bias.data import BiasData
 from saescope.corpus import first_windows
 from saescope.errors import SaescopeError
-from saescope.model.hooks import Applicable as Intervention
+from saescope.model.hooks import Applicable
 from saescope.model.likelihood import next_token_logprobs_of, summed_ce, summed_kl
 from saescope.model.loading import LoadedModel
 from saescope.precision import dtype_name
@@ -157,7 +157,7 @@ def _base_benchmarks(lm: LoadedModel, data: BiasData, batch_size: int, progress:
 
 
 @torch.inference_mode()
-def side_effects(lm: LoadedModel, intervention: Intervention | None, tokens: int = 8_192, context: int = 128,
+def side_effects(lm: LoadedModel, intervention: Applicable | None, tokens: int = 8_192, context: int = 128,
                  corpus: str = "embedded", batch_size: int = 8, progress: bool = False
                  ) -> tuple[float, float | None, float | None]:
     """``(base CE, intervened CE, mean KL(base || intervened))`` on held-out text, paired per batch."""
@@ -181,7 +181,7 @@ def side_effects(lm: LoadedModel, intervention: Intervention | None, tokens: int
     return ce_base / n, ce_new / n, kl / n
 
 
-def evaluate(lm: LoadedModel, intervention: Intervention | None = None, data: BiasData | None = None,
+def evaluate(lm: LoadedModel, intervention: Applicable | None = None, data: BiasData | None = None,
              ce_tokens: int = 8_192, corpus: str = "embedded", batch_size: int = 64,
              base: BiasScores | None = None, progress: bool = False, cache: bool = True) -> BiasEvaluation:
     """Run every benchmark without and (if given) with ``intervention``.
