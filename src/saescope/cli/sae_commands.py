@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, print_json
+from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, parse_ids, print_json
+from saescope.sae.suite_config import SuiteConfig
 from saescope.sae.train_config import TrainConfig
 
 sae_app = typer.Typer(no_args_is_help=True, help="Train, evaluate and inspect SAEs.")
@@ -27,6 +28,27 @@ def train(
 
     sae = train_sae(config, out, resume=resume)
     console.print(f"saved {sae.cfg.activation} SAE ({sae.d_in} -> {sae.d_sae}) to {out}")
+
+
+@sae_app.command("train-suite")
+@config_options(SuiteConfig, exclude=("layers",))
+def train_suite(
+    out: Path = typer.Option(..., help="Output folder: one SAE folder per hook point + suite.json."),
+    layers: str = typer.Option("2,6,9,15,18,21,24", help="Comma-separated layers (blocks.L.hook_resid_post)."),
+    config: SuiteConfig = None,
+) -> None:
+    """Train SAEs at several layers from one shared forward pass over the corpus (resumable: run again).
+
+    Example: saescope sae train-suite --layers 2,6,9 --features 2304 --k 48 --tokens 500000 --out my_suite
+    """
+    from dataclasses import replace
+
+    from saescope.sae.suite import train_suite as run
+
+    config = replace(config, layers=parse_ids(layers, "--layers"))
+    saes = run(config, out)
+    for hook, sae in saes.items():
+        console.print(f"{hook}: {sae.cfg.activation} SAE ({sae.d_in} -> {sae.d_sae}) in {out / hook}")
 
 
 @sae_app.command("eval")

@@ -42,8 +42,26 @@ def hook_activations(lm: LoadedModel, hook: str, input_ids: Tensor,
         acts, keep = hook_activations(lm, "blocks.12.hook_resid_post", ids)
         acts[keep]                        # [n_kept, d_model]
     """
-    acts = forward_until(lm.model, [hook], input_ids, attention_mask)[hook]
-    keep = ~sink_mask(acts)
-    if attention_mask is not None:
-        keep &= attention_mask.bool()
-    return acts, keep
+    return hooks_activations(lm, [hook], input_ids, attention_mask)[hook]
+
+
+@torch.no_grad()
+def hooks_activations(lm: LoadedModel, hooks: list[str], input_ids: Tensor,
+                      attention_mask: Tensor | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+    """``hook_activations`` for several hook points from one forward pass (stopped after the last one);
+    each hook point gets its own sink mask.
+
+    Example::
+
+        acts = hooks_activations(lm, ["blocks.2.hook_resid_post", "blocks.6.hook_resid_post"], ids)
+        x, keep = acts["blocks.6.hook_resid_post"]
+    """
+    captured = forward_until(lm.model, list(hooks), input_ids, attention_mask)
+    result = {}
+    for hook in hooks:
+        acts = captured[hook]
+        keep = ~sink_mask(acts)
+        if attention_mask is not None:
+            keep &= attention_mask.bool()
+        result[hook] = (acts, keep)
+    return result

@@ -28,13 +28,18 @@ _TO_SAELENS = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batc
 _FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": None}
 
 
-def default_sae_path() -> Path:
-    """The folder of the SAE bundled inside the package."""
-    return data_path("sae", "default")
+def default_sae_path(hook: str | None = None) -> Path:
+    """The folder of the SAE bundled inside the package, or of the shipped suite's SAE at ``hook``."""
+    if hook is None or hook == "blocks.12.hook_resid_post":
+        return data_path("sae", "default")
+    return data_path("sae", "suite", hook)
 
 
-def save_sae(sae: SAE, folder: str | Path) -> Path:
+def save_sae(sae: SAE, folder: str | Path, dtype: torch.dtype = torch.float32) -> Path:
     """Write ``sae`` to ``folder`` in the SAELens format, atomically. Returns the folder.
+
+    ``dtype=torch.bfloat16`` halves the file (SAELens reads the ``dtype`` field; saescope loads any
+    precision as float32).
 
     Example::
 
@@ -42,7 +47,7 @@ def save_sae(sae: SAE, folder: str | Path) -> Path:
     """
     cfg = sae.cfg
     saelens_cfg: dict[str, Any] = {
-        "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32", "device": "cpu",
+        "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": str(dtype).removeprefix("torch."), "device": "cpu",
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input, "normalize_activations": "none",
         "reshape_activations": "none",
         "metadata": {"hook_name": cfg.hook_name, "model_name": cfg.model_name,
@@ -51,7 +56,7 @@ def save_sae(sae: SAE, folder: str | Path) -> Path:
     }
     if cfg.activation == "topk":
         saelens_cfg.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
-    tensors = {name: p.detach().to("cpu", torch.float32).contiguous()
+    tensors = {name: p.detach().to("cpu", dtype).contiguous()
                for name, p in sae.named_parameters()}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,8 +75,9 @@ def load_sae(path: str | Path = "default", device: str = "cpu", activation: str 
 
         sae = load_sae("default")
         sae.cfg.hook_name       # 'blocks.12.hook_resid_post'
+        load_sae("default/blocks.6.hook_resid_post")    # an SAE of the shipped suite (saescope.sae.suite)
     """
-    folder = default_sae_path() if str(path) == "default" else Path(path).expanduser()
+    folder = _shipped_folder(str(path)) or Path(path).expanduser()
     if not folder.exists():
         raise SaescopeError(f"SAE path {str(path)!r} does not exist")
     if folder.is_dir() and (folder / CFG_FILE).exists():
@@ -82,6 +88,20 @@ def load_sae(path: str | Path = "default", device: str = "cpu", activation: str 
         raise SaescopeError(f"{folder} is not an SAE: expected cfg.json + {WEIGHTS_FILE} (SAELens) or ae.pt")
     sae.cfg.metadata["source"] = str(path)
     return sae.to(device).eval().requires_grad_(False)
+
+
+def _shipped_folder(name: str) -> Path | None:
+    if name == "default":
+        return default_sae_path()
+    if not name.startswith("default/"):
+        return None
+    folder = default_sae_path(name.removeprefix("default/"))
+    if not folder.exists():
+        from saescope.sae.suite_config import SHIPPED_LAYERS
+
+        shipped = ", ".join(f"default/blocks.{layer}.hook_resid_post" for layer in SHIPPED_LAYERS)
+        raise SaescopeError(f"no shipped SAE {name!r}: the shipped ones are {shipped}")
+    return folder
 
 
 def _field(raw: dict[str, Any], key: str, kind: type | tuple[type, ...], file: Path, required: bool = False,

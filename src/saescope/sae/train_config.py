@@ -63,6 +63,9 @@ class TrainConfig:
     """Steps between lines of OUT/training_log.jsonl."""
     keep_activations: bool = False
     """Keep the epochs' activation cache (OUT/activations) after training."""
+    activations: str | None = None
+    """A folder of cached activations for this hook (``sae.activation_cache``, as ``sae train-suite`` writes
+    them) to train on instead of running the model; replayed, reshuffled, as often as ``tokens`` needs."""
 
     def __post_init__(self) -> None:
         if self.tokens <= 0 or self.batch_size <= 0 or self.features <= 0:

@@ -92,7 +92,7 @@ class _TrainLoop:
         self.dead_counter, self.state, self.checkpoint = dead_counter, state, checkpoint
         self.out = checkpoint.out
         self.shards = self.out / "activations"
-        self.writer = ShardWriter(self.shards) if config.epochs > 1 else None
+        self.writer = ShardWriter(self.shards) if config.epochs > 1 and config.activations is None else None
         self.source: ModelActivations | None = None
         self.threshold = ThresholdTracker(state.batchtopk_steps)
         self.compute_dtype = resolve_dtype(config.dtype, lm.device)
@@ -147,6 +147,9 @@ class _TrainLoop:
         cfg = self.config
         generator = torch.Generator().manual_seed(cfg.seed + self.state.step)
         docs = load_corpus(cfg.corpus, split="train" if cfg.corpus == "embedded" else "all")
+        if cfg.activations is not None:  # cached activations: no model, every pass a reshuffled replay
+            chunks = _replay_forever(Path(cfg.activations), generator)
+            return shuffled_batches(chunks, cfg.batch_size, cfg.shuffle_buffer, generator, on_fill=self._show_fill)
         unique_windows = math.ceil(cfg.tokens / cfg.epochs / (cfg.context - 1))
         self.source = ModelActivations(self.lm, cfg.hook, docs, cfg.context, cfg.model_batch, cfg.seed,
                                        start_window=self.state.windows_consumed)
@@ -217,6 +220,14 @@ def _then_replay(first_pass: Iterator[torch.Tensor], writer: ShardWriter, shards
     writer.flush()
     while True:
         yield from replay_shards(shards, generator)
+
+
+def _replay_forever(folder: Path, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    if not any(folder.glob("shard_*.safetensors")):
+        raise SaescopeError(f"{folder} holds no activation shards (shard_*.safetensors): cache them first "
+                            "(saescope sae train-suite, or saescope.sae.activation_cache.cache_activations)")
+    while True:
+        yield from replay_shards(folder, generator)
 
 
 def _lr_factor(step: int, total: int, warmup: int, decay_fraction: float) -> float:
