@@ -32,6 +32,10 @@ _MODULES = {
     "saescope.sae.formats": ["load_sae", "save_sae"],
     "saescope.sae.train_config": ["TrainConfig"],
     "saescope.sae.training": ["train_sae"],
+    "saescope.sae.suite": ["SuiteConfig", "load_suite", "train_suite"],
+    "saescope.circuits.find": ["find_circuit"],
+    "saescope.circuits.graph": ["Circuit"],
+    "saescope.circuits.config": ["CircuitConfig"],
     "saescope.sae.evaluation": ["SAEEvaluation", "evaluate_sae"],
     "saescope.sae.text": ["encode_text", "top_features_of_text"],
     "saescope.features.config": ["ExtractConfig"],
@@ -46,7 +50,7 @@ _MODULES = {
     "saescope.steering.contrast.evaluate": ["evaluate_contrast"],
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
-_SUBPACKAGES = ("bias", "model", "sae", "features", "steering", "reports")
+_SUBPACKAGES = ("bias", "circuits", "model", "sae", "features", "steering", "reports")
 
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES, "__version__"])
 

@@ -49,9 +49,17 @@ def files(tmp_path_factory, lm) -> dict[str, Path]:
     shutil.copytree(run.path, damaged)
     (damaged / "stats.parquet").write_bytes(b"not parquet")
     (root / "a_file").write_text("x")
+    narrow = save_sae(SAE(SAEConfig(32, 16, "topk", k=2, hook_name="blocks.1.hook_resid_post")), root / "narrow_sae")
+    pair = {"clean": "The friends", "patch": "The friend", "clean_answer": " have", "patch_answer": " has"}
+    (root / "multi_token.jsonl").write_text(json.dumps({**pair, "clean_answer": " have been"}) + "\n")
+    (root / "empty.jsonl").write_text("\n\n")
+    (root / "two_lengths.jsonl").write_text(json.dumps(pair) + "\n" + json.dumps(
+        {**pair, "clean": "The old friends", "patch": "The old friend"}) + "\n")
     (root / "latin1.txt").write_bytes("café au lait\n\nna\xefve".encode("latin-1") * 50)
     (root / "latin1_prompts.txt").write_bytes("caf\xe9\n".encode("latin-1"))
-    return {**out, "sae": good, "run_without_stats": broken, "run_damaged": damaged, "a_file": root / "a_file",
+    return {**out, "sae": good, "narrow_sae": narrow, "multi_token": root / "multi_token.jsonl",
+            "empty_pairs": root / "empty.jsonl", "two_lengths": root / "two_lengths.jsonl",
+            "run_without_stats": broken, "run_damaged": damaged, "a_file": root / "a_file",
             "latin1": root / "latin1.txt", "latin1_prompts": root / "latin1_prompts.txt", "root": root}
 
 
@@ -75,6 +83,17 @@ CASES = [
                                               "--features", "1,x"], "comma-separated"),
     ("an unknown dtype", ["sae", "eval", "{sae}", "--dtype", "float8"], "unknown dtype"),
     ("an unknown debias method", ["debias", "--method", "nonsense", "--out", "{root}/x"], "unknown debias method"),
+    ("a circuit threshold out of range", ["circuit", "find", "--node-threshold", "-1", "--out", "{root}/c"],
+     "node_threshold must be a non-negative number"),
+    ("circuit answers of several tokens", ["circuit", "find", "--pairs", "{multi_token}", "--saes", "{sae}",
+                                           "--out", "{root}/c"], "answers must be single tokens"),
+    ("an empty pair file", ["circuit", "find", "--pairs", "{empty_pairs}", "--out", "{root}/c"], "no pairs"),
+    ("aggregation none over prompts of two lengths", ["circuit", "find", "--pairs", "{two_lengths}", "--saes", "{sae}",
+                                                      "--aggregation", "none", "--out", "{root}/c"], "of one length"),
+    ("an SAE that does not fit the hook", ["circuit", "find", "--pairs", "{two_lengths}", "--saes", "{narrow_sae}",
+                                           "--out", "{root}/c"], "width"),
+    ("circuit eval of a folder that is no circuit", ["circuit", "eval", "{root}"], "is not a circuit"),
+    ("a suite with a repeated layer", ["sae", "train-suite", "--layers", "2,2", "--out", "{root}/s"], "must not repeat"),
 ]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from saescope.errors import SaescopeError
 
-METHODS = ("ablate", "cap", "erase", "steer")
+METHODS = ("ablate", "cap", "circuit", "erase", "steer")
 LEGACY_METHODS = {"clamp": "cap", "project": "erase"}
 
 
@@ -17,7 +17,7 @@ class DebiasConfig:
     """How ``debias`` builds its candidates (``saescope debias`` builds its options from these fields)."""
 
     method: str = "erase"
-    """ablate | cap | erase | steer (see the module docstring)."""
+    """ablate | cap | circuit | erase | steer (see the module docstring of bias.debias)."""
     features: str = "auto"
     """'auto' (chosen on training prompts) or comma-separated feature ids."""
     strengths: str | None = None
@@ -28,6 +28,8 @@ class DebiasConfig:
     layers: str | None = None
     """erase only: candidate layers, comma-separated (each at or after the SAE's layer); default: the
     SAE's layer and the next three even steps (+2, +4, +6)."""
+    suite: str = "default"
+    """circuit only: the SAE suite the circuit is found over ('default' = the shipped one, or a folder)."""
 
     def __post_init__(self) -> None:
         self.method = LEGACY_METHODS.get(self.method, self.method)

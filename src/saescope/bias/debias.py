@@ -13,6 +13,8 @@ Methods (all ``saescope.steering`` interventions, so all act on prompts and gene
 - ``ablate``: set the strongest stereotype features to 0 (SAE error term kept); strength = how many;
 - ``cap``: cap each chosen feature at the level it has on the *other* gender's stereotyped
   occupations (``min(a, level)``): the stereotyped excess goes, the feature's ordinary use stays;
+- ``circuit``: ablate the stereotype nodes of the gender-pronoun circuit over the SAE suite, at all
+  layers at once (``bias.circuit_debias``); strength = how many nodes;
 - ``steer``: add the gender contrast vector (CAA, from the training pairs; or the chosen features'
   decoder directions signed by their gender effect) with the coefficient that brings the mean
   ``p_she`` of the training occupation prompts to 0.5 (found by bisection); strengths are fractions
@@ -232,6 +234,11 @@ def plan_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = N
         candidates = _feature_candidates(sae, config.method, features, config.grid, hook, table)
     elif config.method == "steer":
         candidates = _steer_candidates(lm, sae, features, config.grid, hook, table, scorer)
+    elif config.method == "circuit":
+        from saescope.bias.circuit_debias import circuit_candidates
+        from saescope.sae.suite import load_suite
+
+        candidates = circuit_candidates(lm, load_suite(config.suite, device=str(lm.device)), selection, config.grid)
     else:
         candidates = _erase_candidates(lm, sae, features, config.grid, hook, table, selection, config.layer_ids)
     frame = pd.DataFrame([{"candidate": label, **scorer.row(intervention)} for label, _, intervention in candidates])

@@ -9,10 +9,12 @@ import click
 import typer
 
 from saescope.cli.bias_commands import bias_app, debias
+from saescope.cli.circuit_commands import circuit_app
 from saescope.cli.contrast_commands import contrast_app
 from saescope.cli.features_commands import features_app
 from saescope.cli.model_commands import info
 from saescope.cli.sae_commands import sae_app
+from saescope.cli.shift_commands import shift_app
 from saescope.cli.steering_commands import align_app, steer_app
 from saescope.errors import SaescopeError
 
@@ -24,6 +26,8 @@ app.add_typer(steer_app, name="steer")
 app.add_typer(align_app, name="align")
 app.add_typer(contrast_app, name="contrast")
 app.add_typer(bias_app, name="bias")
+app.add_typer(circuit_app, name="circuit")
+app.add_typer(shift_app, name="shift")
 app.command("debias")(debias)
 app.command("info")(info)
 

@@ -15,6 +15,7 @@ changes: ``x' = x + Σ (a'_f - a_f) W_dec[f]``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,15 @@ from saescope.errors import SaescopeError
 from saescope.model.hooks import HookFn
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE
-from saescope.steering.base import Intervention, Positions, SAEBinding, checked_sae, finite, register_intervention
+from saescope.steering.base import (
+    Intervention,
+    Interventions,
+    Positions,
+    SAEBinding,
+    checked_sae,
+    finite,
+    register_intervention,
+)
 
 FEATURE_OPS = ("add", "set", "ablate", "scale", "cap")
 _LEGACY_OPS = {"clamp": "set"}
@@ -120,3 +129,16 @@ def edited(op: str, old: Tensor, value: Tensor) -> Tensor:
     if op == "cap":
         return old.clamp(max=float(value))
     return torch.full_like(old, float(value))  # set; ablate (value 0, or the feature's mean)
+
+
+def feature_ablation(saes: Mapping[str, SAE], chosen: Mapping[str, list[int]]) -> Interventions | None:
+    """One intervention zero-ablating ``chosen[hook]`` features of ``saes[hook]`` at every position, on
+    every layer at once (``Interventions`` of ``FeatureSteering``); ``None`` when nothing is chosen.
+
+    Example::
+
+        ablate = feature_ablation(suite, {"blocks.6.hook_resid_post": [12, 40], "blocks.12.hook_resid_post": [3870]})
+    """
+    parts = [FeatureSteering(saes[hook], [FeatureEdit(f, "ablate", 0.0) for f in features], hook)
+             for hook, features in chosen.items() if features]
+    return Interventions(parts) if parts else None

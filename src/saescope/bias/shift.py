@@ -1,0 +1,123 @@
+"""SHIFT (Marks et al. 2024, §4): remove a probe's reliance on gender by ablating the SAE features it
+uses that are about gender, then retrain it — on the offline biography set of ``shift_data``.
+
+1. A logistic-regression probe reads the mean-pooled residual stream at ``readout`` (positions after
+   the start token) and is trained on the **confounded** split (professors are men, nurses women).
+2. Its logit (a ``circuits`` metric with a ``readout``: the forward pass stops at that layer) is
+   attributed to the features of every SAE of the suite up to that layer (attribution patching
+   against zero ablation, no pairs), over training biographies.
+3. Among the ``top`` features by |effect|, the gender features are ablated at every position: those
+   the bias module classifies as definitional gender (``gender_features.rank_gender_features``,
+   training prompts only), or the ones given.
+4. The probe is retrained on the ablated training activations; profession and gender accuracy (how
+   often its prediction matches the gender label, through the confound) and worst-group accuracy on
+   the balanced test split.
+
+Baselines: the original probe; random ablation of as many features of the same SAEs; the oracle (a
+probe trained on balanced data); deleting the gendered tokens (names, pronouns) from the inputs;
+ablating only the gender features of the lowest SAE (the "embedding-level" critique); a
+concept-bottleneck probe on the pooled activations of the top non-gender features. Every figure is
+the mean (and spread) over ``seeds`` resamplings of 80 % of the training biographies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from saescope.bias.shift_data import NAMES
+from saescope.circuits.data import PairBatch
+from saescope.model.activations import hook_activations
+from saescope.model.hooks import Applicable, applied
+from saescope.model.likelihood import document_start_id, encode_texts, pad_id, pad_rows
+from saescope.model.loading import LoadedModel
+
+GENDERED = {"he": "they", "she": "they", "his": "their", "her": "their", "him": "them", "He": "They", "She": "They",
+            "His": "Their", "Her": "Their", "Him": "Them"}
+
+
+@dataclass
+class ShiftConfig:
+    """A SHIFT run. Example: ``ShiftConfig(readout_layer=18, top=50, seeds=3)``."""
+
+    readout_layer: int = 18
+    """Layer whose residual stream (mean-pooled) the probe reads; SAEs at or below it are attributed."""
+    top: int = 50
+    """How many features (largest |effect| on the probe) are candidates for ablation."""
+    attribution_bios: int = 128
+    """Training biographies the attribution is averaged over."""
+    seeds: int = 3
+    """Resamplings of 80 % of the training biographies (the spread of every figure)."""
+    features: list[str] = field(default_factory=list)
+    """Features to ablate instead of the automatic choice, as ``LAYER:ID`` (e.g. ``12:3870``)."""
+    limit: int | None = None
+    """Use only the first N biographies of each split (quick runs); default all 400."""
+
+
+class LinearReadout:
+    """A linear probe on the mean-pooled activations at ``readout`` as a circuits metric (``[n]`` logits)."""
+
+    def __init__(self, readout: str, weight: Tensor, bias: float) -> None:
+        self.readout, self.weight, self.bias = readout, weight, bias
+        self.__name__ = f"probe@{readout}"
+
+    def __call__(self, acts: Tensor, batch: PairBatch) -> Tensor:
+        return acts[:, 1:].float().mean(1) @ self.weight.to(acts.device) + self.bias
+
+
+@torch.no_grad()
+def pooled(lm: LoadedModel, texts: list[str], hook: str, intervention: Applicable | None = None,
+           batch_size: int = 32, transform: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """``[len(texts), d]`` mean activation at ``hook`` over each text's tokens (start token, sinks, padding
+    left out); ``transform`` maps the activations first (e.g. to some SAE features)."""
+    rows = encode_texts(lm, texts, prefix=[document_start_id(lm)])
+    out = []
+    with applied(intervention, lm):
+        for start in range(0, len(rows), batch_size):
+            ids, mask = pad_rows(rows[start:start + batch_size], pad_id(lm), lm.device)
+            acts, keep = hook_activations(lm, hook, ids, mask)
+            acts = transform(acts.float()) if transform is not None else acts
+            weights = keep.float()[..., None]
+            out.append(((acts.float() * weights).sum(1) / weights.sum(1).clamp_min(1)).cpu())
+    return torch.cat(out)
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, seed: int = 0):
+    """A standardized logistic-regression probe (scikit-learn pipeline)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed)).fit(x, y)
+
+
+def probe_as_readout(probe, readout: str) -> LinearReadout:
+    """The probe's logit as a linear function of raw pooled activations."""
+    scaler, model = probe[0], probe[1]
+    weight = model.coef_[0] / scaler.scale_
+    bias = float(model.intercept_[0] - (weight * scaler.mean_).sum())
+    return LinearReadout(readout, torch.tensor(weight, dtype=torch.float32), bias)
+
+
+def scores(probe, x: np.ndarray, rows: list[dict]) -> dict[str, float]:
+    """Profession accuracy, gender accuracy (prediction vs gender through the confound: professor = male),
+    and worst-group profession accuracy over the four (profession, gender) groups."""
+    predicted = probe.predict(x)
+    profession = np.array([r["profession"] for r in rows])
+    gender = np.array([r["gender"] for r in rows])
+    groups = [(predicted[(profession == p) & (gender == g)] == p).mean() for p in (0, 1) for g in (0, 1)
+              if ((profession == p) & (gender == g)).any()]
+    return {"profession_acc": float((predicted == profession).mean()),
+            "gender_acc": float((predicted == 1 - gender).mean()), "worst_group_acc": float(min(groups))}
+
+
+def without_gendered_tokens(text: str) -> str:
+    """The critics' baseline: first names become "Alex", pronouns become "they"/"their"/"them"."""
+    names = {n for split in NAMES.values() for group in split.values() for n in group}
+    text = re.sub(r"\b(" + "|".join(sorted(names)) + r")\b", "Alex", text)
+    return re.sub(r"\b(" + "|".join(GENDERED) + r")\b", lambda m: GENDERED[m.group(1)], text)

@@ -1,0 +1,143 @@
+"""``run_shift``: every SHIFT condition and baseline of ``bias.shift`` over several seeds, in one result
+(``saescope shift run``, ``benchmarks/bench_circuits.py``).
+
+Example::
+
+    result = run_shift(lm, load_suite("default"), ShiftConfig())
+    result.summary["shift"]["gender_acc"], result.summary["oracle"]["profession_acc"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from saescope.bias.gender_features import rank_gender_features
+from saescope.bias.shift import (
+    ShiftConfig,
+    fit_probe,
+    pooled,
+    probe_as_readout,
+    scores,
+    without_gendered_tokens,
+)
+from saescope.bias.shift_data import read_bios
+from saescope.circuits.attribution import mean_feature_effects
+from saescope.errors import SaescopeError
+from saescope.model.hooks import execution_order, resolve_hook
+from saescope.model.loading import LoadedModel
+from saescope.sae.core import SAE
+from saescope.steering.features import feature_ablation
+
+CONDITIONS = ("original", "shift", "random", "oracle", "token_deletion", "embedding_level", "concept_bottleneck")
+
+
+@dataclass
+class ShiftResult:
+    """Per condition: the scores of every seed, and their mean and standard deviation (``summary``)."""
+
+    runs: dict[str, list[dict[str, float]]]
+    ablated: dict[str, list[int]]
+    candidates: dict[str, list[int]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, runs in self.runs.items():
+            out[name] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+            out[name] |= {f"{k}_std": float(np.std([r[k] for r in runs])) for k in runs[0]}
+        return out
+
+
+def run_shift(lm: LoadedModel, saes: Mapping[str, SAE], config: ShiftConfig, progress: bool = True) -> ShiftResult:
+    """Run SHIFT and its baselines on the shipped biographies (see ``bias.shift``)."""
+    readout = f"blocks.{config.readout_layer}.hook_resid_post"
+    point = resolve_hook(lm.model, readout)
+    used = {h: s for h, s in saes.items() if execution_order(resolve_hook(lm.model, h)) <= execution_order(point)}
+    if not used:
+        raise SaescopeError(f"no SAE at or below {readout}: choose a later --readout-layer")
+    manual = _manual(config.features, used) if config.features else None
+    train, oracle, test = (read_bios(name)[:config.limit] for name in ("train", "oracle_train", "test"))
+    texts = lambda rows: [r["text"] for r in rows]
+    labels = lambda rows: np.array([r["profession"] for r in rows])
+    base = {name: pooled(lm, texts(rows), readout).numpy() for name, rows in (("train", train), ("oracle", oracle),
+                                                                                ("test", test))}
+    probe = fit_probe(base["train"], labels(train))
+    effects = mean_feature_effects(lm, used, texts(train[:config.attribution_bios]), probe_as_readout(probe, readout))
+    candidates = _top(effects, config.top)
+    chosen = manual if manual is not None else _gender(lm, used, candidates, progress)
+    lowest = next(iter(used))
+    views = {"shift": _ablated(lm, used, chosen, readout, train, test),
+             "embedding_level": _ablated(lm, used, {lowest: chosen.get(lowest, [])}, readout, train, test),
+             "token_deletion": tuple(pooled(lm, [without_gendered_tokens(t) for t in texts(rows)], readout).numpy()
+                                     for rows in (train, test)),
+             "concept_bottleneck": _bottleneck(lm, used, candidates, chosen, readout, train, test)}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in CONDITIONS}
+    for seed in tqdm(range(config.seeds), desc="SHIFT seeds", disable=not progress):
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(len(train), size=int(0.8 * len(train)), replace=False)
+        runs["original"].append(_fit_score(base["train"], base["test"], train, test, idx, seed))
+        runs["oracle"].append(_fit_score(base["oracle"], base["test"], oracle, test, idx, seed))
+        for name, (x_train, x_test) in views.items():
+            runs[name].append(_fit_score(x_train, x_test, train, test, idx, seed))
+        random_choice = {h: rng.choice(used[h].d_sae, size=len(f), replace=False).tolist() for h, f in chosen.items()}
+        x_train, x_test = _ablated(lm, used, random_choice, readout, train, test)
+        runs["random"].append(_fit_score(x_train, x_test, train, test, idx, seed))
+    settings = {"readout": readout, "hooks": list(used), "top": config.top, "seeds": config.seeds,
+                "n_ablated": sum(len(f) for f in chosen.values()), "selection": "manual" if config.features else "auto"}
+    return ShiftResult(runs, chosen, candidates, settings)
+
+
+def _fit_score(x_train, x_test, train_rows, test_rows, idx, seed) -> dict[str, float]:
+    labels = np.array([r["profession"] for r in train_rows])
+    probe = fit_probe(x_train[idx], labels[idx], seed)
+    return scores(probe, x_test, test_rows)
+
+
+def _top(effects: Mapping[str, torch.Tensor], n: int) -> dict[str, list[int]]:
+    flat = [(abs(float(v)), hook, i) for hook, values in effects.items() for i, v in enumerate(values.tolist()) if v]
+    out: dict[str, list[int]] = {hook: [] for hook in effects}
+    for _, hook, index in sorted(flat, reverse=True)[:n]:
+        out[hook].append(index)
+    return out
+
+
+def _gender(lm, saes, candidates, progress) -> dict[str, list[int]]:
+    chosen = {}
+    for hook, features in tqdm(candidates.items(), desc="gender features", disable=not progress):
+        if not features:
+            continue
+        table = rank_gender_features(lm, saes[hook], hook)
+        kinds = table.set_index("feature")["kind"] if "feature" in table else table["kind"]
+        chosen[hook] = [f for f in features if kinds.get(f, "none") in ("definitional", "both")]
+    return chosen
+
+
+def _manual(specs: list[str], saes) -> dict[str, list[int]]:
+    chosen: dict[str, list[int]] = {}
+    for spec in specs:
+        layer, sep, feature = spec.partition(":")
+        hook = f"blocks.{layer.strip()}.hook_resid_post"
+        if not sep or hook not in saes or not feature.strip().isdigit():
+            raise SaescopeError(f"--features entries must be LAYER:ID with a layer of the suite, got {spec!r}")
+        chosen.setdefault(hook, []).append(saes[hook].check_feature(int(feature)))
+    return chosen
+
+
+def _ablated(lm, saes, chosen, readout, train, test) -> tuple[np.ndarray, np.ndarray]:
+    intervention = feature_ablation(saes, chosen)
+    return tuple(pooled(lm, [r["text"] for r in rows], readout, intervention).numpy() for rows in (train, test))
+
+
+def _bottleneck(lm, saes, candidates, chosen, readout, train, test) -> tuple[np.ndarray, np.ndarray]:
+    hook = readout if readout in saes else list(saes)[-1]
+    keep = [f for f in candidates.get(hook, []) if f not in set(chosen.get(hook, []))] or candidates.get(hook, [0])
+    index = torch.tensor(keep)
+    encode = lambda acts: saes[hook].encode(acts)[..., index]
+    return tuple(pooled(lm, [r["text"] for r in rows], hook, transform=encode).numpy() for rows in (train, test))

@@ -1,0 +1,63 @@
+"""SHIFT on the embedded model: the shipped biographies are the generator's output and confounded as
+documented; the probe readout is exact; a small end-to-end run gives every condition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from saescope.bias.shift import ShiftConfig, fit_probe, pooled, probe_as_readout, without_gendered_tokens
+from saescope.bias.shift_data import NAMES, bios, read_bios, write_bios
+from saescope.bias.shift_run import CONDITIONS, run_shift
+from saescope.errors import SaescopeError
+from saescope.resources import data_path
+from saescope.sae.formats import load_sae
+
+L12 = "blocks.12.hook_resid_post"
+
+
+def test_shipped_biographies_are_the_generators_output_and_confounded(tmp_path):
+    for written in write_bios(tmp_path):
+        assert written.read_text() == data_path("bias", "shift", written.name).read_text()
+    train, test = read_bios("train"), read_bios("test")
+    assert all(r["profession"] == 1 - r["gender"] for r in train)  # professors are men, nurses women
+    groups = {(r["profession"], r["gender"]) for r in test}
+    assert len(groups) == 4 and len(test) == 400
+    for gender in ("male", "female"):
+        assert not set(NAMES["train"][gender]) & set(NAMES["test"][gender])
+    assert bios("test", 2, False, seed=1) != bios("test", 2, False, seed=2)
+
+
+def test_gendered_tokens_are_deleted():
+    assert without_gendered_tokens("Mary said she loves her work. He agreed.") == \
+        "Alex said they loves their work. They agreed."
+
+
+def test_probe_readout_reproduces_the_probe(lm):
+    rows = read_bios("oracle_train")[:40]
+    x = pooled(lm, [r["text"] for r in rows], "blocks.3.hook_resid_post")
+    probe = fit_probe(x.numpy(), np.array([r["profession"] for r in rows]))
+    readout = probe_as_readout(probe, "blocks.3.hook_resid_post")
+    logits = x @ readout.weight + readout.bias
+    assert np.allclose(logits.numpy(), probe.decision_function(x.numpy()), atol=1e-3)
+
+
+def test_a_small_shift_run_gives_every_condition(lm):
+    saes = {L12: load_sae("default")}
+    result = run_shift(lm, saes, ShiftConfig(readout_layer=12, top=20, attribution_bios=16, seeds=2, limit=48,
+                                             features=["12:3870"]), progress=False)
+    summary = result.summary
+    assert set(summary) == set(CONDITIONS)
+    for row in summary.values():
+        assert 0 <= row["profession_acc"] <= 1 and 0 <= row["worst_group_acc"] <= row["profession_acc"] + 1e-9
+    assert len(result.runs["random"]) == 2
+    assert result.ablated == {L12: [3870]} and len(result.candidates[L12]) == 20
+    assert summary["original"]["gender_acc"] > 0.5  # a probe trained on confounded data leans on gender
+
+
+def test_bad_feature_specs(lm):
+    with pytest.raises(SaescopeError, match="LAYER:ID"):
+        run_shift(lm, {L12: load_sae("default")}, ShiftConfig(readout_layer=12, features=["7:1"], limit=8, seeds=1,
+                                                               attribution_bios=4), progress=False)
+    assert torch.is_tensor(pooled(lm, ["Mary is kind."], L12))
