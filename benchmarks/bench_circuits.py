@@ -10,9 +10,10 @@
    node attribution alone (``nodes_only_s``) against a per-node exact-patching loop over the same nodes
    and pairs (one forward of all the pairs per node; ``exact_loop_s``).
 
-The SHIFT line of issue 13 is not produced yet (see the README).
+4. ``shift`` (with ``--shift``, ≈ 8 min more): ``saescope shift run``'s defaults on the shipped suite; gender and
+   profession accuracy after SHIFT, the oracle's profession accuracy and random ablation's gender accuracy.
 
-Usage: ``python benchmarks/bench_circuits.py [--pairs 100] [--examples 4]`` (≈ 6-8 min on 2 cores).
+Usage: ``python benchmarks/bench_circuits.py [--pairs 100] [--examples 4] [--shift]`` (≈ 5 min on 2 cores).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=4, help="held-out pairs for the patching check")
     parser.add_argument("--nodes", type=int, default=200, help="circuit size for the faithfulness line")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--shift", action="store_true", help="also the SHIFT line (about 8 minutes more)")
     args = parser.parse_args()
     lm = load_model(dtype=args.dtype)
     tag = machine(lm.dtype)
@@ -82,9 +84,27 @@ def main() -> None:
     for batch in batches:
         exact_effects(lm, saes, batch, circuit.nodes, nodes_per_pass=1)
     loop = time.perf_counter() - started
+    report_speed(n_pairs, circuit, ours, loop, nodes_only, tag)
+    if args.shift:
+        shift_line(lm, tag)
+
+
+def report_speed(n_pairs: int, circuit, ours: float, loop: float, nodes_only: float, tag: str) -> None:
     print(f"circuit_speed pairs={n_pairs} nodes={len(circuit.nodes)} ours_s={ours:.1f} exact_loop_s={loop:.1f} "
           f"ratio={loop / ours:.2f} nodes_only_s={nodes_only:.1f} nodes_only_ratio={loop / nodes_only:.2f} {tag}",
           flush=True)
+
+
+def shift_line(lm, tag: str) -> None:
+    from saescope.bias.shift import ShiftConfig
+    from saescope.bias.shift_run import run_shift
+    from saescope.sae.suite import load_suite
+
+    summary = run_shift(lm, load_suite("default"), ShiftConfig(), progress=False).summary
+    print(f"shift gender_acc={summary['shift']['gender_acc']:.3f} profession_acc={summary['shift']['profession_acc']:.3f} "
+          f"oracle_profession_acc={summary['oracle']['profession_acc']:.3f} "
+          f"random_gender_acc={summary['random']['gender_acc']:.3f} worst_group={summary['shift']['worst_group_acc']:.3f} "
+          f"{tag}", flush=True)
 
 
 if __name__ == "__main__":
