@@ -55,6 +55,8 @@ def train_suite(config: SuiteConfig, out: str | Path, resume: bool = True, lm: L
     for hook in config.hooks:
         folder = out / hook
         if not (folder / CFG_FILE).exists():
+            if folder.exists() and not (folder / "checkpoint").exists():
+                shutil.rmtree(folder)  # the suite's own SAE folder, stopped before its first checkpoint: start it over
             sae = train_sae(config.train_config(hook, str(cache / hook)), folder, resume=(folder / "checkpoint").exists(),
                             lm=lm, progress=progress)
             if config.save_dtype == "bfloat16":
