@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from saescope.bias.shift_config import ShiftConfig
 from saescope.bias.shift_data import NAMES
 from saescope.circuits.data import PairBatch
 from saescope.model.activations import hook_activations
@@ -37,26 +37,10 @@ from saescope.model.hooks import Applicable, applied
 from saescope.model.likelihood import document_start_id, encode_texts, pad_id, pad_rows
 from saescope.model.loading import LoadedModel
 
+__all__ = ["ShiftConfig", "LinearReadout", "pooled", "fit_probe", "probe_as_readout", "scores",
+           "without_gendered_tokens"]
 GENDERED = {"he": "they", "she": "they", "his": "their", "her": "their", "him": "them", "He": "They", "She": "They",
             "His": "Their", "Her": "Their", "Him": "Them"}
-
-
-@dataclass
-class ShiftConfig:
-    """A SHIFT run. Example: ``ShiftConfig(readout_layer=18, top=50, seeds=3)``."""
-
-    readout_layer: int = 18
-    """Layer whose residual stream (mean-pooled) the probe reads; SAEs at or below it are attributed."""
-    top: int = 50
-    """How many features (largest |effect| on the probe) are candidates for ablation."""
-    attribution_bios: int = 128
-    """Training biographies the attribution is averaged over."""
-    seeds: int = 3
-    """Resamplings of 80 % of the training biographies (the spread of every figure)."""
-    features: list[str] = field(default_factory=list)
-    """Features to ablate instead of the automatic choice, as ``LAYER:ID`` (e.g. ``12:3870``)."""
-    limit: int | None = None
-    """Use only the first N biographies of each split (quick runs); default all 400."""
 
 
 class LinearReadout:

@@ -69,9 +69,8 @@ def find_circuit(lm: LoadedModel, dictionaries: Mapping[str, Dictionary], pairs:
             error_sums[hook] = error_sums.get(hook, 0) + e.sum(0)
     features = {h: (v / n_pairs).cpu() for h, v in feature_sums.items()}
     errors = {h: (v / n_pairs).cpu() for h, v in error_sums.items()}
-    if config.aggregation == "sum":
+    if config.aggregation == "sum":  # features [d_sae]; errors stay [1]
         features = {h: v[0] for h, v in features.items()}
-        errors = {h: v for h, v in errors.items()}  # [1]
     nodes = select_nodes(hooks, features, errors, config.node_threshold)[:config.max_nodes]
     nodes = [n if config.aggregation == "none" else _all_positions(n) for n in nodes]
     edges = _edges(lm, dictionaries, hooks, runs, nodes, n_pairs, config.edge_threshold, progress) if with_edges else []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from saescope.bias.shift import ShiftConfig
+from saescope.bias.shift_config import ShiftConfig
 from saescope.cli.common import DTYPE_HELP, config_options, console, print_json
 
 shift_app = typer.Typer(no_args_is_help=True, help="SHIFT: remove a probe's reliance on gender features.")
