@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from saescope.bias.cache import cache_key, data_fingerprint, model_fingerprint
@@ -45,3 +46,20 @@ def test_the_key_changes_with_the_data_and_the_model(lm):
         with torch.no_grad():
             weight[300, 700] = old
     assert model_fingerprint(lm) == before
+
+
+def test_the_plain_models_hidden_states_are_cached_for_ce_and_kl(lm, tmp_path, monkeypatch):
+    from saescope.bias.evaluation import side_effects
+
+    monkeypatch.setenv("SAESCOPE_HOME", str(tmp_path))
+    steer = VectorSteering("blocks.20.hook_resid_post", torch.ones(lm.d_model), 2.0)
+    plain = side_effects(lm, steer, tokens=256, context=64)  # no key: nothing cached
+    assert not list(tmp_path.rglob("*.safetensors"))
+    first = side_effects(lm, steer, tokens=256, context=64, model_key="k")
+    files = list(tmp_path.rglob("*.hidden.safetensors"))
+    assert len(files) == 1
+    second = side_effects(lm, steer, tokens=256, context=64, model_key="k")  # the plain side from the file
+    assert second == first
+    assert first == pytest.approx(plain, rel=1e-5) and first[2] > 0
+    files[0].write_bytes(b"not safetensors")  # a damaged entry is measured again, never trusted
+    assert side_effects(lm, steer, tokens=256, context=64, model_key="k") == pytest.approx(first, rel=1e-6)

@@ -23,8 +23,9 @@ from scipy import stats
 from saescope.bias.data import AgreementPair, GenderedPrompt, Occupation, TwinPair
 from saescope.bias.scoring import p_she
 from saescope.errors import SaescopeError
-from saescope.model.likelihood import document_start_id, encode_texts, next_token_logprobs, span_logprobs
+from saescope.model.likelihood import document_start_id, encode_texts, next_token_logprobs
 from saescope.model.loading import LoadedModel
+from saescope.model.shared_prefix import twin_span_logprobs
 
 
 @dataclass
@@ -64,17 +65,17 @@ class TwinScores:
     n: dict[str, int]
 
 
-def twin_preference(lm: LoadedModel, pairs: list[TwinPair], batch_size: int = 32) -> TwinScores:
+def twin_preference(lm: LoadedModel, pairs: list[TwinPair], batch_size: int = 32, packed: bool = True) -> TwinScores:
     """The log-likelihood gap stereo - anti of each twin pair. The twins' shared first tokens have the
     same log-probabilities in both (same tokens, same context), so only the tokens from the first
-    difference on are scored: the gap is the same as the whole sentences' gap, for less work."""
+    difference on are scored, and (``packed``) the shared prefix runs once per pair
+    (``model.shared_prefix``): the gap is the same as the whole sentences' gap, for less work."""
     if not pairs:
         raise SaescopeError("no sentence pairs to score")
     start = [document_start_id(lm)]
     stereo, anti = encode_texts(lm, [p.stereo for p in pairs], start), encode_texts(lm, [p.anti for p in pairs], start)
-    shared = [max(1, _common_prefix(a, b)) for a, b in zip(stereo, anti)]
-    scores = span_logprobs(lm, stereo + anti, shared + shared, batch_size)
-    gap = (scores[:len(pairs)] - scores[len(pairs):]).numpy()
+    stereo_lp, anti_lp = twin_span_logprobs(lm, stereo, anti, batch_size, packed)
+    gap = (stereo_lp - anti_lp).numpy()
     groups = np.array([p.group for p in pairs])
     preference, mean_gap, n = {}, {}, {}
     for group in sorted(set(groups)):
@@ -83,13 +84,6 @@ def twin_preference(lm: LoadedModel, pairs: list[TwinPair], batch_size: int = 32
     if len(preference) > 1:
         preference["all"], mean_gap["all"], n["all"] = float((gap > 0).mean()), float(gap.mean()), len(gap)
     return TwinScores(preference, mean_gap, n)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return min(n, len(a), len(b))
 
 
 def agreement_accuracy(lm: LoadedModel, items: list[AgreementPair], batch_size: int = 64) -> float:

@@ -5,6 +5,11 @@ Key: the model (name, dtype, device type and a hash of a sample of every weight)
 (a hash of its content), the scoring settings (batch size) and the code (``saescope`` version and
 ``SCORING_VERSION``, bumped whenever a benchmark's definition changes). Entries are JSON files in
 ``$SAESCOPE_HOME/cache/bias/``, written atomically; an unreadable entry is scored again.
+
+The CE/KL side effects need the plain model's full next-token distributions on the held-out windows
+(~8k tokens x 49k vocabulary: too big to keep). What is kept instead is the plain model's last hidden
+state there (``{key}.hidden.safetensors``, ~19 MB in float32): the LM head turns it back into the same
+logits for ~1/5 of a forward pass. Key: the model fingerprint, the windows' token ids and the code.
 """
 
 from __future__ import annotations
@@ -43,9 +48,43 @@ def data_fingerprint(data: BiasData) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def cache_key(lm: LoadedModel, data: BiasData, batch_size: int) -> str:
-    text = f"{model_fingerprint(lm)}|{data_fingerprint(data)}|{batch_size}|{__version__}|{SCORING_VERSION}"
+def cache_key(lm: LoadedModel, data: BiasData, batch_size: int, model_key: str | None = None) -> str:
+    """The scores' key; pass ``model_key`` (``model_fingerprint(lm)``) when it is already computed."""
+    text = f"{model_key or model_fingerprint(lm)}|{data_fingerprint(data)}|{batch_size}|{__version__}|{SCORING_VERSION}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def hidden_key(model_key: str, windows: torch.Tensor) -> str:
+    """The key of the plain model's last hidden states on these token windows."""
+    digest = hashlib.sha256(f"{model_key}|{__version__}|{SCORING_VERSION}|{tuple(windows.shape)}".encode())
+    digest.update(windows.cpu().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def load_hidden(key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The cached hidden states when the file is there, readable and of ``shape``; else ``None``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        hidden = load_file(_path(key).with_suffix(".hidden.safetensors"))["hidden"]
+    except (OSError, SafetensorError, KeyError):
+        return None
+    return hidden if tuple(hidden.shape) == tuple(shape) and bool(hidden.isfinite().all()) else None
+
+
+def save_hidden(key: str, hidden: torch.Tensor) -> None:
+    """Store the hidden states atomically; an unwritable cache only costs a forward pass next time."""
+    from safetensors.torch import save_file
+
+    from saescope.errors import SaescopeError
+    from saescope.storage import atomic_path
+
+    try:
+        with atomic_path(_path(key).with_suffix(".hidden.safetensors")) as tmp:
+            save_file({"hidden": hidden.contiguous()}, str(tmp))
+    except (OSError, SaescopeError):
+        pass
 
 
 def _path(key: str) -> Path:

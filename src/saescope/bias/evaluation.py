@@ -24,12 +24,12 @@ from saescope.bias.benchmarks import (
     occupation_bias,
     twin_preference,
 )
-from saescope.bias.cache import cache_key, load_base, save_base
+from saescope.bias.cache import cache_key, hidden_key, load_base, load_hidden, model_fingerprint, save_base, save_hidden
 from saescope.bias.data import BiasData
 from saescope.corpus import first_windows
 from saescope.errors import SaescopeError
 from saescope.model.hooks import Applicable
-from saescope.model.likelihood import next_token_logprobs_of, summed_ce, summed_kl
+from saescope.model.likelihood import final_hidden, head_logits, next_token_logprobs_of, summed_ce, summed_kl
 from saescope.model.loading import LoadedModel
 from saescope.precision import dtype_name
 
@@ -127,11 +127,12 @@ class BiasEvaluation:
         return table
 
 
-def _benchmarks(lm: LoadedModel, data: BiasData, batch_size: int, label: str, progress: bool) -> dict:
+def _benchmarks(lm: LoadedModel, data: BiasData, batch_size: int, label: str, progress: bool,
+                packed: bool = True) -> dict:
     stages = {
         "occupations": lambda: occupation_bias(lm, data.occupations, data.templates, batch_size),
-        "winobias": lambda: twin_preference(lm, data.winobias, batch_size // 2),
-        "crows": lambda: twin_preference(lm, data.crows, batch_size // 2),
+        "winobias": lambda: twin_preference(lm, data.winobias, batch_size // 2, packed),
+        "crows": lambda: twin_preference(lm, data.crows, batch_size // 2, packed),
         "agreement_accuracy": lambda: agreement_accuracy(lm, data.agreement, batch_size),
         "definitional_accuracy": lambda: definitional_accuracy(lm, data.definitional, batch_size),
     }
@@ -144,9 +145,9 @@ def _benchmarks(lm: LoadedModel, data: BiasData, batch_size: int, label: str, pr
 
 
 def _base_benchmarks(lm: LoadedModel, data: BiasData, batch_size: int, progress: bool,
-                     use_cache: bool) -> tuple[dict, bool]:
+                     model_key: str | None) -> tuple[dict, bool]:
     """The plain model's benchmark results, from the cache when it holds them; and whether it did."""
-    key = cache_key(lm, data, batch_size) if use_cache else None
+    key = cache_key(lm, data, batch_size, model_key) if model_key else None
     cached = load_base(key) if key else None
     if cached is not None:
         return cached, True
@@ -158,17 +159,27 @@ def _base_benchmarks(lm: LoadedModel, data: BiasData, batch_size: int, progress:
 
 @torch.inference_mode()
 def side_effects(lm: LoadedModel, intervention: Applicable | None, tokens: int = 8_192, context: int = 128,
-                 corpus: str = "embedded", batch_size: int = 8, progress: bool = False
+                 corpus: str = "embedded", batch_size: int = 8, progress: bool = False, model_key: str | None = None
                  ) -> tuple[float, float | None, float | None]:
-    """``(base CE, intervened CE, mean KL(base || intervened))`` on held-out text, paired per batch."""
+    """``(base CE, intervened CE, mean KL(base || intervened))`` on held-out text, paired per batch.
+
+    With ``model_key`` (the model fingerprint), the plain model's last hidden states on these windows
+    come from the cache when it has them (``bias.cache``), so the plain side costs only the LM head."""
     if tokens <= 0:
         raise SaescopeError(f"ce_tokens must be positive, got {tokens}")
     windows = first_windows(lm.tokenizer, tokens, "heldout", corpus, context)
+    key = hidden_key(model_key, windows) if model_key else None
+    cached = load_hidden(key, (*windows.shape, lm.d_model)) if key else None
+    computed: list[torch.Tensor] = []
     ce_base = ce_new = kl = 0.0
     n = 0
     for start in tqdm(range(0, len(windows), batch_size), disable=not progress, desc="CE/KL", unit="batch"):
         ids = windows[start:start + batch_size].to(lm.device)
-        base_logp = next_token_logprobs_of(lm.model(input_ids=ids).logits)
+        hidden = (cached[start:start + batch_size].to(lm.device, lm.dtype) if cached is not None
+                  else final_hidden(lm, ids))
+        if cached is None and hidden is not None:
+            computed.append(hidden.cpu())
+        base_logp = next_token_logprobs_of(head_logits(lm, hidden) if hidden is not None else lm.model(input_ids=ids).logits)
         ce_base += summed_ce(base_logp, ids)
         if intervention is not None:
             with intervention.apply(lm):
@@ -176,6 +187,8 @@ def side_effects(lm: LoadedModel, intervention: Applicable | None, tokens: int =
             ce_new += summed_ce(new_logp, ids)
             kl += summed_kl(base_logp, new_logp)
         n += ids[:, 1:].numel()
+    if key and computed:
+        save_hidden(key, torch.cat(computed))
     if intervention is None:
         return ce_base / n, None, None
     return ce_base / n, ce_new / n, kl / n
@@ -192,16 +205,18 @@ def evaluate(lm: LoadedModel, intervention: Applicable | None = None, data: Bias
     """
     start = time.perf_counter()
     data = data or BiasData.load()
-    ce_base, ce_new, kl = side_effects(lm, intervention, ce_tokens, corpus=corpus, progress=progress)
+    model_key = model_fingerprint(lm) if cache else None
+    ce_base, ce_new, kl = side_effects(lm, intervention, ce_tokens, corpus=corpus, progress=progress, model_key=model_key)
     cached = False
     with torch.inference_mode():
         if base is None:
-            results, cached = _base_benchmarks(lm, data, batch_size, progress, cache)
+            results, cached = _base_benchmarks(lm, data, batch_size, progress, model_key)
             base = BiasScores(**results, ce_loss=ce_base)
         intervened = None
         if intervention is not None:
             with intervention.apply(lm):
-                results = _benchmarks(lm, data, batch_size, "intervened", progress)
+                results = _benchmarks(lm, data, batch_size, "intervened", progress,
+                                      packed=getattr(intervention, "position_wise", True))
             intervened = BiasScores(**results, ce_loss=ce_new)  # type: ignore[arg-type]
     return BiasEvaluation(lm.name, base, intervened, kl, time.perf_counter() - start, dict(data.sources),
                           cached_base=cached, dtype=dtype_name(lm.dtype))

@@ -86,20 +86,36 @@ def next_token_logprobs(lm: LoadedModel, prompts: list[str], token_ids: list[int
 
 def last_token_logits(lm: LoadedModel, ids: Tensor, mask: Tensor) -> Tensor:
     """``[batch, vocab]`` float32 logits at each row's last real token (right padding)."""
-    return _logits_at(lm, ids, mask, torch.arange(len(ids), device=ids.device), mask.sum(1) - 1)
+    return logits_at(lm, ids, mask, torch.arange(len(ids), device=ids.device), mask.sum(1) - 1)
 
 
-def _logits_at(lm: LoadedModel, ids: Tensor, mask: Tensor, rows: Tensor, positions: Tensor) -> Tensor:
-    """``[n, vocab]`` float32 logits at ``(rows[i], positions[i])`` only.
+def logits_at(lm: LoadedModel, ids: Tensor, mask: Tensor, rows: Tensor, positions: Tensor,
+              position_ids: Tensor | None = None) -> Tensor:
+    """``[n, vocab]`` float32 logits at ``(rows[i], positions[i])`` only. ``mask`` is a 2D padding mask
+    or a custom 4D one (then pass ``position_ids`` too, see ``model.shared_prefix``).
 
     Runs the base model and applies the LM head to those positions alone (on short prompts the head
-    is ~25 % of the embedded model's compute), with Gemma's final logit soft-capping when the config
-    has one; models without a separate base model take the full forward."""
+    is ~25 % of the embedded model's compute); models without a separate base model take the full forward."""
+    hidden = final_hidden(lm, ids, mask, position_ids)
+    if hidden is None:
+        return lm.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits[rows, positions].float()
+    return head_logits(lm, hidden[rows, positions])
+
+
+def final_hidden(lm: LoadedModel, ids: Tensor, mask: Tensor | None = None,
+                 position_ids: Tensor | None = None) -> Tensor | None:
+    """``[batch, seq, d]`` the base model's last hidden states (after the final norm: what the LM head
+    reads), or ``None`` for a model without a separate base model and output embeddings."""
     base, head = getattr(lm.model, "base_model", None), lm.model.get_output_embeddings()
     if base is None or base is lm.model or head is None:
-        return lm.model(input_ids=ids, attention_mask=mask).logits[rows, positions].float()
-    hidden = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [batch, seq, d]
-    logits = head(hidden[rows, positions]).float()
+        return None
+    return base(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False).last_hidden_state
+
+
+def head_logits(lm: LoadedModel, hidden: Tensor) -> Tensor:
+    """float32 logits of the LM head on ``hidden`` (from ``final_hidden``), with Gemma's final logit
+    soft-capping when the config has one."""
+    logits = lm.model.get_output_embeddings()(hidden).float()
     cap = getattr(lm.model.config, "final_logit_softcapping", None)
     return torch.tanh(logits / cap) * cap if cap else logits
 
@@ -142,7 +158,7 @@ def span_logprobs(lm: LoadedModel, rows: list[list[int]], starts: list[int], bat
         first = torch.tensor([starts[i] for i in index], device=lm.device)[:, None] - 1
         position = torch.arange(ids.shape[1], device=lm.device)[None]
         row, pos = ((position >= first) & (position < lengths - 1)).nonzero(as_tuple=True)  # predicting pos + 1
-        logits = _logits_at(lm, ids, mask, row, pos)  # [n, vocab]
+        logits = logits_at(lm, ids, mask, row, pos)  # [n, vocab]
         token_lp = logits.log_softmax(-1).gather(-1, ids[row, pos + 1][:, None])[:, 0]
         out[index] = torch.zeros(len(index), device=lm.device).index_add_(0, row, token_lp).cpu()
     return out

@@ -115,6 +115,12 @@ class Intervention:
         with intervene(lm.model, fns):
             yield
 
+    @property
+    def position_wise(self) -> bool:
+        """True when it acts the same at every position (no ``positions`` list): then packed rows
+        (``model.shared_prefix``) see exactly what separate sentences would."""
+        return getattr(self, "positions", None) is None
+
     def scaled(self, multiplier: float) -> Intervention:
         """The same intervention with its strength multiplied by ``multiplier`` (steering sweeps)."""
         raise SaescopeError(f"a {type(self).__name__} has no strength to scale")
@@ -180,6 +186,10 @@ class Interventions(Intervention):
 
     def hook_fns(self, lm: LoadedModel) -> list[tuple[str, HookFn]]:
         return [pair for part in self.parts for pair in part.hook_fns(lm)]
+
+    @property
+    def position_wise(self) -> bool:
+        return all(part.position_wise for part in self.parts)
 
     def scaled(self, multiplier: float) -> Interventions:
         return Interventions([part.scaled(multiplier) for part in self.parts])
