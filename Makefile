@@ -36,7 +36,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile   # two workers, one core each (tests/conftest.py)
 
 test-slow: setup
 	$(BIN)/pytest -q -m slow
