@@ -14,7 +14,7 @@ from saescope.circuits.attribution import attribute, logit_diff
 from saescope.circuits.config import CircuitConfig
 from saescope.circuits.data import Pair, read_pairs, tokenize_pairs
 from saescope.circuits.find import find_circuit, pair_batches
-from saescope.circuits.graph import METRIC, Circuit, select_nodes
+from saescope.circuits.graph import METRIC, Circuit, Node, select_nodes
 from saescope.circuits.nodes import IdentityDictionary, node_states
 from saescope.circuits.patching import check_against_patching, exact_effects
 from saescope.errors import SaescopeError
@@ -101,6 +101,48 @@ def test_circuit_nodes_edges_and_round_trip(lm, saes, tmp_path):
     smaller = again.prune(node_threshold=0.5)
     assert {n.key for n in smaller.nodes} <= keys and len(smaller.nodes) <= len(circuit.nodes)
     assert json.loads((tmp_path / "c" / "circuit.json").read_text())["format"] == "saescope-circuit/1"
+
+
+def test_targets_sharing_a_backward_pass_get_their_own_edges(lm, saes, monkeypatch):
+    from saescope.circuits import edges
+
+    batches, _ = pair_batches(lm, read_pairs("sva_simple_train", limit=24), 24)
+    effects = attribute(lm, saes, batches[0], method="atp")
+    sparse = {L6: IdentityDictionary(576, L6), L12: saes[L12]}
+    active = (effects.clean[L12].f != 0).any(1).float().mean(0)  # share of pairs where each feature is active
+    rare = torch.nonzero((active > 0) & (active < 0.4)).flatten()[:12].tolist()
+    sources = [Node(L6, i) for i in range(0, 576, 97)] + [Node(L6, -1)]
+    targets = [Node(L12, i) for i in rare] + [Node(L12, -1)]
+    grouped = edges.edge_sums(lm, sparse, L6, L12, batches[0], effects, sources, targets)
+    d_f = effects.clean[L12].f
+    groups = edges._disjoint_groups(list(range(len(targets))), [edges._active_rows(t, d_f) for t in targets])
+    assert len(groups) < len(targets)  # some targets did share a pass
+    monkeypatch.setattr(edges, "_disjoint_groups", lambda live, rows: [[j] for j in live])
+    alone = edges.edge_sums(lm, sparse, L6, L12, batches[0], effects, sources, targets)
+    assert grouped.keys() == alone.keys()
+    for key, value in alone.items():
+        assert grouped[key] == pytest.approx(value, rel=1e-4, abs=1e-6)
+
+
+def test_merged_batches_give_the_same_edges(lm, saes):
+    from saescope.circuits.edges import edge_sums, merge_runs
+
+    batches, _ = pair_batches(lm, read_pairs("sva_simple_train", limit=12), 4)
+    runs = [(b, attribute(lm, saes, b, method="atp")) for b in batches]
+    merged = merge_runs(runs)
+    assert len(runs) == 3 and len(merged) == 1 and len(merged[0][0]) == sum(len(b) for b in batches)
+    assert len(merge_runs(runs, max_tokens=2 * runs[0][0].clean_ids.numel())) == 2  # the token budget splits
+    top = lambda hook, k: runs[0][1].features[hook].abs().sum((0, 1)).topk(k).indices.tolist()
+    sources = [Node(L6, i) for i in top(L6, 5)] + [Node(L6, -1)]
+    targets = [Node(L12, i) for i in top(L12, 4)] + [Node(L12, -1)]
+    separate: dict = {}
+    for b, e in runs:
+        for key, value in edge_sums(lm, saes, L6, L12, b, e, sources, targets).items():
+            separate[key] = separate.get(key, 0.0) + value
+    together = edge_sums(lm, saes, L6, L12, *merged[0], sources, targets)
+    assert together.keys() == separate.keys() and any(abs(v) > 0 for v in together.values())
+    for key, value in together.items():
+        assert value == pytest.approx(separate[key], rel=1e-3, abs=1e-5)
 
 
 def test_faithfulness_of_the_whole_model_is_one_and_of_nothing_is_zero(lm):

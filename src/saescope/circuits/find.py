@@ -26,7 +26,7 @@ from saescope.circuits.attribution import Metric, NodeEffects, attribute
 from saescope.circuits.config import CircuitConfig
 from saescope.circuits.data import Pair, PairBatch, tokenize_pairs
 from saescope.circuits.dictionaries import describe
-from saescope.circuits.edges import edge_sums
+from saescope.circuits.edges import edge_sums, merge_runs
 from saescope.circuits.graph import METRIC, Circuit, Edge, Node, select_nodes
 from saescope.circuits.nodes import Dictionary, ordered_hooks
 from saescope.errors import SaescopeError
@@ -89,6 +89,7 @@ def _edges(lm: LoadedModel, dictionaries: Mapping[str, Dictionary], hooks: list[
            runs: list[tuple[PairBatch, NodeEffects]], nodes: list[Node], n_pairs: int, threshold: float,
            progress: bool) -> list[Edge]:
     sums: dict[tuple[str, str], float] = {}
+    runs = merge_runs(runs)
     layers = list(zip(hooks, hooks[1:]))
     for upstream, downstream in tqdm(layers, desc="edges", disable=not progress):
         sources = [n for n in nodes if n.hook == upstream]
