@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from saescope.bias.shift import ShiftConfig, fit_probe, pooled, probe_as_readout, without_gendered_tokens
+from saescope.bias.shift import (
+    ShiftConfig,
+    fit_probe,
+    gender_swapped,
+    name_swaps,
+    pooled,
+    probe_as_readout,
+    without_gendered_tokens,
+)
 from saescope.bias.shift_data import NAMES, bios, read_bios, write_bios
 from saescope.bias.shift_run import CONDITIONS, run_shift
 from saescope.errors import SaescopeError
@@ -32,6 +40,33 @@ def test_shipped_biographies_are_the_generators_output_and_confounded(tmp_path):
 def test_gendered_tokens_are_deleted():
     assert without_gendered_tokens("Mary said she loves her work. He agreed.") == \
         "Alex said they loves their work. They agreed."
+
+
+def test_gender_swap_changes_names_and_pronouns_only(lm):
+    swaps = name_swaps(lm.tokenizer)
+    assert gender_swapped("Mary said she loves her work. Friends describe her as kind. He agreed.", swaps) == \
+        f"{swaps['Mary']} said he loves his work. Friends describe him as kind. She agreed."
+    for rows in (read_bios("train"), read_bios("test")):
+        for row in rows:
+            assert gender_swapped(gender_swapped(row["text"], swaps), swaps).count(" ") == row["text"].count(" ")
+    male, female = NAMES["train"]["male"], NAMES["train"]["female"]
+    assert all(swaps[name] in female for name in male) and all(swaps[name] in male for name in female)
+    width = lambda name: len(lm.tokenizer.encode(" " + name, add_special_tokens=False))
+    assert sum(width(swaps[name]) == width(name) for name in male + female) >= 0.8 * len(male + female)
+
+
+def test_swap_scores_find_a_gender_feature_and_leave_others(lm):
+    from saescope.bias.shift_selection import gender_candidates, swap_scores
+
+    sae = load_sae("default")
+    rows = read_bios("train")[:48]
+    scores = swap_scores(lm, sae, L12, [4137, 2654, 3870, 1256], rows)
+    assert abs(scores[0]) > 1 and abs(scores[1]) > 1  # fire on one gender's names and pronouns
+    assert abs(scores[3]) < 0.3
+    chosen = gender_candidates(lm, {L12: sae}, {L12: [4137, 1256]}, rows)
+    assert chosen == {L12: [4137]}
+    with pytest.raises(SaescopeError, match="selection"):
+        ShiftConfig(selection="nonsense")
 
 
 def test_probe_readout_reproduces_the_probe(lm):

@@ -6,9 +6,9 @@ uses that are about gender, then retrain it — on the offline biography set of 
 2. Its logit (a ``circuits`` metric with a ``readout``: the forward pass stops at that layer) is
    attributed to the features of every SAE of the suite up to that layer (attribution patching
    against zero ablation, no pairs), over training biographies.
-3. Among the ``top`` features by |effect|, the gender features are ablated at every position: those
-   the bias module classifies as definitional gender (``gender_features.rank_gender_features``,
-   training prompts only), or the ones given.
+3. Among the ``top`` features by |effect|, the gender features are ablated at every position: by
+   default those whose activation moves when names and pronouns are swapped (``shift_selection``),
+   or those the bias module classifies as definitional gender, or the ones given.
 4. The probe is retrained on the ablated training activations; profession and gender accuracy (how
    often its prediction matches the gender label, through the confound) and worst-group accuracy on
    the balanced test split.
@@ -38,7 +38,7 @@ from saescope.model.likelihood import document_start_id, encode_texts, pad_id, p
 from saescope.model.loading import LoadedModel
 
 __all__ = ["ShiftConfig", "LinearReadout", "pooled", "fit_probe", "probe_as_readout", "scores",
-           "without_gendered_tokens"]
+           "without_gendered_tokens", "gender_swapped"]
 GENDERED = {"he": "they", "she": "they", "his": "their", "her": "their", "him": "them", "He": "They", "She": "They",
             "His": "Their", "Her": "Their", "Him": "Them"}
 
@@ -105,3 +105,43 @@ def without_gendered_tokens(text: str) -> str:
     names = {n for split in NAMES.values() for group in split.values() for n in group}
     text = re.sub(r"\b(" + "|".join(sorted(names)) + r")\b", "Alex", text)
     return re.sub(r"\b(" + "|".join(GENDERED) + r")\b", lambda m: GENDERED[m.group(1)], text)
+
+
+_SWAP = {"he": "she", "she": "he", "his": "her", "him": "her", "He": "She", "She": "He", "His": "Her", "Him": "Her"}
+_NOT_A_NOUN = {"as", "and", "to", "for", "with", "in", "at", "on", "when", "because", "that", "so", "but", "or"}
+
+
+def name_swaps(tokenizer: object | None = None) -> dict[str, str]:
+    """Each first name of ``shift_data.NAMES`` -> a name of the other gender (same split). With a
+    tokenizer, partners have the same token count (with and without a leading space), so a swapped
+    biography has exactly as many tokens as the original and mean-pooled activations stay comparable."""
+    def width(name: str) -> tuple[int, int]:
+        if tokenizer is None:
+            return (0, 0)
+        return tuple(len(tokenizer.encode(text, add_special_tokens=False)) for text in (name, " " + name))
+
+    swap: dict[str, str] = {}
+    for split in NAMES.values():
+        for source, target in (("male", "female"), ("female", "male")):
+            partners = split[target]
+            for i, name in enumerate(split[source]):
+                same = [p for p in partners if width(p) == width(name)] or partners
+                swap[name] = same[i % len(same)]
+    return swap
+
+
+def gender_swapped(text: str, swaps: dict[str, str] | None = None) -> str:
+    """The same biography about someone of the other gender: first names swapped (``name_swaps``) and
+    pronouns swapped (``her`` becomes ``his`` before a noun, else ``him``). Used to find the features
+    that respond to gender alone."""
+    swap = swaps or name_swaps()
+    text = re.sub(r"\b(" + "|".join(sorted(swap)) + r")\b", lambda m: swap[m.group(1)], text)
+
+    def pronoun(m: re.Match) -> str:
+        word, following = m.group(1), m.group(2)
+        if word.lower() != "her":
+            return _SWAP[word] + following
+        noun_follows = bool(re.match(r" [A-Za-z]", following)) and following.strip().lower() not in _NOT_A_NOUN
+        new = "his" if noun_follows else "him"
+        return (new.capitalize() if word[0].isupper() else new) + following
+    return re.sub(r"\b(he|she|his|him|her|He|She|His|Him|Her)\b( [A-Za-z]+|)", pronoun, text)

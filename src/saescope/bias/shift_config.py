@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from saescope.errors import SaescopeError
 
 
 @dataclass
@@ -11,13 +14,26 @@ class ShiftConfig:
 
     readout_layer: int = 18
     """Layer whose residual stream (mean-pooled) the probe reads; SAEs at or below it are attributed."""
-    top: int = 50
-    """How many features (largest |effect| on the probe) are candidates for ablation."""
+    top: int = 200
+    """How many features (largest |effect| on the probe) are candidates for ablation. 200 was chosen on the
+    training split: gender features sit at attribution ranks ~30-200, and on gender-swapped held-out
+    training biographies the retrained probe scored 0.49 / 0.56 / 0.58 / 0.59 with 50 / 100 / 200 / 400."""
     attribution_bios: int = 128
     """Training biographies the attribution is averaged over."""
     seeds: int = 3
     """Resamplings of 80 % of the training biographies (the spread of every figure)."""
+    selection: str = "swap"
+    """How gender features are picked among the candidates: swap (their activation moves when names and
+    pronouns are swapped) | definitional (the bias module's definitional-gender features)."""
+    swap_threshold: float = 0.5
+    """swap: the least |change| under the gender swap, in standard deviations of the feature's activation."""
     features: list[str] = field(default_factory=list)
     """Features to ablate instead of the automatic choice, as ``LAYER:ID`` (e.g. ``12:3870``)."""
     limit: int | None = None
     """Use only the first N biographies of each split (quick runs); default all 400."""
+
+    def __post_init__(self) -> None:
+        if self.selection not in ("swap", "definitional"):
+            raise SaescopeError(f"unknown selection {self.selection!r}: use swap or definitional")
+        if not (math.isfinite(self.swap_threshold) and self.swap_threshold > 0):
+            raise SaescopeError(f"swap_threshold must be a positive number, got {self.swap_threshold}")

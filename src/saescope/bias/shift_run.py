@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from saescope.bias.gender_features import rank_gender_features
 from saescope.bias.shift import (
     ShiftConfig,
     fit_probe,
@@ -27,6 +26,7 @@ from saescope.bias.shift import (
     without_gendered_tokens,
 )
 from saescope.bias.shift_data import read_bios
+from saescope.bias.shift_selection import gender_candidates
 from saescope.circuits.attribution import mean_feature_effects
 from saescope.errors import SaescopeError
 from saescope.model.hooks import execution_order, resolve_hook
@@ -71,7 +71,8 @@ def run_shift(lm: LoadedModel, saes: Mapping[str, SAE], config: ShiftConfig, pro
     probe = fit_probe(base["train"], labels(train))
     effects = mean_feature_effects(lm, used, texts(train[:config.attribution_bios]), probe_as_readout(probe, readout))
     candidates = _top(effects, config.top)
-    chosen = manual if manual is not None else _gender(lm, used, candidates, progress)
+    chosen = manual if manual is not None else gender_candidates(
+        lm, used, candidates, train[:config.attribution_bios], config.selection, config.swap_threshold, progress)
     lowest = next(iter(used))
     views = {"shift": _ablated(lm, used, chosen, readout, train, test),
              "embedding_level": _ablated(lm, used, {lowest: chosen.get(lowest, [])}, readout, train, test),
@@ -90,7 +91,8 @@ def run_shift(lm: LoadedModel, saes: Mapping[str, SAE], config: ShiftConfig, pro
         x_train, x_test = _ablated(lm, used, random_choice, readout, train, test)
         runs["random"].append(_fit_score(x_train, x_test, train, test, idx, seed))
     settings = {"readout": readout, "hooks": list(used), "top": config.top, "seeds": config.seeds,
-                "n_ablated": sum(len(f) for f in chosen.values()), "selection": "manual" if config.features else "auto"}
+                "n_ablated": sum(len(f) for f in chosen.values()), "selection": "manual" if config.features else config.selection,
+                "swap_threshold": config.swap_threshold}
     return ShiftResult(runs, chosen, candidates, settings)
 
 
@@ -106,17 +108,6 @@ def _top(effects: Mapping[str, torch.Tensor], n: int) -> dict[str, list[int]]:
     for _, hook, index in sorted(flat, reverse=True)[:n]:
         out[hook].append(index)
     return out
-
-
-def _gender(lm, saes, candidates, progress) -> dict[str, list[int]]:
-    chosen = {}
-    for hook, features in tqdm(candidates.items(), desc="gender features", disable=not progress):
-        if not features:
-            continue
-        table = rank_gender_features(lm, saes[hook], hook)
-        kinds = table.set_index("feature")["kind"] if "feature" in table else table["kind"]
-        chosen[hook] = [f for f in features if kinds.get(f, "none") in ("definitional", "both")]
-    return chosen
 
 
 def _manual(specs: list[str], saes) -> dict[str, list[int]]:
