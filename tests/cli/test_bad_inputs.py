@@ -94,6 +94,12 @@ CASES = [
                                            "--out", "{root}/c"], "width"),
     ("circuit eval of a folder that is no circuit", ["circuit", "eval", "{root}"], "is not a circuit"),
     ("a suite with a repeated layer", ["sae", "train-suite", "--layers", "2,2", "--out", "{root}/s"], "must not repeat"),
+    ("an edit subject not in the prompt", ["edit", "trace", "--prompt", "Name: Ben. Gender:", "--subject", "Tom",
+                                           "--out", "{root}/t"], "does not occur"),
+    ("an edit layer out of range", ["edit", "rome", "--prompt", "Name: {{}}. Gender:", "--subject", "Ben", "--target",
+                                    " Female", "--layer", "40", "--out", "{root}/e"], "out of range"),
+    ("an empty edit target", ["edit", "rome", "--prompt", "Name: {{}}. Gender:", "--subject", "Ben", "--target", " ",
+                              "--out", "{root}/e"], "target is empty"),
 ]
 
 

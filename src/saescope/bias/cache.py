@@ -23,24 +23,12 @@ import torch
 
 from saescope.bias.benchmarks import OccupationScores, TwinScores
 from saescope.bias.data import BiasData
+from saescope.model.fingerprint import model_fingerprint
 from saescope.model.loading import LoadedModel
 from saescope.storage import saescope_home, write_json
 from saescope.version import __version__
 
 SCORING_VERSION = 1
-
-
-def model_fingerprint(lm: LoadedModel) -> str:
-    """A hash of the model's name, dtype, and of every parameter: its first and last 64 values, its sum
-    and its sum of squares (so an edit anywhere in a weight changes the key)."""
-    digest = hashlib.sha256(f"{lm.name}|{lm.dtype}|{lm.device.type}".encode())
-    with torch.no_grad():
-        for name, param in lm.model.named_parameters():
-            flat = param.detach().reshape(-1)
-            digest.update(name.encode())
-            moments = torch.stack([flat.double().sum(), flat.double().pow(2).sum()])
-            digest.update(torch.cat([flat[:64].double(), flat[-64:].double(), moments]).cpu().numpy().tobytes())
-    return digest.hexdigest()[:24]
 
 
 def data_fingerprint(data: BiasData) -> str:

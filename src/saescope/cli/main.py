@@ -11,6 +11,7 @@ import typer
 from saescope.cli.bias_commands import bias_app, debias
 from saescope.cli.circuit_commands import circuit_app
 from saescope.cli.contrast_commands import contrast_app
+from saescope.cli.edit_commands import edit_app
 from saescope.cli.features_commands import features_app
 from saescope.cli.model_commands import info
 from saescope.cli.sae_commands import sae_app
@@ -28,6 +29,7 @@ app.add_typer(contrast_app, name="contrast")
 app.add_typer(bias_app, name="bias")
 app.add_typer(circuit_app, name="circuit")
 app.add_typer(shift_app, name="shift")
+app.add_typer(edit_app, name="edit")
 app.command("debias")(debias)
 app.command("info")(info)
 

@@ -43,6 +43,19 @@ def sublayer_path(modules: dict[str, nn.Module], block: str, kind: str) -> str:
     raise SaescopeError(f"cannot find the {kind} module of {block}: use a raw module path instead")
 
 
+DOWN_PROJECTIONS = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "mlp.fc2", "fc2")
+
+
+def down_projection_path(modules: dict[str, nn.Module], block: str) -> str:
+    """The MLP's output projection of the block at path ``block`` (Llama/Mistral/Qwen/Gemma ``mlp.down_proj``,
+    GPT-2 ``mlp.c_proj``, NeoX ``mlp.dense_4h_to_h``, OPT ``fc2``): the matrix ROME edits."""
+    for name in DOWN_PROJECTIONS:
+        if f"{block}.{name}" in modules:
+            return f"{block}.{name}"
+    raise SaescopeError(f"cannot find the MLP output projection of {block} (looked for {', '.join(DOWN_PROJECTIONS)}): "
+                        "this architecture is not supported for editing")
+
+
 def layer_of(model: nn.Module, module_path: str) -> int | None:
     """The block index a module path lies in, or ``None`` outside the blocks."""
     try:

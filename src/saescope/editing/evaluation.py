@@ -1,0 +1,55 @@
+"""Scores of an edit, after the ROME paper's CounterFact metrics, on prompts the user gives.
+
+- ``efficacy``: on the edited prompt, the edited model prefers the target to the original answer
+  (the plain model's top next token);
+- ``paraphrase``: the share of other wordings (``"Sex of {}:"``) where it does too;
+- ``specificity``: the share of neighbour subjects whose preference between the two is unchanged;
+- ``p_target_before`` / ``p_target_after``; CE and KL on held-out text (``ce_increase`` relative).
+Multi-token answers are scored by their whole log-probability.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from saescope.corpus import first_windows
+from saescope.editing.weight_edit import WeightEdit
+from saescope.model.likelihood import ce_and_kl, continuation_logprob
+from saescope.model.loading import LoadedModel
+
+
+def _prefers_target(lm: LoadedModel, text: str, target: str, original: str) -> bool:
+    prompt = lm.tokenizer.encode(text, add_special_tokens=False)
+    encode = lambda s: lm.tokenizer.encode(s, add_special_tokens=False)
+    return continuation_logprob(lm, prompt, encode(target)) > continuation_logprob(lm, prompt, encode(original))
+
+
+@torch.no_grad()
+def edit_scores(lm: LoadedModel, edit: WeightEdit, paraphrases: list[str] | None = None,
+                neighbours: list[str] | None = None, ce_tokens: int = 2048) -> dict[str, float | str]:
+    """Efficacy, paraphrase, specificity, the target's probability and CE/KL side effects of ``edit``."""
+    request = edit.request
+    prompt_ids = torch.tensor([lm.tokenizer.encode(request.text, add_special_tokens=False)], device=lm.device)
+    plain = lm.model(prompt_ids).logits[0, -1].float()
+    original = lm.tokenizer.decode([int(plain.argmax())])
+    target_ids = lm.tokenizer.encode(request.target, add_special_tokens=False)
+    before = continuation_logprob(lm, prompt_ids[0].tolist(), target_ids)
+    windows = first_windows(lm.tokenizer, ce_tokens, "heldout", "embedded", 128).to(lm.device)
+    ce_before, _, clean_logp = ce_and_kl(lm, windows)
+    neighbour_texts = [request.prompt.format(n) for n in neighbours or []]
+    plain_pref = [_prefers_target(lm, text, request.target, original) for text in neighbour_texts]
+    with edit.apply(lm):
+        after = continuation_logprob(lm, prompt_ids[0].tolist(), target_ids)
+        efficacy = _prefers_target(lm, request.text, request.target, original)
+        para = [_prefers_target(lm, p.format(request.subject), request.target, original) for p in paraphrases or []]
+        kept = [_prefers_target(lm, t, request.target, original) == p for t, p in zip(neighbour_texts, plain_pref)]
+        ce_after, kl, _ = ce_and_kl(lm, windows, clean_logp)
+    scores: dict[str, float | str] = {"original_answer": original, "efficacy": float(efficacy),
+                                      "p_target_before": float(torch.tensor(before).exp()),
+                                      "p_target_after": float(torch.tensor(after).exp()),
+                                      "ce_increase": ce_after / ce_before - 1, "kl": kl}
+    if para:
+        scores["paraphrase"] = sum(para) / len(para)
+    if kept:
+        scores["specificity"] = sum(kept) / len(kept)
+    return scores

@@ -1,0 +1,111 @@
+"""``WeightEdit``: a rank-one change ``W += u vᵀ`` of one MLP output projection, as a value.
+
+``with edit.apply(lm):`` adds ``u vᵀ`` to the weight and, on exit (even after an exception), puts
+back a copy of the original weight taken on entry, so the model is restored bit for bit. Edits
+compose (``apply_all``: nested, restored in reverse order). Saved as ``edit.safetensors`` (``u``,
+``v``, the value change ``delta``) and ``edit.json`` (request, layer, module, method, the model's and
+the key statistics' fingerprints), written atomically.
+
+``u`` lives in the output space (``d_model``), ``v`` in the key space (the MLP's hidden width). For
+GPT-2's ``Conv1D`` (weight stored as ``[in, out]``) the update is transposed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from saescope.editing.request import EditRequest
+from saescope.errors import SaescopeError
+from saescope.model.loading import LoadedModel
+from saescope.storage import atomic_path, read_json, write_json
+
+
+@dataclass
+class WeightEdit:
+    """A rank-one edit of ``module`` (e.g. ``model.layers.6.mlp.down_proj``) made for ``request``."""
+
+    module: str
+    layer: int
+    u: Tensor  # [d_model]
+    v: Tensor  # [d_ff]
+    request: EditRequest
+    delta: Tensor  # v* - v: the change of the MLP output at the subject's key (what the gender-vector study reads)
+    method: str = "r-rome"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def _weight(self, lm: LoadedModel) -> tuple[Tensor, bool]:
+        modules = dict(lm.model.named_modules())
+        if self.module not in modules:
+            raise SaescopeError(f"this edit changes {self.module}, which {lm.name} does not have: it was made for "
+                                "another model")
+        weight = modules[self.module].weight
+        transposed = type(modules[self.module]).__name__ == "Conv1D"
+        shape = (len(self.v), len(self.u)) if transposed else (len(self.u), len(self.v))
+        if tuple(weight.shape) != shape:
+            raise SaescopeError(f"this edit is for a {shape[0]}x{shape[1]} weight, but {self.module} of {lm.name} is "
+                                f"{weight.shape[0]}x{weight.shape[1]}: it was made for another model")
+        return weight, transposed
+
+    @contextmanager
+    def apply(self, lm: LoadedModel) -> Iterator[None]:
+        """Active inside the block; the original weight is restored exactly on exit."""
+        weight, transposed = self._weight(lm)
+        original = weight.detach().clone()
+        update = torch.outer(self.u, self.v).to(weight.device, torch.float32)
+        try:
+            with torch.no_grad():
+                weight.copy_((weight.float() + (update.T if transposed else update)).to(weight.dtype))
+            yield
+        finally:
+            with torch.no_grad():
+                weight.copy_(original)
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise SaescopeError(f"{folder} is a file: an edit is saved as a folder")
+        with atomic_path(folder) as tmp:
+            tmp.mkdir(parents=True)
+            save_file({"u": self.u.float().contiguous(), "v": self.v.float().contiguous(),
+                       "delta": self.delta.float().contiguous()}, str(tmp / "edit.safetensors"))
+            write_json(tmp / "edit.json", {"format": "saescope-edit/1", "module": self.module, "layer": self.layer,
+                                           "method": self.method, "request": self.request.to_dict(), "info": self.info})
+        return folder
+
+
+def load_edit(folder: str | Path) -> WeightEdit:
+    """Read a folder written by ``WeightEdit.save``; a damaged or foreign folder raises ``SaescopeError``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta = read_json(folder / "edit.json", "edit file")
+    try:
+        tensors = load_file(folder / "edit.safetensors")
+        request = EditRequest(**meta["request"])
+        edit = WeightEdit(str(meta["module"]), int(meta["layer"]), tensors["u"], tensors["v"], request,
+                          tensors["delta"], str(meta.get("method", "r-rome")), dict(meta.get("info", {})))
+    except (OSError, SafetensorError, KeyError, TypeError, ValueError) as exc:
+        raise SaescopeError(f"{folder} is not a readable saescope edit ({type(exc).__name__}: {exc}); "
+                            "write it again with `saescope edit rome`") from None
+    if edit.u.dim() != 1 or edit.v.dim() != 1 or not (edit.u.isfinite().all() and edit.v.isfinite().all()):
+        raise SaescopeError(f"{folder}/edit.safetensors holds malformed or non-finite vectors")
+    return edit
+
+
+@contextmanager
+def apply_all(edits: list[WeightEdit], lm: LoadedModel) -> Iterator[None]:
+    """Several edits at once (applied in order, undone in reverse order)."""
+    with ExitStack() as stack:
+        for edit in edits:
+            stack.enter_context(edit.apply(lm))
+        yield
