@@ -115,7 +115,7 @@ def _optimise_value(lm: LoadedModel, module: str, request: EditRequest, rows: li
     captured: dict[str, Tensor] = {}
     with torch.no_grad(), intervene(lm.model, {module: lambda out: captured.setdefault("v", out)}):
         original = lm.model(input_ids=ids, attention_mask=mask).logits
-    v_init = captured["v"][n, positions[n]].float()
+    v_init = captured["v"][0, positions[0]].float()  # the value at the subject in the prompt itself
     essence_init = F.log_softmax(original[n, len(essence) - 1].float(), -1)
     delta = torch.zeros(v_init.shape, device=lm.device, requires_grad=True)
     optimiser = torch.optim.Adam([delta], lr=config.lr)
