@@ -135,7 +135,7 @@ def _optimise_value(lm: LoadedModel, module: str, request: EditRequest, rows: li
             kl = F.kl_div(essence_init, essence_now, log_target=True, reduction="sum")
             loss = nll + config.kl_weight * kl + config.weight_decay * delta.pow(2).sum() / v_init.pow(2).sum()
             history.append(float(nll.detach()))
-            if float(nll) < 0.05:
+            if history[-1] < 0.05:
                 break
             optimiser.zero_grad()
             loss.backward()
