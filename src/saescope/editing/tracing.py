@@ -91,7 +91,7 @@ def causal_trace(lm: LoadedModel, prompt: str, subject: str, answer: str | None 
     scale = noise * float(embed.weight.float().std())
     generator = torch.Generator().manual_seed(seed)
     draws = (torch.randn(samples, len(subject_positions), lm.d_model, generator=generator) * scale).to(lm.device)
-    result = TraceResult(lm.tokenizer.convert_ids_to_tokens(ids), subject_positions,
+    result = TraceResult([lm.tokenizer.decode([i]) for i in ids], subject_positions,
                          lm.tokenizer.decode([answer_id]), float(probs[answer_id]), 0.0)
     result.p_corrupt = _corrupted_probs(lm, ids_t, embed, subject_positions, draws, {}, [], answer_id).mean().item()
     for kind in kinds:
