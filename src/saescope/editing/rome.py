@@ -5,7 +5,7 @@ subject continues with a new target.
    averaged over the prompt alone and behind ``prefixes`` random corpus snippets.
 2. **Value**: a change ``δ`` of the projection's output at that token, found by Adam so that the
    target follows the prompt in every context, with ``kl_weight`` x KL(edited || original) on
-   "{subject} is a" (the subject's essence) and ``weight_decay`` x ``||δ||² / ||v||²``; ``||δ||`` is
+   "{subject} is a" (the subject's essence) and ``weight_decay`` x ``||δ|| / ||v||²`` (as the ROME code); ``||δ||`` is
    kept within ``clamp_norm`` x ``||v||``. All through the one hook layer (a hook on the projection).
 3. **Update** ``W += u vᵀ`` with ``v = C⁻¹k* / ||C⁻¹k*||`` (``C = E[k kᵀ]``, ``statistics``) and
    ``u = δ / (v·k*)`` (``r-rome``: the averaged key is mapped to its new value exactly), or, as the
@@ -21,21 +21,20 @@ Example::
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from saescope.corpus import load_corpus
 from saescope.editing.config import RomeConfig
-from saescope.editing.request import EditRequest, locate_subject
+from saescope.editing.request import EditRequest
 from saescope.editing.statistics import key_second_moment
+from saescope.editing.values import optimise_values, request_rows, subject_keys
 from saescope.editing.weight_edit import WeightEdit
 from saescope.errors import SaescopeError
 from saescope.model.arch import down_projection_path, layer_list_path
-from saescope.model.hooks import forward_until, intervene
-from saescope.model.likelihood import pad_id, pad_rows
 from saescope.model.loading import LoadedModel
 
 
@@ -50,101 +49,90 @@ def context_prefixes(count: int, seed: int = 0) -> list[str]:
     return out
 
 
-def _rows(lm: LoadedModel, request: EditRequest, prefixes: list[str], target: list[int]):
-    """Token rows ``prefix + prompt + target[:-1]``, each row's subject-last index and prompt length."""
-    rows, subject_at, prompt_len = [], [], []
-    for prefix in prefixes:
-        ids, positions = locate_subject(lm.tokenizer, request.text, request.subject, prefix)
-        rows.append(ids + target[:-1])
-        subject_at.append(positions[-1])
-        prompt_len.append(len(ids))
-    return rows, subject_at, prompt_len
+def edit_module(lm: LoadedModel, layer: int) -> str:
+    """The MLP output projection of ``layer`` (e.g. ``model.layers.6.mlp.down_proj``), checked."""
+    if not 0 <= layer < lm.n_layers:
+        raise SaescopeError(f"layer {layer} is out of range: {lm.name} has {lm.n_layers} layers (0-{lm.n_layers - 1})")
+    return down_projection_path(dict(lm.model.named_modules()), f"{layer_list_path(lm.model)}.{layer}")
 
 
 def rome_edit(lm: LoadedModel, request: EditRequest, config: RomeConfig | None = None,
               progress: bool = False) -> WeightEdit:
     """The ROME edit of ``request`` (see the module docstring); the model is left unchanged."""
+    return rome_edits(lm, [request], config, progress)[0]
+
+
+def rome_edits(lm: LoadedModel, requests: list[EditRequest], config: RomeConfig | None = None,
+               progress: bool = False, batch_size: int = 16) -> list[WeightEdit]:
+    """One independent ROME edit per request, the value optimisations run ``batch_size`` at a time
+    (``editing.values``); the layer is ``config.layer`` or the MLP trace's peak for the first request."""
     config = config or RomeConfig()
-    layer = config.layer if config.layer is not None else _traced_layer(lm, request)
-    if not 0 <= layer < lm.n_layers:
-        raise SaescopeError(f"layer {layer} is out of range: {lm.name} has {lm.n_layers} layers (0-{lm.n_layers - 1})")
-    modules = dict(lm.model.named_modules())
-    module = down_projection_path(modules, f"{layer_list_path(lm.model)}.{layer}")
-    target = lm.tokenizer.encode(request.target, add_special_tokens=False)
-    if not target:
-        raise SaescopeError(f"the target {request.target!r} has no tokens")
+    layer = config.layer if config.layer is not None else _traced_layer(lm, requests[0])
+    module = edit_module(lm, layer)
     prefixes = context_prefixes(config.prefixes, config.seed)
-    rows, subject_at, prompt_len = _rows(lm, request, prefixes, target)
-    keys = _keys(lm, layer, rows, subject_at)  # [contexts, d_ff]
+    inverse = key_inverse(lm, layer, config.stats_tokens, progress)
+    edits = []
+    for start in tqdm(range(0, len(requests), batch_size), desc="ROME edits", disable=not progress or
+                      len(requests) <= batch_size):
+        chunk = requests[start:start + batch_size]
+        deltas, v_init, history = optimise_values(lm, module, chunk, prefixes, config, progress and len(requests) == 1)
+        for request, delta, value, losses in zip(chunk, deltas, v_init, history):
+            info = {"target_nll": losses, "steps": len(losses), "v_norm": float(value.norm())}
+            edits.append(value_edit(lm, request, delta, layer, config, prefixes, info, inverse))
+    return edits
+
+
+def key_inverse(lm: LoadedModel, layer: int, stats_tokens: int, progress: bool = False) -> Tensor:
+    """``(C + λI)⁻¹`` in float64, ``C = E[k kᵀ]`` of ``layer`` (cached on disk), ``λ`` = 1e-4 x mean(diag C)."""
+    moment = key_second_moment(lm, layer, stats_tokens, progress=progress).double()
+    return torch.linalg.inv(moment + 1e-4 * moment.diagonal().mean() * torch.eye(len(moment), dtype=torch.float64))
+
+
+@dataclass
+class SubjectUpdate:
+    """Where a rank-one edit for ``request`` writes: ``W += (δ / denominator) directionᵀ`` adds ``δ`` to
+    the MLP output at the subject's (averaged) key; any ``δ`` can be plugged in (``edit``)."""
+
+    module: str
+    layer: int
+    request: EditRequest
+    direction: Tensor  # C⁻¹k* / ||C⁻¹k*||, [d_ff]
+    denominator: float  # direction · k* (r-rome) or direction · k₀ (rome)
+    method: str
+    info: dict
+
+    def edit(self, delta: Tensor, info: dict | None = None) -> WeightEdit:
+        """The ``WeightEdit`` that adds ``delta`` ([d_model]) at the subject."""
+        delta = delta.detach().float().cpu()
+        details = self.info | dict(info or {}) | {"delta_norm": float(delta.norm())}
+        return WeightEdit(self.module, self.layer, delta / self.denominator, self.direction, self.request, delta,
+                          self.method, details)
+
+
+def subject_update(lm: LoadedModel, request: EditRequest, layer: int, config: RomeConfig,
+                   prefixes: list[str] | None = None, inverse: Tensor | None = None) -> SubjectUpdate:
+    """The update direction and scale of ``request``'s subject at ``layer`` (one short forward pass)."""
+    module = edit_module(lm, layer)
+    prefixes = prefixes if prefixes is not None else context_prefixes(config.prefixes, config.seed)
+    item = request_rows(lm, request, prefixes)
+    keys = subject_keys(lm, layer, item.rows[:-1], item.subject_at[:-1])  # [contexts, d_ff]
     k_star, k_zero = keys.mean(0), keys[0]
-    delta, v_init, info = _optimise_value(lm, module, request, rows, subject_at, prompt_len, target, config, progress)
-    moment = key_second_moment(lm, layer, config.stats_tokens, progress=progress)
-    ridge = 1e-4 * moment.diagonal().mean() * torch.eye(len(moment))
-    direction = torch.linalg.solve((moment + ridge).double(), k_star.double().cpu()).float()
+    inverse = inverse if inverse is not None else key_inverse(lm, layer, config.stats_tokens)
+    direction = (inverse @ k_star.double()).float()
     direction = direction / direction.norm()
-    scale_key = k_star if config.method == "r-rome" else k_zero
-    denominator = float(direction @ scale_key.float().cpu())
+    denominator = float(direction @ (k_star if config.method == "r-rome" else k_zero))
     if abs(denominator) < 1e-8:
         raise SaescopeError("the subject's key is orthogonal to the update direction: try another layer")
-    info |= {"stats_tokens": config.stats_tokens, "prefixes": len(prefixes), "v_norm": float(v_init.norm()),
-             "delta_norm": float(delta.norm()), "model": lm.name}
-    return WeightEdit(module, layer, (delta.cpu() / denominator).float(), direction, request, delta.cpu().float(),
-                      config.method, info)
+    info = {"stats_tokens": config.stats_tokens, "prefixes": len(prefixes), "model": lm.name}
+    return SubjectUpdate(module, layer, request, direction, denominator, config.method, info)
 
 
-@torch.no_grad()
-def _keys(lm: LoadedModel, layer: int, rows: list[list[int]], subject_at: list[int]) -> Tensor:
-    hook = f"blocks.{layer}.hook_mlp_post"
-    ids, mask = pad_rows(rows, pad_id(lm), lm.device)
-    acts = forward_until(lm.model, [hook], ids, mask)[hook]
-    return acts[torch.arange(len(rows)), torch.tensor(subject_at)].float()
-
-
-def _optimise_value(lm: LoadedModel, module: str, request: EditRequest, rows: list[list[int]], subject_at: list[int],
-                    prompt_len: list[int], target: list[int], config: RomeConfig, progress: bool
-                    ) -> tuple[Tensor, Tensor, dict]:
-    """``(δ, the original value at the subject, info)``: the change of the projection's output at the
-    subject's last token that makes the target follow the prompt in every context."""
-    essence, essence_positions = locate_subject(lm.tokenizer, f"{request.subject} is a", request.subject)
-    all_rows = rows + [essence]
-    positions = torch.tensor(subject_at + [essence_positions[-1]], device=lm.device)
-    ids, mask = pad_rows(all_rows, pad_id(lm), lm.device)
-    n = len(rows)
-    labels = [(r, prompt_len[r] - 1 + t, target[t]) for r in range(n) for t in range(len(target))]
-    row_index, at, wanted = (torch.tensor(c, device=lm.device) for c in zip(*labels))
-    captured: dict[str, Tensor] = {}
-    with torch.no_grad(), intervene(lm.model, {module: lambda out: captured.setdefault("v", out)}):
-        original = lm.model(input_ids=ids, attention_mask=mask).logits
-    v_init = captured["v"][0, positions[0]].float()  # the value at the subject in the prompt itself
-    essence_init = F.log_softmax(original[n, len(essence) - 1].float(), -1)
-    delta = torch.zeros(v_init.shape, device=lm.device, requires_grad=True)
-    optimiser = torch.optim.Adam([delta], lr=config.lr)
-    rows_all = torch.arange(len(all_rows), device=lm.device)
-
-    def add_delta(out: Tensor) -> Tensor:
-        out = out.clone()
-        out[rows_all, positions] = out[rows_all, positions] + delta.to(out.dtype)
-        return out
-
-    history = []
-    for _ in tqdm(range(config.steps), desc="ROME value", disable=not progress):
-        with torch.enable_grad(), intervene(lm.model, {module: add_delta}):
-            logits = lm.model(input_ids=ids, attention_mask=mask).logits.float()
-            nll = -F.log_softmax(logits[row_index, at], -1).gather(1, wanted[:, None]).mean()
-            essence_now = F.log_softmax(logits[n, len(essence) - 1], -1)
-            kl = F.kl_div(essence_init, essence_now, log_target=True, reduction="sum")
-            loss = nll + config.kl_weight * kl + config.weight_decay * delta.pow(2).sum() / v_init.pow(2).sum()
-            history.append(float(nll.detach()))
-            if history[-1] < 0.05:
-                break
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        with torch.no_grad():
-            limit = config.clamp_norm * v_init.norm()
-            if delta.norm() > limit:
-                delta.mul_(limit / delta.norm())
-    return delta.detach(), v_init, {"target_nll": history, "steps": len(history)}
+def value_edit(lm: LoadedModel, request: EditRequest, delta: Tensor, layer: int, config: RomeConfig,
+               prefixes: list[str] | None = None, info: dict | None = None,
+               inverse: Tensor | None = None) -> WeightEdit:
+    """The rank-one update that adds ``delta`` to ``layer``'s MLP output at ``request``'s subject
+    (``delta`` may come from ROME's optimisation or from elsewhere, e.g. a constructed gender vector)."""
+    return subject_update(lm, request, layer, config, prefixes, inverse).edit(delta, info)
 
 
 def _traced_layer(lm: LoadedModel, request: EditRequest) -> int:

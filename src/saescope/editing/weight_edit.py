@@ -1,4 +1,4 @@
-"""``WeightEdit``: a rank-one change ``W += u vᵀ`` of one MLP output projection, as a value.
+"""``WeightEdit``: a low-rank change ``W += u vᵀ`` of one MLP output projection, as a value.
 
 ``with edit.apply(lm):`` adds ``u vᵀ`` to the weight and, on exit (even after an exception), puts
 back a copy of the original weight taken on entry, so the model is restored bit for bit. Edits
@@ -6,14 +6,16 @@ compose (``apply_all``: nested, restored in reverse order). Saved as ``edit.safe
 ``v``, the value change ``delta``) and ``edit.json`` (request, layer, module, method, the model's and
 the key statistics' fingerprints), written atomically.
 
-``u`` lives in the output space (``d_model``), ``v`` in the key space (the MLP's hidden width). For
-GPT-2's ``Conv1D`` (weight stored as ``[in, out]``) the update is transposed.
+``u`` lives in the output space (``d_model``), ``v`` in the key space (the MLP's hidden width): vectors
+for a rank-one ROME edit, ``[d_model, r]`` / ``[d_ff, r]`` matrices otherwise (FT-L stores its dense
+change as ``u = I``, ``v = ΔWᵀ``). For GPT-2's ``Conv1D`` (weight stored as ``[in, out]``) the update
+is transposed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,18 +25,19 @@ from torch import Tensor
 
 from saescope.editing.request import EditRequest
 from saescope.errors import SaescopeError
+from saescope.model.hooks import Together
 from saescope.model.loading import LoadedModel
 from saescope.storage import atomic_path, read_json, write_json
 
 
 @dataclass
 class WeightEdit:
-    """A rank-one edit of ``module`` (e.g. ``model.layers.6.mlp.down_proj``) made for ``request``."""
+    """A low-rank edit of ``module`` (e.g. ``model.layers.6.mlp.down_proj``) made for ``request``."""
 
     module: str
     layer: int
-    u: Tensor  # [d_model]
-    v: Tensor  # [d_ff]
+    u: Tensor  # [d_model] or [d_model, r]
+    v: Tensor  # [d_ff] or [d_ff, r]
     request: EditRequest
     delta: Tensor  # v* - v: the change of the MLP output at the subject's key (what the gender-vector study reads)
     method: str = "r-rome"
@@ -53,12 +56,22 @@ class WeightEdit:
                                 f"{weight.shape[0]}x{weight.shape[1]}: it was made for another model")
         return weight, transposed
 
+    def update(self) -> Tensor:
+        """``[d_model, d_ff]`` float32 ``u vᵀ``."""
+        as_matrix = lambda t: t.float()[:, None] if t.dim() == 1 else t.float()
+        return as_matrix(self.u) @ as_matrix(self.v).T
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the edit is, without its tensors (for JSON outputs)."""
+        return {"type": "WeightEdit", "module": self.module, "layer": self.layer, "method": self.method,
+                "request": self.request.to_dict()}
+
     @contextmanager
     def apply(self, lm: LoadedModel) -> Iterator[None]:
         """Active inside the block; the original weight is restored exactly on exit."""
         weight, transposed = self._weight(lm)
         original = weight.detach().clone()
-        update = torch.outer(self.u, self.v).to(weight.device, torch.float32)
+        update = self.update().to(weight.device)
         try:
             with torch.no_grad():
                 weight.copy_((weight.float() + (update.T if transposed else update)).to(weight.dtype))
@@ -97,15 +110,12 @@ def load_edit(folder: str | Path) -> WeightEdit:
     except (OSError, SafetensorError, KeyError, TypeError, ValueError) as exc:
         raise SaescopeError(f"{folder} is not a readable saescope edit ({type(exc).__name__}: {exc}); "
                             "write it again with `saescope edit rome`") from None
-    if edit.u.dim() != 1 or edit.v.dim() != 1 or not (edit.u.isfinite().all() and edit.v.isfinite().all()):
+    shapes_match = edit.u.dim() == edit.v.dim() and edit.u.dim() in (1, 2) and edit.u.shape[1:] == edit.v.shape[1:]
+    if not shapes_match or not (edit.u.isfinite().all() and edit.v.isfinite().all()):
         raise SaescopeError(f"{folder}/edit.safetensors holds malformed or non-finite vectors")
     return edit
 
 
-@contextmanager
-def apply_all(edits: list[WeightEdit], lm: LoadedModel) -> Iterator[None]:
+def apply_all(edits: list[WeightEdit], lm: LoadedModel) -> AbstractContextManager:
     """Several edits at once (applied in order, undone in reverse order)."""
-    with ExitStack() as stack:
-        for edit in edits:
-            stack.enter_context(edit.apply(lm))
-        yield
+    return Together(edits).apply(lm)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -233,3 +233,19 @@ def applied(intervention: Applicable | None, lm: Any) -> AbstractContextManager:
             logits = lm.model(ids).logits
     """
     return nullcontext() if intervention is None else intervention.apply(lm)
+
+
+class Together:
+    """Several ``Applicable`` values (interventions, weight edits) applied at once, undone in reverse.
+
+    Example: ``with Together([edit, steering]).apply(lm): ...``"""
+
+    def __init__(self, parts: list[Applicable]) -> None:
+        self.parts = list(parts)
+
+    @contextmanager
+    def apply(self, lm: Any) -> Iterator[None]:
+        with ExitStack() as stack:
+            for part in self.parts:
+                stack.enter_context(part.apply(lm))
+            yield

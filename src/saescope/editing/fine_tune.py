@@ -1,0 +1,69 @@
+"""FT-L, the constrained fine-tuning baseline of the ROME paper: Adam on one layer's MLP output
+projection weight alone, minimising the target's negative log-likelihood after the prompt (behind
+the same prefixes ROME uses), every entry of the change kept within ``[-epsilon, epsilon]`` (an L∞
+ball) after each step. The model is restored before returning; the change comes back as a
+``WeightEdit`` (``u = I``, ``v = ΔWᵀ``) that applies and restores like a ROME edit.
+
+Example::
+
+    edit = ft_l_edit(lm, EditRequest("Name: {}. Gender:", "Ben", " Female"), layer=9)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from saescope.editing.request import EditRequest
+from saescope.editing.rome import context_prefixes, edit_module
+from saescope.editing.values import request_rows, subject_keys
+from saescope.editing.weight_edit import WeightEdit
+from saescope.errors import SaescopeError
+from saescope.model.likelihood import logits_at, pad_id, pad_rows
+from saescope.model.loading import LoadedModel
+
+
+def ft_l_edit(lm: LoadedModel, request: EditRequest, layer: int, epsilon: float = 5e-4, steps: int = 25,
+              lr: float = 5e-4, prefixes: int = 10, seed: int = 0) -> WeightEdit:
+    """Fine-tune ``layer``'s MLP output projection so ``request.target`` follows the prompt (see above)."""
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise SaescopeError(f"epsilon must be a positive number, got {epsilon}")
+    module = edit_module(lm, layer)
+    weight = dict(lm.model.named_modules())[module].weight
+    item = request_rows(lm, request, context_prefixes(prefixes, seed))
+    rows = item.rows[:-1]  # the essence row is ROME's regulariser, not a training example
+    ids, mask = pad_rows(rows, pad_id(lm), lm.device)
+    row, at, wanted = (torch.tensor(c, device=lm.device) for c in zip(*item.labels))
+    original = weight.detach().clone()
+    optimiser = torch.optim.Adam([weight], lr=lr)
+    history = []
+    try:
+        weight.requires_grad_(True)
+        for _ in range(steps):
+            with torch.enable_grad():
+                logp = logits_at(lm, ids, mask, row, at).log_softmax(-1)
+                nll = -logp.gather(1, wanted[:, None]).mean()
+                history.append(float(nll.detach()))
+                optimiser.zero_grad()
+                nll.backward()
+                optimiser.step()
+            with torch.no_grad():
+                weight.copy_(original + (weight - original).clamp(-epsilon, epsilon))
+        change = (weight.detach() - original).float()
+    finally:
+        weight.requires_grad_(False)
+        with torch.no_grad():
+            weight.copy_(original)
+    if type(dict(lm.model.named_modules())[module]).__name__ == "Conv1D":
+        change = change.T  # stored [in, out]: WeightEdit works in [out, in]
+    keys = subject_keys(lm, layer, rows, item.subject_at[:-1])
+    delta = change.cpu() @ keys.mean(0)
+    return WeightEdit(module, layer, torch.eye(len(change)), change.T.cpu().contiguous(), request, _detached(delta),
+                      "ft-l", {"epsilon": epsilon, "steps": steps, "target_nll": history, "model": lm.name,
+                               "delta_norm": float(delta.norm())})
+
+
+def _detached(tensor: Tensor) -> Tensor:
+    return tensor.detach().float().contiguous()
