@@ -37,8 +37,8 @@ def _write_outputs(out: Path, result, title: str, intervention=None, features=No
     with atomic_path(out) as tmp:
         tmp.mkdir()
         write_json(tmp / "metrics.json", result.to_dict())
-        if intervention is not None:
-            intervention.save(tmp / "intervention.json")
+        if intervention is not None:  # an edit saves as a folder, an intervention as JSON
+            intervention.save(tmp / ("edit" if type(intervention).__name__ == "WeightEdit" else "intervention.json"))
         if features is not None:
             features.to_csv(tmp / "features.csv", index=False)
         if selection is not None:
@@ -49,7 +49,8 @@ def _write_outputs(out: Path, result, title: str, intervention=None, features=No
 @bias_app.command("eval")
 @config_options(BiasDataFiles, param="files")
 def bias_eval(
-    intervention: Path = typer.Option(None, help="A saved intervention (JSON) to compare against the plain model."),
+    intervention: Path = typer.Option(None, help="A saved intervention (JSON) or edit folder to compare against "
+                                      "the plain model."),
     ce_tokens: int = typer.Option(8192, help="Held-out tokens for CE loss and KL."),
     model: str = typer.Option(None, help="Hub id or local folder; default: the embedded model."),
     out: Path = typer.Option(None, help="Write metrics.json and report.html to this folder."),
@@ -63,11 +64,11 @@ def bias_eval(
     Example: saescope bias eval --intervention debias/intervention.json --json
     """
     from saescope.bias.evaluation import evaluate
+    from saescope.cli.common import load_applicable
     from saescope.model.loading import load_model
-    from saescope.steering import load_intervention
 
     data = files.load()
-    loaded = load_intervention(intervention) if intervention is not None else None
+    loaded = load_applicable(intervention) if intervention is not None else None
     lm = load_model(model, device=device, dtype=dtype)
     result = evaluate(lm, loaded, data, ce_tokens=ce_tokens, progress=not json_out)
     if out is not None:

@@ -10,6 +10,7 @@ import sys
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -88,3 +89,15 @@ def load_model_and_sae(sae_path: str, model: str | None, hook: str | None, devic
     model_name = model or (None if sae.cfg.model_name in (None, EMBEDDED_MODEL) else sae.cfg.model_name)
     lm = load_model(model_name, device=device, dtype=dtype)
     return lm, sae, lm.check_sae(sae, hook)
+
+
+def load_applicable(path: Path):
+    """What ``--intervention`` / ``--edit`` names: a saved edit folder (``saescope edit rome|ft``) or an
+    intervention JSON file; both apply with ``with x.apply(lm):``."""
+    if Path(path).is_dir():
+        from saescope.editing.weight_edit import load_edit
+
+        return load_edit(path)
+    from saescope.steering import load_intervention
+
+    return load_intervention(path)

@@ -13,6 +13,7 @@ from saescope.cli.circuit_commands import circuit_app
 from saescope.cli.contrast_commands import contrast_app
 from saescope.cli.edit_commands import edit_app
 from saescope.cli.features_commands import features_app
+from saescope.cli.generate_command import generate_command
 from saescope.cli.model_commands import info
 from saescope.cli.sae_commands import sae_app
 from saescope.cli.shift_commands import shift_app
@@ -32,6 +33,7 @@ app.add_typer(shift_app, name="shift")
 app.add_typer(edit_app, name="edit")
 app.command("debias")(debias)
 app.command("info")(info)
+app.command("generate")(generate_command)
 
 
 def run() -> None:

@@ -24,7 +24,7 @@ def steer(
     run: Path = typer.Option(None, help="A features RUN (for --scale max_activation)."),
     method: str = typer.Option(None, help="Alignment steering: swap | weight | add (needs --scores)."),
     scores: Path = typer.Option(None, help="Scores file from `saescope align score`."),
-    intervention: Path = typer.Option(None, help="A saved intervention file (JSON)."),
+    intervention: Path = typer.Option(None, help="A saved intervention file (JSON) or edit folder."),
     save: Path = typer.Option(None, help="Also save the intervention built from the options to this file."),
     sae: str = typer.Option("default", help="'default' or an SAE folder."),
     temperature: float = typer.Option(1.0, help="0 = greedy."),
@@ -70,13 +70,14 @@ def steer(
 
 def build_intervention(sae, feature, coeff, op, scale, run, method, scores, intervention):
     """The intervention the steer options describe (exactly one of --feature, --method, --intervention)."""
-    from saescope.steering import AlignmentSteering, FeatureEdit, FeatureSteering, load_intervention
+    from saescope.cli.common import load_applicable
+    from saescope.steering import AlignmentSteering, FeatureEdit, FeatureSteering
 
     chosen = [x is not None for x in (feature, method, intervention)]
     if sum(chosen) != 1:
         raise SaescopeError("give exactly one of --feature, --method (with --scores) or --intervention")
     if intervention is not None:
-        return load_intervention(intervention)
+        return load_applicable(intervention)
     if method is not None:
         from saescope.steering import AlignmentScores
 
