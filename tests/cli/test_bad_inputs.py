@@ -49,6 +49,10 @@ def files(tmp_path_factory, lm) -> dict[str, Path]:
     shutil.copytree(run.path, damaged)
     (damaged / "stats.parquet").write_bytes(b"not parquet")
     (root / "a_file").write_text("x")
+    (root / "bad_edit").mkdir()
+    (root / "bad_edit" / "edit.json").write_text(json.dumps({"module": "model.layers.9.mlp.down_proj", "layer": 9,
+                                                             "request": {"prompt": "{}", "subject": "a", "target": "b"}}))
+    (root / "bad_edit" / "edit.safetensors").write_bytes(b"garbage")
     narrow = save_sae(SAE(SAEConfig(32, 16, "topk", k=2, hook_name="blocks.1.hook_resid_post")), root / "narrow_sae")
     pair = {"clean": "The friends", "patch": "The friend", "clean_answer": " have", "patch_answer": " has"}
     (root / "multi_token.jsonl").write_text(json.dumps({**pair, "clean_answer": " have been"}) + "\n")
@@ -57,7 +61,7 @@ def files(tmp_path_factory, lm) -> dict[str, Path]:
         {**pair, "clean": "The old friends", "patch": "The old friend"}) + "\n")
     (root / "latin1.txt").write_bytes("café au lait\n\nna\xefve".encode("latin-1") * 50)
     (root / "latin1_prompts.txt").write_bytes("caf\xe9\n".encode("latin-1"))
-    return {**out, "sae": good, "narrow_sae": narrow, "multi_token": root / "multi_token.jsonl",
+    return {**out, "bad_edit": root / "bad_edit", "sae": good, "narrow_sae": narrow, "multi_token": root / "multi_token.jsonl",
             "empty_pairs": root / "empty.jsonl", "two_lengths": root / "two_lengths.jsonl",
             "run_without_stats": broken, "run_damaged": damaged, "a_file": root / "a_file",
             "latin1": root / "latin1.txt", "latin1_prompts": root / "latin1_prompts.txt", "root": root}
@@ -100,6 +104,13 @@ CASES = [
                                     " Female", "--layer", "40", "--out", "{root}/e"], "out of range"),
     ("an empty edit target", ["edit", "rome", "--prompt", "Name: {{}}. Gender:", "--subject", "Ben", "--target", " ",
                               "--out", "{root}/e"], "target is empty"),
+    ("a corrupt edit", ["edit", "eval", "{bad_edit}"], "not a readable saescope edit"),
+    ("a folder that is no edit", ["generate", "--prompt", "Hi", "--edit", "{root}"], "edit.json"),
+    ("an FT-L bound that is not a number", ["edit", "ft", "--prompt", "Name: {{}}. Gender:", "--subject", "Ben",
+                                            "--target", " Female", "--layer", "9", "--epsilon", "nan",
+                                            "--out", "{root}/f"], "epsilon"),
+    ("a gender-vector study with too few names", ["edit", "gender-vector", "--names", "3", "--out", "{root}/g"],
+     "at least 10"),
 ]
 
 

@@ -18,6 +18,7 @@ from saescope.lazy import lazy_getattr
 
 _EXPORTS = {"BiasData": "data", "SelectionPrompts": "data", "DebiasConfig": "config", "DebiasPlan": "debias",
             "plan_debias": "debias", "BiasEvaluation": "evaluation", "BiasScores": "evaluation", "evaluate": "evaluation",
-            "rank_gender_features": "gender_features"}
+            "rank_gender_features": "gender_features", "GenderVectorConfig": "gender_vector_config",
+            "run_gender_vector_study": "gender_vector_study"}
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_getattr("saescope.bias", {name: f"saescope.bias.{module}" for name, module in _EXPORTS.items()})

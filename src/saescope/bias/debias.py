@@ -79,7 +79,7 @@ def _feature_levels(table: pd.DataFrame, features: list[int]) -> dict[int, float
             for f in features}
 
 
-def _gender_vector(lm: LoadedModel, sae: SAE, hook: str, table: pd.DataFrame, features: list[int] | None
+def female_direction(lm: LoadedModel, sae: SAE, hook: str, table: pd.DataFrame, features: list[int] | None
                    ) -> torch.Tensor:
     """Female-minus-male direction: CAA over the training pairs, or the signed decoder directions of ``features``."""
     if features:
@@ -187,7 +187,7 @@ def _feature_candidates(sae: SAE, method: str, features: str | list[int], streng
 def _steer_candidates(lm: LoadedModel, sae: SAE, features: str | list[int], strengths: list[float] | None,
                       hook: str, table: pd.DataFrame, scorer: SelectionScorer) -> list[Candidate]:
     chosen = [] if features == "auto" else list(features)
-    vector = _gender_vector(lm, sae, hook, table, chosen or None)
+    vector = female_direction(lm, sae, hook, table, chosen or None)
     full = _centering_coefficient(scorer, lambda c: VectorSteering(hook, vector, c))
     return [(f"coefficient {full * f:.3g}", chosen, VectorSteering(hook, vector, full * f, name="gender-centering"))
             for f in (strengths or STEER_FRACTIONS)]

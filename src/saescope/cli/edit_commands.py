@@ -1,4 +1,4 @@
-"""``saescope edit trace|rome|show``: causal tracing and ROME edits from the command line."""
+"""``saescope edit trace|rome|ft|eval``: causal tracing, ROME and FT-L edits, and their scores."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from saescope.bias.gender_vector_config import GenderVectorConfig
 from saescope.cli.common import DTYPE_HELP, config_options, console, print_json
 from saescope.editing.config import RomeConfig
 
@@ -80,26 +81,121 @@ def rome(
 
     Example: saescope edit rome --prompt "Name: {}. Gender:" --subject Ben --target " Female" --out ben
     """
-    from saescope.editing.evaluation import edit_scores
     from saescope.editing.request import EditRequest
     from saescope.editing.rome import rome_edit
     from saescope.model.loading import load_model
-    from saescope.storage import write_json
 
     _folder(out)
     request = EditRequest(prompt, subject, target)
     lm = load_model(model, device=device, dtype=dtype)
     edit = rome_edit(lm, request, config, progress=True)
+    _score_and_save(lm, edit, out, paraphrases, neighbours, json_out)
+
+
+def _score_and_save(lm, edit, out: Path | None, paraphrases: str | None, neighbours: str | None,
+                    json_out: bool) -> None:
+    from saescope.editing.evaluation import edit_scores
+    from saescope.storage import write_json
+
     scores = edit_scores(lm, edit, [p.strip() for p in (paraphrases or "").split("|") if p.strip()],
                          [n.strip() for n in (neighbours or "").split(",") if n.strip()])
-    edit.info["scores"] = scores
-    edit.save(out)
-    write_json(out / "scores.json", scores)
+    if out is not None:
+        edit.info["scores"] = scores
+        edit.save(out)
+        write_json(out / "scores.json", scores)
     if json_out:
-        print_json({"layer": edit.layer, "module": edit.module, "scores": scores, "info": edit.info})
+        print_json({"layer": edit.layer, "module": edit.module, "method": edit.method, "scores": scores})
         return
-    console.print(f"edited {edit.module} ({edit.method}); |delta| {edit.info['delta_norm']:.1f} "
-                  f"(value {edit.info['v_norm']:.1f})")
+    console.print(f"{edit.method} edit of {edit.module}; |delta| {edit.info.get('delta_norm', float('nan')):.1f}")
     for name, value in scores.items():
         console.print(f"{name:>22}: {value}")
-    console.print(f"wrote {out}")
+    if out is not None:
+        console.print(f"wrote {out}")
+
+
+@edit_app.command("ft")
+def fine_tune(
+    prompt: str = typer.Option(..., help="The prompt with {} where the subject goes, e.g. 'Name: {}. Gender:'."),
+    subject: str = typer.Option(..., help="The subject, e.g. Ben."),
+    target: str = typer.Option(..., help="The new completion, with its leading space, e.g. ' Female'."),
+    layer: int = typer.Option(..., help="Layer whose MLP output projection is fine-tuned."),
+    out: Path = typer.Option(..., help="Output folder of the edit."),
+    epsilon: float = typer.Option(5e-4, help="L-infinity bound on every weight change."),
+    steps: int = typer.Option(25, help="Adam steps."),
+    lr: float = typer.Option(5e-4, help="Adam learning rate."),
+    paraphrases: str = typer.Option(None, help="Other wordings of the prompt, with {} ('|'-separated)."),
+    neighbours: str = typer.Option(None, help="Other subjects whose answers must not change (comma-separated)."),
+    model: str = typer.Option(None),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """FT-L: constrained fine-tuning of one MLP output projection (the ROME paper's baseline), scored.
+
+    Example: saescope edit ft --prompt "Name: {}. Gender:" --subject Ben --target " Female" --layer 9 --out ben-ft
+    """
+    from saescope.editing.fine_tune import ft_l_edit
+    from saescope.editing.request import EditRequest
+    from saescope.errors import SaescopeError
+    from saescope.model.loading import load_model
+
+    _folder(out)
+    if steps < 1 or not lr > 0 or lr > 1:
+        raise SaescopeError("--steps must be >= 1 and --lr a number in (0, 1]")
+    request = EditRequest(prompt, subject, target)
+    lm = load_model(model, device=device, dtype=dtype)
+    edit = ft_l_edit(lm, request, layer, epsilon, steps, lr)
+    _score_and_save(lm, edit, out, paraphrases, neighbours, json_out)
+
+
+@edit_app.command("eval")
+def evaluate(
+    edit: Path = typer.Argument(..., help="An edit folder (from `saescope edit rome` or `edit ft`)."),
+    paraphrases: str = typer.Option(None, help="Other wordings of the prompt, with {} ('|'-separated)."),
+    neighbours: str = typer.Option(None, help="Other subjects whose answers must not change (comma-separated)."),
+    model: str = typer.Option(None, help="Hub id or local folder; default: the embedded model."),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Score a saved edit: efficacy, paraphrase, specificity, target probability, CE/KL.
+
+    Example: saescope edit eval ben --paraphrases "Gender of {}:" --neighbours "Tom,Sam"
+    """
+    from saescope.editing.weight_edit import load_edit
+    from saescope.model.loading import load_model
+
+    loaded = load_edit(edit)
+    lm = load_model(model, device=device, dtype=dtype)
+    _score_and_save(lm, loaded, None, paraphrases, neighbours, json_out)
+
+
+@edit_app.command("gender-vector")
+@config_options(GenderVectorConfig)
+def gender_vector(
+    out: Path = typer.Option(..., help="Output folder (report.html, summary.json, directions.csv, ...)."),
+    model: str = typer.Option(None),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    config: GenderVectorConfig = None,
+) -> None:
+    """The gender vector in ROME's edit deltas: flip names, classify the deltas, build one vector, flip
+    held-out names with it and compare it with the CAA and SAE gender directions. Re-running on the same
+    folder resumes the discovery edits.
+
+    Example: saescope edit gender-vector --out gender-vector --names 100
+    """
+    from saescope.bias.gender_vector_study import run_gender_vector_study
+    from saescope.model.loading import load_model
+
+    _folder(out)
+    lm = load_model(model, device=device, dtype=dtype)
+    summary = run_gender_vector_study(lm, out, config, progress=not json_out)
+    if json_out:
+        print_json(summary)
+        return
+    for key in ("layer", "discovery", "heldout", "classifier_acc", "flip_f2m", "flip_m2f", "noop_same_gender",
+                "others_unchanged", "ce_increase"):
+        console.print(f"{key:>18}: {summary[key]}")
+    console.print(f"wrote {out / 'report.html'}")
