@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from saescope.bias.gender_vector_config import GenderVectorConfig
@@ -82,6 +83,11 @@ def gender_vector_line(lm, names: int, heldout: int, layer: int) -> None:
                                 generations=0)
     with tempfile.TemporaryDirectory() as folder:
         s = run_gender_vector_study(lm, folder, config, progress=False)
+        directions = pd.read_csv(Path(folder) / "directions.csv")
+    for row in directions.itertuples():
+        print(f"gender_vector_direction name={row.direction} norm={row.norm:.1f} f2m={row.f2m:.3f} m2f={row.m2f:.3f} "
+              f"noop={row.noop:.3f} others_unchanged={row.others_unchanged:.3f} ce_increase={row.ce_increase:.4f}",
+              flush=True)
     print(f"gender_vector names={names} layer={layer} classifier_acc={s['classifier_acc']:.3f} "
           f"flip_f2m={s['flip_f2m']:.3f} flip_m2f={s['flip_m2f']:.3f} noop_same_gender={s['noop_same_gender']:.3f} "
           f"others_unchanged={s['others_unchanged']:.3f} ce_increase={s['ce_increase']:.4f} "

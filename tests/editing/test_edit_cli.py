@@ -1,5 +1,6 @@
 """The editing commands end to end: edit rome → edit eval → generate/steer with the edit; edit ft; the
-gender-vector study on a few names (every output file, numbers in range, resuming)."""
+gender-vector study on a few names (every output file, numbers in range; resuming is tested in
+``test_gender_vector.py``)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,5 @@ def test_gender_vector_study_on_a_few_names(home, tmp_path):
         assert (folder / name).exists(), name
     directions = (folder / "directions.csv").read_text()
     assert all(d in directions for d in ("box_scaled", "mean_delta", "caa", "sae_features", "random"))
-    resumed = saescope(*args)  # the discovery edits are read back, not made again
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout)["classifier_acc"] == summary["classifier_acc"]
+    report = (folder / "report.html").read_text()
+    assert "Directions compared" in report and "<svg" in report and "Name: " in report

@@ -100,3 +100,19 @@ def test_rome_edits_flip_names_in_one_batch(lm):
     for edit, sign in zip(edits, (-1, 1)):
         with edit.apply(lm):
             assert float(male_margins(lm, [edit.request.subject])[0]) * sign > 0
+
+
+def test_discovery_edits_resume_where_they_stopped(lm, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from saescope.bias import gender_vector_study as study
+
+    discovery = pd.DataFrame({"name": ["Ben", "Mary", "James", "Linda"], "gender": ["male", "female", "male", "female"]})
+    config = RomeConfig(layer=LAYER, prefixes=0, steps=3, stats_tokens=2048)
+    first, _ = study.discovery_deltas(lm, discovery.head(2), config, tmp_path, 2, progress=False)
+    made = []
+    real = study.rome_edits
+    monkeypatch.setattr(study, "rome_edits", lambda lm, requests, *a, **k: made.extend(requests) or real(lm, requests, *a, **k))
+    again, _ = study.discovery_deltas(lm, discovery, config, tmp_path, 2, progress=False)
+    assert [r.subject for r in made] == ["James", "Linda"]  # the first two were read back
+    assert again.shape == (4, lm.d_model) and torch.equal(again[:2], first)

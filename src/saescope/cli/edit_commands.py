@@ -10,6 +10,12 @@ from saescope.bias.gender_vector_config import GenderVectorConfig
 from saescope.cli.common import DTYPE_HELP, config_options, console, print_json
 from saescope.editing.config import RomeConfig
 
+PROMPT_OPTION = typer.Option(..., help="The prompt with {} where the subject goes, e.g. 'Name: {}. Gender:'.")
+SUBJECT_OPTION = typer.Option(..., help="The subject, e.g. Ben.")
+TARGET_OPTION = typer.Option(..., help="The new completion, with its leading space, e.g. ' Female'.")
+PARAPHRASES_OPTION = typer.Option(None, help="Other wordings of the prompt, with {} ('|'-separated).")
+NEIGHBOURS_OPTION = typer.Option(None, help="Other subjects whose answers must not change (comma-separated).")
+
 edit_app = typer.Typer(no_args_is_help=True, help="Model editing: causal tracing and ROME rank-one edits.")
 
 
@@ -65,12 +71,12 @@ def trace(
 @edit_app.command("rome")
 @config_options(RomeConfig)
 def rome(
-    prompt: str = typer.Option(..., help="The prompt with {} where the subject goes, e.g. 'Name: {}. Gender:'."),
-    subject: str = typer.Option(..., help="The subject, e.g. Ben."),
-    target: str = typer.Option(..., help="The new completion, with its leading space, e.g. ' Female'."),
+    prompt: str = PROMPT_OPTION,
+    subject: str = SUBJECT_OPTION,
+    target: str = TARGET_OPTION,
     out: Path = typer.Option(..., help="Output folder of the edit (edit.json, edit.safetensors, scores.json)."),
-    paraphrases: str = typer.Option(None, help="Other wordings of the prompt, with {} ('|'-separated)."),
-    neighbours: str = typer.Option(None, help="Other subjects whose answers must not change (comma-separated)."),
+    paraphrases: str = PARAPHRASES_OPTION,
+    neighbours: str = NEIGHBOURS_OPTION,
     model: str = typer.Option(None),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
@@ -115,16 +121,16 @@ def _score_and_save(lm, edit, out: Path | None, paraphrases: str | None, neighbo
 
 @edit_app.command("ft")
 def fine_tune(
-    prompt: str = typer.Option(..., help="The prompt with {} where the subject goes, e.g. 'Name: {}. Gender:'."),
-    subject: str = typer.Option(..., help="The subject, e.g. Ben."),
-    target: str = typer.Option(..., help="The new completion, with its leading space, e.g. ' Female'."),
+    prompt: str = PROMPT_OPTION,
+    subject: str = SUBJECT_OPTION,
+    target: str = TARGET_OPTION,
     layer: int = typer.Option(..., help="Layer whose MLP output projection is fine-tuned."),
     out: Path = typer.Option(..., help="Output folder of the edit."),
     epsilon: float = typer.Option(5e-4, help="L-infinity bound on every weight change."),
     steps: int = typer.Option(25, help="Adam steps."),
     lr: float = typer.Option(5e-4, help="Adam learning rate."),
-    paraphrases: str = typer.Option(None, help="Other wordings of the prompt, with {} ('|'-separated)."),
-    neighbours: str = typer.Option(None, help="Other subjects whose answers must not change (comma-separated)."),
+    paraphrases: str = PARAPHRASES_OPTION,
+    neighbours: str = NEIGHBOURS_OPTION,
     model: str = typer.Option(None),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
@@ -132,7 +138,7 @@ def fine_tune(
 ) -> None:
     """FT-L: constrained fine-tuning of one MLP output projection (the ROME paper's baseline), scored.
 
-    Example: saescope edit ft --prompt "Name: {}. Gender:" --subject Ben --target " Female" --layer 9 --out ben-ft
+    Example: saescope edit ft --prompt "Name: {}. Gender:" --subject Ben --target " Female" --layer 6 --out ben-ft
     """
     from saescope.editing.fine_tune import ft_l_edit
     from saescope.editing.request import EditRequest
@@ -151,8 +157,8 @@ def fine_tune(
 @edit_app.command("eval")
 def evaluate(
     edit: Path = typer.Argument(..., help="An edit folder (from `saescope edit rome` or `edit ft`)."),
-    paraphrases: str = typer.Option(None, help="Other wordings of the prompt, with {} ('|'-separated)."),
-    neighbours: str = typer.Option(None, help="Other subjects whose answers must not change (comma-separated)."),
+    paraphrases: str = PARAPHRASES_OPTION,
+    neighbours: str = NEIGHBOURS_OPTION,
     model: str = typer.Option(None, help="Hub id or local folder; default: the embedded model."),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto", help=DTYPE_HELP),

@@ -1,7 +1,8 @@
 """FT-L, the constrained fine-tuning baseline of the ROME paper: Adam on one layer's MLP output
-projection weight alone, minimising the target's negative log-likelihood after the prompt (behind
-the same prefixes ROME uses), every entry of the change kept within ``[-epsilon, epsilon]`` (an L∞
-ball) after each step. The model is restored before returning; the change comes back as a
+projection weight alone, minimising the target's negative log-likelihood after the prompt (alone,
+as in the ROME code's FT-L; ``prefixes`` adds ROME's corpus prefixes), every entry of the change kept within ``[-epsilon, epsilon]`` (an L∞
+ball) after each step; it stops early, as ROME's value optimisation does, once the target's loss is
+under 0.05. The model is restored before returning; the change comes back as a
 ``WeightEdit`` (``u = I``, ``v = ΔWᵀ``) that applies and restores like a ROME edit.
 
 Example::
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from saescope.editing.request import EditRequest
 from saescope.editing.rome import context_prefixes, edit_module
-from saescope.editing.values import request_rows, subject_keys
+from saescope.editing.values import STOP_NLL, request_rows, subject_keys
 from saescope.editing.weight_edit import WeightEdit
 from saescope.errors import SaescopeError
 from saescope.model.likelihood import logits_at, pad_id, pad_rows
@@ -26,7 +27,7 @@ from saescope.model.loading import LoadedModel
 
 
 def ft_l_edit(lm: LoadedModel, request: EditRequest, layer: int, epsilon: float = 5e-4, steps: int = 25,
-              lr: float = 5e-4, prefixes: int = 10, seed: int = 0) -> WeightEdit:
+              lr: float = 5e-4, prefixes: int = 0, seed: int = 0) -> WeightEdit:
     """Fine-tune ``layer``'s MLP output projection so ``request.target`` follows the prompt (see above)."""
     if not (math.isfinite(epsilon) and epsilon > 0):
         raise SaescopeError(f"epsilon must be a positive number, got {epsilon}")
@@ -46,6 +47,8 @@ def ft_l_edit(lm: LoadedModel, request: EditRequest, layer: int, epsilon: float 
                 logp = logits_at(lm, ids, mask, row, at).log_softmax(-1)
                 nll = -logp.gather(1, wanted[:, None]).mean()
                 history.append(float(nll.detach()))
+                if history[-1] < STOP_NLL:  # the same stopping rule as ROME's value optimisation
+                    break
                 optimiser.zero_grad()
                 nll.backward()
                 optimiser.step()
