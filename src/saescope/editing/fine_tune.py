@@ -1,9 +1,9 @@
 """FT-L, the constrained fine-tuning baseline of the ROME paper: Adam on one layer's MLP output
-projection weight alone, minimising the target's negative log-likelihood after the prompt (alone,
-as in the ROME code's FT-L; ``prefixes`` adds ROME's corpus prefixes), every entry of the change kept within ``[-epsilon, epsilon]`` (an L∞
-ball) after each step; it stops early, as ROME's value optimisation does, once the target's loss is
-under 0.05. The model is restored before returning; the change comes back as a
-``WeightEdit`` (``u = I``, ``v = ΔWᵀ``) that applies and restores like a ROME edit.
+projection weight alone, minimising the target's negative log-likelihood after the prompt (alone, as
+in the ROME code's FT-L; ``prefixes`` adds ROME's corpus prefixes), every entry of the change kept in
+``[-epsilon, epsilon]`` (an L∞ ball) after each step; it stops early, as ROME's value optimisation
+does, once the target's loss is under 0.05. The model is restored before returning; the change comes
+back as a ``WeightEdit`` (``u = I``, ``v = ΔWᵀ``) that applies and restores like a ROME edit.
 
 Example::
 
