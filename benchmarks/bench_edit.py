@@ -9,6 +9,8 @@
    the flip test on ``--heldout`` held-out names per gender; no bias side effects (they take minutes).
 3. ``rome_speed``: one default ROME edit with the key statistics cached (``edit_s``), and the key
    statistics' tokens/s against a plain forward pass over the same windows (``covariance_ratio``).
+4. ``rome_stats_stability`` (``--stability`` only): the update direction from key statistics over
+   5k-50k tokens against 100k tokens.
 
 Choices made on the *discovery* names (``split_names(seed=1)``), never on the held-out names reported
 here: layer 6 (ROME with 3 prefixes on 2 + 2 discovery requests, layers 4/6/9/12 gave specificity
@@ -95,6 +97,28 @@ def gender_vector_line(lm, names: int, heldout: int, layer: int) -> None:
 
 
 @torch.no_grad()
+def stability_line(lm, layer: int, sizes: list[int]) -> None:
+    """How many tokens the key statistics need: the ROME update direction C⁻¹k* of six name requests
+    from C over n tokens, as cosine with the one from the largest n (``--stability``)."""
+    from saescope.editing.values import request_rows, subject_keys
+
+    keys = []
+    for name in ("Ben", "James", "Robert", "Mary", "Linda", "Susan"):
+        item = request_rows(lm, EditRequest(PROMPT, name, " Female"), [""])
+        keys.append(subject_keys(lm, layer, item.rows[:1], item.subject_at[:1])[0])
+    keys = torch.stack(keys).double()
+    directions = {}
+    for n in sizes:
+        moment = key_second_moment(lm, layer, n, cache=False).double()
+        ridge = 1e-4 * moment.diagonal().mean() * torch.eye(len(moment), dtype=torch.float64)
+        solved = torch.linalg.solve(moment + ridge, keys.T).T
+        directions[n] = solved / solved.norm(dim=-1, keepdim=True)
+    reference = directions[max(sizes)]
+    cosines = " ".join(f"n{n}={float((directions[n] * reference).sum(-1).min()):.4f}" for n in sizes[:-1])
+    print(f"rome_stats_stability layer={layer} reference={max(sizes)} min_cosine {cosines} {machine(lm.dtype)}", flush=True)
+
+
+@torch.no_grad()
 def speed_line(lm, layer: int, tokens: int) -> None:
     request = EditRequest(PROMPT, "Ben", " Female")
     key_second_moment(lm, layer)  # cached by the rome line
@@ -121,9 +145,14 @@ def main() -> None:
     parser.add_argument("--speed-tokens", type=int, default=4096, help="tokens for the covariance speed ratio")
     parser.add_argument("--layer", type=int, default=6, help="edited layer (chosen on discovery names)")
     parser.add_argument("--ft-epsilon", type=float, default=5e-3, help="FT-L's L-infinity bound")
+    parser.add_argument("--stability", action="store_true",
+                        help="only: how many tokens the key statistics need (about 4 minutes)")
     parser.add_argument("--dtype", default="auto")
     args = parser.parse_args()
     lm = load_model(dtype=args.dtype)
+    if args.stability:
+        stability_line(lm, args.layer, [5_000, 10_000, 25_000, 50_000, 100_000])
+        return
     rome_line(lm, args.requests, args.layer, args.ft_epsilon)
     gender_vector_line(lm, args.names, args.heldout, args.layer)
     speed_line(lm, args.layer, args.speed_tokens)

@@ -58,6 +58,7 @@ def test_ft_l_from_the_command_line(home, tmp_path):
     assert data["method"] == "ft-l" and data["scores"]["p_target_after"] > data["scores"]["p_target_before"]
 
 
+@pytest.mark.slow  # ~3 min (the SAE gender features are ranked on the way); bench_edit.py runs the study too
 def test_gender_vector_study_on_a_few_names(home, tmp_path):
     args = ["edit", "gender-vector", "--out", str(tmp_path / "gv"), "--names", "10", "--layer", "6", "--steps", "10",
             "--stats-tokens", "2048", "--heldout-limit", "2", "--ce-edits", "1", "--ce-tokens", "256",
