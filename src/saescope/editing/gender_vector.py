@@ -95,7 +95,7 @@ def flip_test(lm: LoadedModel, updates: list[SubjectUpdate], genders: list[str],
             for sign in (1.0, -1.0):
                 edit = update.edit(sign * vector)
                 with torch.no_grad(), edit.apply(lm):
-                    says_male = bool(male_margins(lm, [update.request.subject])[0] > 0)
+                    says_male = _says_male(lm, update)
                     pushes_male = sign > 0
                     key = ("f2m" if pushes_male else "noop_female") if gender == "female" else \
                           ("noop_male" if pushes_male else "m2f")
@@ -125,7 +125,7 @@ def flip_rates(lm: LoadedModel, updates: list[SubjectUpdate], genders: list[str]
     flipped = {"female": [], "male": []}
     for update, gender in zip(updates, genders):
         with update.edit(vector if gender == "female" else -vector).apply(lm):
-            says_male = bool(male_margins(lm, [update.request.subject])[0] > 0)
+            says_male = _says_male(lm, update)
         flipped[gender].append(says_male == (gender == "female"))
     return float(np.mean(flipped["female"])), float(np.mean(flipped["male"]))
 
@@ -142,3 +142,8 @@ def choose_scale(lm: LoadedModel, updates: list[SubjectUpdate], genders: list[st
         if min(f2m, m2f) >= goal:
             return norm, tried
     return tried[-1]["norm"], tried
+
+
+def _says_male(lm: LoadedModel, update: SubjectUpdate) -> bool:
+    """Whether the model, as it is now, answers " Male" for the name of ``update``."""
+    return bool(male_margins(lm, [update.request.subject])[0] > 0)

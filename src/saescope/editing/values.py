@@ -68,19 +68,20 @@ class _Batch:
     """The active requests' rows padded together, with each row's owner and the label indices."""
 
     def __init__(self, lm: LoadedModel, items: list[RequestRows], active: list[int]) -> None:
-        rows, subject_at, owner, labels, essence = [], [], [], [], []
-        for r in active:
+        rows, subject_at, owner, labels, essence, self.first_row = [], [], [], [], [], []
+        for slot, r in enumerate(active):
             base = len(rows)
+            self.first_row.append(base)
             rows += items[r].rows
             subject_at += items[r].subject_at
             owner += [r] * len(items[r].rows)
-            labels += [(base + row, at, token, r) for row, at, token in items[r].labels]
+            labels += [(base + row, at, token, slot) for row, at, token in items[r].labels]
             essence.append((base + len(items[r].rows) - 1, len(items[r].rows[-1]) - 1))
         device = lm.device
         self.ids, self.mask = pad_rows(rows, pad_id(lm), device)
         self.subject = torch.tensor(subject_at, device=device)
         self.owner = torch.tensor(owner, device=device)
-        self.label_row, self.label_at, self.wanted, self.label_owner = (
+        self.label_row, self.label_at, self.wanted, self.label_slot = (
             torch.tensor(c, device=device) for c in zip(*labels))
         self.essence_row, self.essence_at = (torch.tensor(c, device=device) for c in zip(*essence))
         self.active = torch.tensor(active, device=device)
@@ -98,7 +99,7 @@ def optimise_values(lm: LoadedModel, module: str, requests: list[EditRequest], p
         hidden = final_hidden(lm, batch.ids, batch.mask)
         essence_init = (head_logits(lm, hidden[batch.essence_row, batch.essence_at]) if hidden is not None else
                         logits_at(lm, batch.ids, batch.mask, batch.essence_row, batch.essence_at)).log_softmax(-1)
-    firsts = torch.tensor([rows_before(items, r) for r in range(len(items))], device=lm.device)
+    firsts = torch.tensor(batch.first_row, device=lm.device)
     v_init = captured["v"][firsts, batch.subject[firsts]].float().detach()
     delta = torch.zeros(v_init.shape, device=lm.device, requires_grad=True)
     optimiser = torch.optim.Adam([delta], lr=config.lr)
@@ -124,11 +125,6 @@ def optimise_values(lm: LoadedModel, module: str, requests: list[EditRequest], p
     return final, v_init, history
 
 
-def rows_before(items: list[RequestRows], r: int) -> int:
-    """Index of request ``r``'s first row when all requests' rows are stacked."""
-    return sum(len(item.rows) for item in items[:r])
-
-
 def _step(lm: LoadedModel, module: str, batch: _Batch, delta: Tensor, v_init: Tensor, essence_init: Tensor,
           optimiser: torch.optim.Optimizer, config: RomeConfig) -> Tensor:
     """One Adam step on the active requests; returns their target losses before the step."""
@@ -144,8 +140,7 @@ def _step(lm: LoadedModel, module: str, batch: _Batch, delta: Tensor, v_init: Te
         logp = logits_at(lm, batch.ids, batch.mask, rows, positions).log_softmax(-1)
         n_labels = len(batch.label_row)
         token_nll = -logp[:n_labels].gather(1, batch.wanted[:, None])[:, 0]
-        slot = {int(r): i for i, r in enumerate(batch.active.tolist())}
-        index = torch.tensor([slot[int(r)] for r in batch.label_owner.tolist()], device=lm.device)
+        index = batch.label_slot  # each label's request, as its place among the active ones
         nll = torch.zeros(len(batch.active), device=lm.device).index_add(0, index, token_nll)
         nll = nll / torch.bincount(index, minlength=len(batch.active)).clamp(min=1)
         now = logp[n_labels:]
