@@ -14,14 +14,17 @@ import torch
 
 from saescope.corpus import first_windows
 from saescope.editing.weight_edit import WeightEdit
-from saescope.model.likelihood import ce_and_kl, continuation_logprob
+from saescope.model.likelihood import ce_and_kl, continuation_logprob, span_logprobs
 from saescope.model.loading import LoadedModel
 
 
-def _prefers_target(lm: LoadedModel, text: str, target: str, original: str) -> bool:
-    prompt = lm.tokenizer.encode(text, add_special_tokens=False)
+def _target_margins(lm: LoadedModel, texts: list[str], target: str, original: str) -> list[float]:
+    """log P(target | text) - log P(original | text) for every text, in one batched pass."""
     encode = lambda s: lm.tokenizer.encode(s, add_special_tokens=False)
-    return continuation_logprob(lm, prompt, encode(target)) > continuation_logprob(lm, prompt, encode(original))
+    prompts = [encode(t) for t in texts]
+    rows = [p + encode(answer) for answer in (target, original) for p in prompts]
+    scored = span_logprobs(lm, rows, [len(p) for p in prompts] * 2)
+    return (scored[:len(texts)] - scored[len(texts):]).tolist()
 
 
 @torch.no_grad()
@@ -37,13 +40,15 @@ def edit_scores(lm: LoadedModel, edit: WeightEdit, paraphrases: list[str] | None
     windows = first_windows(lm.tokenizer, ce_tokens, "heldout", "embedded", 128).to(lm.device)
     ce_before, _, clean_logp = ce_and_kl(lm, windows)
     neighbour_texts = [request.prompt.format(n) for n in neighbours or []]
-    plain_pref = [_prefers_target(lm, text, request.target, original) for text in neighbour_texts]
+    para_texts = [p.format(request.subject) for p in paraphrases or []]
+    plain_pref = [m > 0 for m in _target_margins(lm, neighbour_texts, request.target, original)] if neighbours else []
     with edit.apply(lm):
         after = continuation_logprob(lm, prompt_ids[0].tolist(), target_ids)
-        efficacy = _prefers_target(lm, request.text, request.target, original)
-        para = [_prefers_target(lm, p.format(request.subject), request.target, original) for p in paraphrases or []]
-        kept = [_prefers_target(lm, t, request.target, original) == p for t, p in zip(neighbour_texts, plain_pref)]
+        margins = _target_margins(lm, [request.text, *para_texts, *neighbour_texts], request.target, original)
         ce_after, kl, _ = ce_and_kl(lm, windows, clean_logp)
+    efficacy = margins[0] > 0
+    para = [m > 0 for m in margins[1:1 + len(para_texts)]]
+    kept = [(m > 0) == p for m, p in zip(margins[1 + len(para_texts):], plain_pref)]
     scores: dict[str, float | str] = {"original_answer": original, "efficacy": float(efficacy),
                                       "p_target_before": float(torch.tensor(before).exp()),
                                       "p_target_after": float(torch.tensor(after).exp()),
