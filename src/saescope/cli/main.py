@@ -8,6 +8,7 @@ import sys
 import click
 import typer
 
+from saescope.cli.autointerp_commands import explain_command, score_command, serve_llm_command
 from saescope.cli.bias_commands import bias_app, debias
 from saescope.cli.circuit_commands import circuit_app
 from saescope.cli.contrast_commands import contrast_app
@@ -34,6 +35,9 @@ app.add_typer(edit_app, name="edit")
 app.command("debias")(debias)
 app.command("info")(info)
 app.command("generate")(generate_command)
+app.command("explain")(explain_command)
+app.command("score")(score_command)
+app.command("serve-llm")(serve_llm_command)
 
 
 def run() -> None:

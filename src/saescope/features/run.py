@@ -72,16 +72,21 @@ class FeatureRun:
         if self.manifest.get("sae_fingerprint") != sae_fingerprint(sae):
             raise SaescopeError(f"{self.path} was extracted with another SAE ({self.manifest.get('sae')})")
 
-    def _table(self, name: str) -> pd.DataFrame:
+    def read_table(self, name: str) -> pd.DataFrame:
         try:
             return pd.read_parquet(self.path / name)
         except (OSError, ValueError) as exc:
             raise SaescopeError(f"cannot read {self.path / name}: damaged or not Parquet ({type(exc).__name__}); "
                                 "extract the RUN again") from None
 
+    def optional_table(self, name: str) -> pd.DataFrame | None:
+        """A table other commands add to the RUN (``samples.parquet``, ``explanations.parquet``, ``scores.parquet``),
+        or ``None`` when it has not been made."""
+        return self.read_table(name) if (self.path / name).is_file() else None
+
     @cached_property
     def stats(self) -> pd.DataFrame:
-        table = self._table("stats.parquet")
+        table = self.read_table("stats.parquet")
         if len(table) != self.d_sae:
             raise SaescopeError(f"{self.path / 'stats.parquet'} has {len(table)} rows, the manifest says "
                                 f"d_sae={self.d_sae}: the RUN is damaged")
@@ -89,15 +94,15 @@ class FeatureRun:
 
     @cached_property
     def all_examples(self) -> pd.DataFrame:
-        return self._table("examples.parquet")
+        return self.read_table("examples.parquet")
 
     @cached_property
     def top_tokens(self) -> pd.DataFrame:
-        return self._table("top_tokens.parquet")
+        return self.read_table("top_tokens.parquet")
 
     @cached_property
     def logit_effects(self) -> pd.DataFrame:
-        return self._table("logit_effects.parquet")
+        return self.read_table("logit_effects.parquet")
 
     @cached_property
     def histograms(self) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +135,7 @@ class FeatureRun:
 def write_run(out: Path, acc: FeatureAccumulator, lm: LoadedModel, sae: SAE, docs: list[Document],
               manifest: dict[str, Any]) -> None:
     """Write every table of a run from a finished accumulator, each atomically, the manifest last."""
-    decode = _TokenDecoder(lm.tokenizer)
+    decode = TokenDecoder(lm.tokenizer)
     top_feature, top_token, top_max = acc.top_tokens()
     tokens_table = pd.DataFrame({"feature": top_feature.numpy(), "token_id": top_token.numpy(),
                                  "token": decode.many(top_token), "max_activation": top_max.numpy()})
@@ -139,10 +144,10 @@ def write_run(out: Path, acc: FeatureAccumulator, lm: LoadedModel, sae: SAE, doc
     stats.insert(0, "feature", np.arange(acc.d_sae))
     best = tokens_table[tokens_table["rank"] < TOP_TOKENS_IN_STATS].groupby("feature")["token"].agg(list)
     stats["top_tokens"] = [best.get(f, []) for f in range(acc.d_sae)]
-    _write_parquet(out / "stats.parquet", stats)
-    _write_parquet(out / "top_tokens.parquet", tokens_table)
-    _write_parquet(out / "examples.parquet", _examples_table(acc, docs, decode))
-    _write_parquet(out / "logit_effects.parquet", _logit_table(lm, sae, decode))
+    write_parquet(out / "stats.parquet", stats)
+    write_parquet(out / "top_tokens.parquet", tokens_table)
+    write_parquet(out / "examples.parquet", _examples_table(acc, docs, decode))
+    write_parquet(out / "logit_effects.parquet", _logit_table(lm, sae, decode))
     with atomic_path(out / "histograms.safetensors") as tmp:
         save_file({"counts": acc.state["hist"].contiguous(), "edges": HIST_EDGES.clone()}, str(tmp))
     import transformers
@@ -152,7 +157,7 @@ def write_run(out: Path, acc: FeatureAccumulator, lm: LoadedModel, sae: SAE, doc
     write_json(out / "manifest.json", {**manifest, "versions": versions})
 
 
-def _examples_table(acc: FeatureAccumulator, docs: list[Document], decode: _TokenDecoder) -> pd.DataFrame:
+def _examples_table(acc: FeatureAccumulator, docs: list[Document], decode: TokenDecoder) -> pd.DataFrame:
     s = acc.sorted_top_examples()
     d_sae, top_k, width = s["top_context_ids"].shape
     valid = torch.isfinite(s["top_values"])  # [d_sae, K]
@@ -174,7 +179,7 @@ def _examples_table(acc: FeatureAccumulator, docs: list[Document], decode: _Toke
     })
 
 
-def _logit_table(lm: LoadedModel, sae: SAE, decode: _TokenDecoder) -> pd.DataFrame:
+def _logit_table(lm: LoadedModel, sae: SAE, decode: TokenDecoder) -> pd.DataFrame:
     up, up_ids, down, down_ids = logit_effects(lm, sae)
     n = up.shape[1]
     frames = []
@@ -185,12 +190,12 @@ def _logit_table(lm: LoadedModel, sae: SAE, decode: _TokenDecoder) -> pd.DataFra
     return pd.concat(frames, ignore_index=True)
 
 
-def _write_parquet(path: Path, table: pd.DataFrame) -> None:
+def write_parquet(path: Path, table: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         table.to_parquet(tmp, index=False)
 
 
-class _TokenDecoder:
+class TokenDecoder:
     """Token id -> its text, decoding each distinct id once."""
 
     def __init__(self, tokenizer: object) -> None:

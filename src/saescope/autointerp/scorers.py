@@ -1,0 +1,106 @@
+"""How right an explanation is, measured on score-split contexts the explainer never saw.
+
+Each scorer maps ``{feature: explanation}`` to one row per feature: ``score`` (its headline number),
+``auc`` (threshold-free, when it has one), the numbers of positive/negative items and of failed requests.
+
+- ``embedding`` (no LLM): all-MiniLM-L6-v2 similarity of the explanation to each context; ``score`` = AUC of
+  activating vs non-activating contexts.
+- ``detection``: the LLM reads the explanation and an unmarked context and says whether the feature is
+  active in it (Yes/No); ``score`` = balanced accuracy, ``auc`` from log P(Yes) - log P(No).
+- ``fuzzing``: activating contexts with the true tokens marked vs the same contexts with as many
+  *other* tokens marked; the LLM says whether the explanation describes the marked words.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from saescope.autointerp.client import ChatRequest, LLMClient, LLMError, yes_no_margin
+from saescope.autointerp.examples import Context, scoring_contexts
+from saescope.autointerp.prompts import detection_request, fuzzing_request
+from saescope.embeddings import sentence_embeddings
+
+
+def embedding_scores(samples: pd.DataFrame, explanations: dict[int, str]) -> list[dict]:
+    features = list(explanations)
+    texts: list[str] = []
+    spans = {}
+    for feature in features:
+        pos, neg = scoring_contexts(samples, feature)
+        spans[feature] = (len(texts), len(pos), len(neg))
+        texts += [c.plain() for c in pos + neg]
+    contexts = sentence_embeddings(texts) if texts else None
+    explained = sentence_embeddings([explanations[f] for f in features])
+    rows = []
+    for row, feature in enumerate(features):
+        start, n_pos, n_neg = spans[feature]
+        if n_pos == 0 or n_neg == 0:
+            rows.append(_row(feature, math.nan, math.nan, n_pos, n_neg, 0))
+            continue
+        similarity = (contexts[start:start + n_pos + n_neg] @ explained[row]).numpy()
+        auc = float(roc_auc_score([1] * n_pos + [0] * n_neg, similarity))
+        rows.append(_row(feature, auc, auc, n_pos, n_neg, 0))
+    return rows
+
+
+def detection_scores(samples: pd.DataFrame, explanations: dict[int, str], client: LLMClient,
+                     max_contexts: int = 10, seed: int = 0) -> list[dict]:
+    def items(feature: int, rng: random.Random) -> tuple[list[ChatRequest], list[int]]:
+        pos, neg = scoring_contexts(samples, feature)
+        pos, neg = _pick(pos, max_contexts, rng), _pick(neg, max_contexts, rng)
+        return [detection_request(explanations[feature], c) for c in pos + neg], [1] * len(pos) + [0] * len(neg)
+
+    return _yes_no_scores(explanations, client, items, seed)
+
+
+def fuzzing_scores(samples: pd.DataFrame, explanations: dict[int, str], client: LLMClient,
+                   max_contexts: int = 10, seed: int = 0) -> list[dict]:
+    def items(feature: int, rng: random.Random) -> tuple[list[ChatRequest], list[int]]:
+        pos = [c for c in _pick(scoring_contexts(samples, feature)[0], max_contexts, rng) if any(a <= 0 for a in c.acts)]
+        true = [fuzzing_request(explanations[feature], c.marked()) for c in pos]
+        wrong = [fuzzing_request(explanations[feature], c.marked(c.misplaced_marks(rng))) for c in pos]
+        return true + wrong, [1] * len(true) + [0] * len(wrong)
+
+    return _yes_no_scores(explanations, client, items, seed)
+
+
+def _yes_no_scores(explanations: dict[int, str], client: LLMClient,
+                   items: Callable[[int, random.Random], tuple[list[ChatRequest], list[int]]], seed: int) -> list[dict]:
+    """Ask every item of every feature in one ``complete_many`` call; score each feature's Yes/No answers."""
+    requests, labels, owner = [], [], []
+    for feature in explanations:
+        asked, truth = items(feature, random.Random(f"{seed}:{feature}"))
+        requests += asked
+        labels += truth
+        owner += [feature] * len(asked)
+    answers = client.complete_many(requests) if requests else []
+    margins = [None if isinstance(a, LLMError) else yes_no_margin(a) for a in answers]
+    rows = []
+    for feature in explanations:
+        mine = [(m, y) for m, y, f in zip(margins, labels, owner) if f == feature]
+        scored = [(m, y) for m, y in mine if m is not None]
+        n_pos, n_neg = sum(y for _, y in scored), sum(1 - y for _, y in scored)
+        if n_pos == 0 or n_neg == 0:
+            rows.append(_row(feature, math.nan, math.nan, n_pos, n_neg, len(mine) - len(scored)))
+            continue
+        margin = np.clip(np.array([m for m, _ in scored], dtype=float), -1e6, 1e6)
+        truth = np.array([y for _, y in scored])
+        said = margin > 0
+        balanced = 0.5 * (said[truth == 1].mean() + (~said[truth == 0]).mean())
+        rows.append(_row(feature, float(balanced), float(roc_auc_score(truth, margin)), n_pos, n_neg,
+                         len(mine) - len(scored)))
+    return rows
+
+
+def _pick(contexts: list[Context], n: int, rng: random.Random) -> list[Context]:
+    return contexts if len(contexts) <= n else rng.sample(contexts, n)
+
+
+def _row(feature: int, score: float, auc: float, n_pos: int, n_neg: int, failed: int) -> dict:
+    return {"feature": feature, "score": score, "auc": auc, "n_pos": n_pos, "n_neg": n_neg, "failed": failed}

@@ -1,0 +1,152 @@
+"""``saescope serve-llm``: an OpenAI-compatible endpoint (``/v1/chat/completions``, ``/v1/models``) for a local model.
+
+So a lab can share one explainer, and so the HTTP client is tested end to end against a real server.
+Decisions:
+- One worker thread owns the model. Requests wait in a bounded queue; the worker takes up to
+  ``batch_size`` of them at once (waiting ``gather_ms`` for more after the first) and answers them with one
+  batched ``LocalChatClient.complete_many``, so concurrent clients get batched generation, like vLLM's
+  batching, and the event loop never blocks. A full queue answers 503 with ``Retry-After``.
+- Bound to 127.0.0.1 unless told otherwise; with ``token`` set, every request needs
+  ``Authorization: Bearer <token>``.
+- No ``from __future__ import annotations`` here: FastAPI must see the request models of ``llm_app`` as classes.
+- Errors use OpenAI's shape ``{"error": {"message", "type"}}``; supported: ``n = 1``, no streaming,
+  ``logprobs`` with up to 20 ``top_logprobs`` of the first generated token.
+"""
+
+import asyncio
+import queue
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from typing import Literal
+
+from saescope.autointerp.client import ChatRequest, Completion, LLMError
+from saescope.autointerp.local_client import LocalChatClient
+from saescope.errors import SaescopeError
+
+MAX_PROMPT_CHARS = 64_000
+
+
+class BatchingWorker:
+    """Answers ``ChatRequest``s from a bounded queue in batches, on one thread."""
+
+    def __init__(self, client: LocalChatClient, batch_size: int = 8, gather_ms: float = 10.0, queue_size: int = 64) -> None:
+        self.client, self.batch_size, self.gather_s = client, batch_size, gather_ms / 1000
+        self.queue: queue.Queue[tuple[ChatRequest, Future]] = queue.Queue(maxsize=queue_size)
+        threading.Thread(target=self._run, name="saescope-llm-worker", daemon=True).start()
+
+    def submit(self, request: ChatRequest) -> Future:
+        """A future answer; ``queue.Full`` when the queue is full."""
+        future: Future = Future()
+        self.queue.put_nowait((request, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            deadline = time.monotonic() + self.gather_s
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            try:
+                answers = self.client.complete_many([r for r, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, never the worker
+                answers = [LLMError(f"generation failed: {type(exc).__name__}: {exc}")] * len(batch)
+            for (_, future), answer in zip(batch, answers):
+                future.set_result(answer)
+
+
+def llm_app(client: LocalChatClient, token: str | None = None, batch_size: int = 8, token_limit: int = 1024,
+            queue_size: int = 64):
+    """The FastAPI application (``uvicorn.run(llm_app(...))``)."""
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import JSONResponse
+        from pydantic import BaseModel, Field
+    except ImportError:
+        raise SaescopeError("serve-llm needs FastAPI: pip install 'saescope[app]'") from None
+
+    class Message(BaseModel):
+        role: Literal["system", "user", "assistant"]
+        content: str
+
+    class ChatBody(BaseModel):
+        model: str
+        messages: list[Message] = Field(min_length=1)
+        max_tokens: int | None = Field(default=None, ge=1, le=token_limit)
+        max_completion_tokens: int | None = Field(default=None, ge=1, le=token_limit)
+        temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+        logprobs: bool | None = None
+        top_logprobs: int | None = Field(default=None, ge=0, le=20)
+        n: int = Field(default=1, ge=1, le=1)
+        stream: Literal[False] = False
+
+    worker = BatchingWorker(client, batch_size, queue_size=queue_size)
+    app = FastAPI(title="saescope serve-llm", description="OpenAI-compatible chat completions for a local model.")
+
+    def error(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
+
+    @app.middleware("http")
+    async def authorize(request: Request, call_next):
+        if token and request.headers.get("authorization") != f"Bearer {token}":
+            return error(401, "missing or wrong bearer token", "authentication_error")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error(400, f"invalid request: {where}: {first.get('msg', 'malformed')}")
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": client.model, "object": "model", "created": 0, "owned_by": "saescope"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatBody):
+        if body.model != client.model:
+            return error(404, f"model {body.model!r} is not served here (serving {client.model!r})")
+        if sum(len(m.content) for m in body.messages) > MAX_PROMPT_CHARS:
+            return error(400, f"the messages are longer than {MAX_PROMPT_CHARS} characters")
+        request = ChatRequest(tuple((m.role, m.content) for m in body.messages),
+                              max_tokens=body.max_completion_tokens or body.max_tokens or 256,
+                              temperature=body.temperature, top_logprobs=(body.top_logprobs or 1) if body.logprobs else 0)
+        try:
+            future = worker.submit(request)
+        except queue.Full:
+            return error(503, "the server is busy: retry later", "server_busy", {"Retry-After": "1"})
+        answer = await asyncio.wrap_future(future)
+        if isinstance(answer, LLMError):
+            return error(500, str(answer), "server_error")
+        return _response(client.model, answer, request)
+
+    return app
+
+
+def _response(model: str, answer: Completion, request: ChatRequest) -> dict:
+    logprobs = None
+    if answer.top_logprobs:
+        alternatives = [{"token": t, "logprob": v, "bytes": None} for t, v in answer.top_logprobs.items()]
+        best = max(alternatives, key=lambda a: a["logprob"])
+        logprobs = {"content": [{**best, "top_logprobs": alternatives}]}
+    finish = "length" if answer.completion_tokens >= request.max_tokens else "stop"
+    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": finish,
+                         "logprobs": logprobs}],
+            "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+                      "total_tokens": answer.prompt_tokens + answer.completion_tokens}}
+
+
+def serve_llm(client: LocalChatClient, host: str = "127.0.0.1", port: int = 8011, token: str | None = None,
+              batch_size: int = 8) -> None:
+    """Serve until Ctrl-C."""
+    import uvicorn
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        raise SaescopeError(f"serving on {host} (not loopback) needs a token: set SAESCOPE_LLM_TOKEN")
+    uvicorn.run(llm_app(client, token, batch_size), host=host, port=port, log_level="warning")
