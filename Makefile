@@ -56,6 +56,8 @@ bench: setup $(SAELENS_VENV)/.installed
 	$(BIN)/python benchmarks/bench_contrast.py
 	$(BIN)/python benchmarks/bench_bias.py
 	$(BIN)/python benchmarks/bench_circuits.py
+	$(BIN)/python benchmarks/bench_edit.py
+	$(BIN)/python benchmarks/bench_autointerp.py
 	$(BIN)/pytest -q -m slow
 
 clean:

@@ -32,3 +32,14 @@ def tiny_model(family: str) -> torch.nn.Module:
     config = AutoConfig.for_model(family, **common, **configs[family])
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config).eval()
+
+
+def small_topk_sae(d_sae: int, hook: str = "blocks.2.hook_resid_post"):
+    """A random TopK SAE (k=4) on the embedded model's width whose features fire often (positive encoder bias)."""
+    from saescope.sae.core import SAE, SAEConfig
+
+    torch.manual_seed(0)
+    sae = SAE(SAEConfig(576, d_sae, "topk", k=4, hook_name=hook))
+    with torch.no_grad():
+        sae.b_enc.fill_(0.5)
+    return sae.requires_grad_(False)

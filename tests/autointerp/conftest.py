@@ -1,11 +1,10 @@
 """A small RUN of a random TopK SAE at layer 2, with sampled contexts, shared by the autointerp tests."""
 
 import pytest
-import torch
 
+from helpers import small_topk_sae
 from saescope.features.extract import extract_features
 from saescope.features.samples import SampleConfig, sample_contexts
-from saescope.sae.core import SAE, SAEConfig
 
 HOOK = "blocks.2.hook_resid_post"
 SAMPLING = SampleConfig(tokens=2048, bins=3, per_bin=3, batch_size=4)
@@ -18,11 +17,7 @@ def sampling() -> SampleConfig:
 
 @pytest.fixture(scope="module")
 def small_sae():
-    torch.manual_seed(0)
-    sae = SAE(SAEConfig(576, 48, "topk", k=4, hook_name=HOOK))
-    with torch.no_grad():
-        sae.b_enc.fill_(0.5)
-    return sae.requires_grad_(False)
+    return small_topk_sae(48, HOOK)
 
 
 @pytest.fixture(scope="module")

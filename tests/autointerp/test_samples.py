@@ -31,8 +31,8 @@ def test_samples_are_held_out_contexts_with_the_right_activations(lm, small_sae,
         lo = max(0, row.position - SAMPLING.left)
         expected = [lm.tokenizer.decode([int(i)]) for i in ids[lo:row.position + SAMPLING.right + 1]]
         assert list(row.context_tokens) == expected and row.center == row.position - lo
-        assert torch.allclose(torch.tensor(list(row.context_acts), dtype=torch.float32), feature_acts[lo:row.position + SAMPLING.right + 1],
-                              atol=1e-4)
+        recorded = torch.tensor(list(row.context_acts), dtype=torch.float32)
+        assert torch.allclose(recorded, feature_acts[lo:row.position + SAMPLING.right + 1], atol=1e-4)
         assert abs(row.activation - float(feature_acts[row.position])) < 1e-4
         assert ("score" if int(sources[row.position, 0]) % 2 else "explain") == row.split
 

@@ -5,6 +5,7 @@ import pytest
 import scipy.stats
 import torch
 
+from helpers import small_topk_sae
 from saescope.corpus import load_corpus, token_windows
 from saescope.errors import SaescopeError
 from saescope.features.extract import extract_features
@@ -18,11 +19,7 @@ HOOK = "blocks.2.hook_resid_post"
 
 @pytest.fixture(scope="module")
 def small_sae():
-    torch.manual_seed(0)
-    sae = SAE(SAEConfig(576, 64, "topk", k=4, hook_name=HOOK))
-    with torch.no_grad():
-        sae.b_enc.fill_(0.5)
-    return sae.requires_grad_(False)
+    return small_topk_sae(64, HOOK)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -16,6 +17,7 @@ import pandas as pd
 from saescope.features.run import FeatureRun
 
 OPEN, CLOSE = "<<", ">>"
+SPECIAL = re.compile(r"<\|[^|<>]*\|>")
 
 
 @dataclass
@@ -68,8 +70,9 @@ class Context:
 
 
 def clean(text: str) -> str:
-    """One line: newlines shown as spaces, runs of spaces collapsed."""
-    return " ".join(text.replace("\n", " ").split())
+    """One line: special tokens (``<|im_end|>`` between documents) and newlines shown as spaces, runs of
+    spaces collapsed."""
+    return " ".join(SPECIAL.sub(" ", text).replace("\n", " ").split())
 
 
 def _contexts(table: pd.DataFrame, quantile: int | None = None) -> list[Context]:
@@ -88,10 +91,14 @@ def explainer_contexts(run: FeatureRun, samples: pd.DataFrame | None, feature: i
     return [c.trimmed(left, right) for c in contexts]
 
 
-def scoring_contexts(samples: pd.DataFrame, feature: int) -> tuple[list[Context], list[Context]]:
-    """``(activating, non_activating)`` score-split contexts of ``feature``."""
+def scoring_contexts(samples: pd.DataFrame, feature: int, window: tuple[int, int] | None = None
+                     ) -> tuple[list[Context], list[Context]]:
+    """``(activating, non_activating)`` score-split contexts of ``feature``, cut to ``window`` = (left, right)."""
     mine = samples[(samples.feature == feature) & (samples.split == "score")]
-    return _contexts(mine[mine["quantile"] >= 0]), _contexts(mine[mine["quantile"] < 0])
+    pos, neg = _contexts(mine[mine["quantile"] >= 0]), _contexts(mine[mine["quantile"] < 0])
+    if window is None:
+        return pos, neg
+    return [c.trimmed(*window) for c in pos], [c.trimmed(*window) for c in neg]
 
 
 def promoted_tokens(run: FeatureRun, feature: int, n: int = 8) -> list[str]:

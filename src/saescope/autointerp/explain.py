@@ -4,7 +4,8 @@ Two explainers:
 - ``llm``: any ``LLMClient`` reads the feature's marked contexts (``examples.explainer_contexts``) and the
   tokens it promotes, and answers with a short explanation; an answer with no explanation in it is
   recorded as a failure (``explanation`` empty, ``error`` says why) and never replaced by a made-up one;
-- ``top_tokens``: no LLM, ``"fires on: she, her, ..."`` from the RUN's top-token table.
+- ``top_tokens``: no LLM, the words the feature fires on most often, ``"she, her, hers"`` (a plain list: on
+  tuning features a ``"fires on: "`` prefix lowered the embedding score by 0.02).
 
 The table keeps one row per (feature, explainer, model); a new run replaces its own rows only. Work goes
 in chunks of ``chunk`` features; after each chunk the table is rewritten atomically, so Ctrl-C loses at
@@ -15,6 +16,7 @@ token usage go to ``RUN/explanations.json``.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,15 +40,15 @@ BASELINE = "top_tokens"
 class ExplainConfig:
     """How features are explained (``saescope explain`` builds its options from it)."""
 
-    top: int = 6
+    top: int = 4
     """Top-K contexts from the RUN shown to the explainer."""
     per_quantile: int = 1
     """Explain-split samples shown per activation quantile (when the RUN has samples)."""
-    left: int = 12
+    left: int = 8
     """Tokens shown before each context's sampled token."""
-    right: int = 3
+    right: int = 2
     """Tokens shown after it."""
-    max_tokens: int = 32
+    max_tokens: int = 16
     """Most tokens the explainer may write."""
     chunk: int = 16
     """Features per chunk (the table is saved after each)."""
@@ -65,9 +67,13 @@ def read_explanations(run: FeatureRun) -> pd.DataFrame:
     return pd.DataFrame(columns=COLUMNS) if table is None else table
 
 
-def baseline_explanation(run: FeatureRun, feature: int) -> str:
-    words = top_token_words(run, feature)
-    return "fires on: " + ", ".join(words) if words else ""
+def baseline_explanation(run: FeatureRun, samples: pd.DataFrame | None, feature: int, n: int = 8) -> str:
+    """The ``n`` words the feature fires on most often in the explainer's contexts (top-K and explain-split
+    samples), as a plain list ``"she, her, hers"``, falling back to the RUN's top tokens."""
+    contexts = explainer_contexts(run, samples, feature, top=10**6, per_quantile=10**6)
+    counts = Counter(c.tokens[c.center].strip().lower() for c in contexts if c.tokens[c.center].strip())
+    words = [w for w, _ in counts.most_common(n)] or top_token_words(run, feature, n)
+    return ", ".join(words)
 
 
 def explain_features(run: FeatureRun, features: list[int], client: LLMClient | None = None,
@@ -112,7 +118,7 @@ def explain_features(run: FeatureRun, features: list[int], client: LLMClient | N
 def _explain_chunk(run: FeatureRun, samples: pd.DataFrame | None, chunk: list[int], client: LLMClient | None,
                    config: ExplainConfig, explainer: str, model: str) -> list[dict]:
     if client is None:
-        texts = [baseline_explanation(run, f) for f in chunk]
+        texts = [baseline_explanation(run, samples, f) for f in chunk]
         return [_row(f, explainer, model, t, "" if t else "the feature has no top tokens", t) for f, t in zip(chunk, texts)]
     requests = [explain_request(explainer_contexts(run, samples, f, config.top, config.per_quantile, config.left, config.right),
                                 promoted_tokens(run, f), config.max_tokens) for f in chunk]

@@ -86,8 +86,15 @@ class OpenAIChatClient:
             raise SaescopeError(f"{self.base_url} does not serve {self.model!r}; it serves: {', '.join(names) or 'nothing'}")
 
     def complete_many(self, requests: list[ChatRequest]) -> list[Completion | LLMError]:
+        """Sent shortest first, so requests in flight together have similar lengths (a batching server
+        pads less); answers come back in the order asked."""
+        order = sorted(range(len(requests)), key=lambda i: sum(len(c) for _, c in requests[i].messages))
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="saescope-llm") as pool:
-            return list(pool.map(self._one_or_error, requests))
+            answers = list(pool.map(self._one_or_error, [requests[i] for i in order]))
+        out: list[Completion | LLMError] = [LLMError("not sent")] * len(requests)
+        for i, answer in zip(order, answers):
+            out[i] = answer
+        return out
 
     def _one_or_error(self, request: ChatRequest) -> Completion | LLMError:
         try:

@@ -1,7 +1,9 @@
 """The prompts, versioned (``PROMPT_VERSION`` is stored with every explanation and score).
 
 After delphi's explainer and detection/fuzzing scorers, shortened so that a 135M-parameter chat model
-can follow them too. The explainer is asked for JSON; ``parse_explanation`` also accepts an
+can follow them too. Few-shot examples were tried and dropped: the embedded 135M model copied the
+examples' answers ("female pronouns") onto unrelated features, which is worse than no answer. The
+explainer is asked for JSON; ``parse_explanation`` also accepts an
 ``Explanation: ...`` line or a bare short sentence, and records a failure for anything else.
 """
 
@@ -17,9 +19,9 @@ PROMPT_VERSION = "1"
 MAX_EXPLANATION_CHARS = 200
 
 EXPLAIN_SYSTEM = (
-    f"You are studying one feature of a language model. In each text, the words where the feature is active "
-    f"are marked {OPEN}like this{CLOSE}. Say in a few words what the marked words have in common "
-    "(a word, a topic, a grammatical role). Answer in JSON: {\"explanation\": \"...\"}")
+    f"You explain features of a language model. In each text, the words where the feature is active are marked "
+    f"{OPEN}like this{CLOSE}. Say in a few words what the marked words have in common (a word, a topic, a "
+    'grammatical role). Answer in JSON: {"explanation": "..."}')
 
 DETECTION_SYSTEM = ("A language model feature is described by an explanation. Decide if the feature is active "
                     "somewhere in the text. Answer Yes or No.")
@@ -28,7 +30,7 @@ FUZZING_SYSTEM = (f"A language model feature is described by an explanation. In 
                   f"{OPEN}like this{CLOSE}. Decide if the explanation describes the marked words. Answer Yes or No.")
 
 
-def explain_request(contexts: list[Context], promoted: list[str], max_tokens: int = 32) -> ChatRequest:
+def explain_request(contexts: list[Context], promoted: list[str], max_tokens: int = 16) -> ChatRequest:
     lines = [f"{i + 1}. {c.marked()}" for i, c in enumerate(contexts)]
     user = "Texts:\n" + "\n".join(lines)
     if promoted:

@@ -31,7 +31,7 @@ MAX_PROMPT_CHARS = 64_000
 class BatchingWorker:
     """Answers ``ChatRequest``s from a bounded queue in batches, on one thread."""
 
-    def __init__(self, client: LocalChatClient, batch_size: int = 8, gather_ms: float = 10.0, queue_size: int = 64) -> None:
+    def __init__(self, client: LocalChatClient, batch_size: int = 8, gather_ms: float = 50.0, queue_size: int = 64) -> None:
         self.client, self.batch_size, self.gather_s = client, batch_size, gather_ms / 1000
         self.queue: queue.Queue[tuple[ChatRequest, Future]] = queue.Queue(maxsize=queue_size)
         threading.Thread(target=self._run, name="saescope-llm-worker", daemon=True).start()
@@ -59,16 +59,9 @@ class BatchingWorker:
                 future.set_result(answer)
 
 
-def llm_app(client: LocalChatClient, token: str | None = None, batch_size: int = 8, token_limit: int = 1024,
-            queue_size: int = 64):
-    """The FastAPI application (``uvicorn.run(llm_app(...))``)."""
-    try:
-        from fastapi import FastAPI, Request
-        from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse
-        from pydantic import BaseModel, Field
-    except ImportError:
-        raise SaescopeError("serve-llm needs FastAPI: pip install 'saescope[app]'") from None
+def _chat_body(token_limit: int) -> type:
+    """The pydantic model of a chat-completions request (limits from the server's settings)."""
+    from pydantic import BaseModel, Field
 
     class Message(BaseModel):
         role: Literal["system", "user", "assistant"]
@@ -85,23 +78,39 @@ def llm_app(client: LocalChatClient, token: str | None = None, batch_size: int =
         n: int = Field(default=1, ge=1, le=1)
         stream: Literal[False] = False
 
+    return ChatBody
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
+
+
+def llm_app(client: LocalChatClient, token: str | None = None, batch_size: int = 8, token_limit: int = 1024,
+            queue_size: int = 64):
+    """The FastAPI application (``uvicorn.run(llm_app(...))``)."""
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+    except ImportError:
+        raise SaescopeError("serve-llm needs FastAPI: pip install 'saescope[app]'") from None
+    ChatBody = _chat_body(token_limit)
+
     worker = BatchingWorker(client, batch_size, queue_size=queue_size)
     app = FastAPI(title="saescope serve-llm", description="OpenAI-compatible chat completions for a local model.")
-
-    def error(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None) -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
 
     @app.middleware("http")
     async def authorize(request: Request, call_next):
         if token and request.headers.get("authorization") != f"Bearer {token}":
-            return error(401, "missing or wrong bearer token", "authentication_error")
+            return _error(401, "missing or wrong bearer token", "authentication_error")
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(_request: Request, exc: RequestValidationError) -> object:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return error(400, f"invalid request: {where}: {first.get('msg', 'malformed')}")
+        return _error(400, f"invalid request: {where}: {first.get('msg', 'malformed')}")
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -110,19 +119,19 @@ def llm_app(client: LocalChatClient, token: str | None = None, batch_size: int =
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody):
         if body.model != client.model:
-            return error(404, f"model {body.model!r} is not served here (serving {client.model!r})")
+            return _error(404, f"model {body.model!r} is not served here (serving {client.model!r})")
         if sum(len(m.content) for m in body.messages) > MAX_PROMPT_CHARS:
-            return error(400, f"the messages are longer than {MAX_PROMPT_CHARS} characters")
+            return _error(400, f"the messages are longer than {MAX_PROMPT_CHARS} characters")
         request = ChatRequest(tuple((m.role, m.content) for m in body.messages),
                               max_tokens=body.max_completion_tokens or body.max_tokens or 256,
                               temperature=body.temperature, top_logprobs=(body.top_logprobs or 1) if body.logprobs else 0)
         try:
             future = worker.submit(request)
         except queue.Full:
-            return error(503, "the server is busy: retry later", "server_busy", {"Retry-After": "1"})
+            return _error(503, "the server is busy: retry later", "server_busy", {"Retry-After": "1"})
         answer = await asyncio.wrap_future(future)
         if isinstance(answer, LLMError):
-            return error(500, str(answer), "server_error")
+            return _error(500, str(answer), "server_error")
         return _response(client.model, answer, request)
 
     return app

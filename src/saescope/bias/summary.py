@@ -5,14 +5,15 @@ from __future__ import annotations
 import pandas as pd
 
 from saescope.features.logit_effects import logit_effects
-from saescope.features.run import FeatureRun
+from saescope.features.run import FeatureRun, best_explanation
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE
 
 
 def features_summary(lm: LoadedModel, sae: SAE, table: pd.DataFrame, features: list[int],
                      run: FeatureRun | None = None, n_tokens: int = 6) -> pd.DataFrame:
-    """The chosen features with their gender statistics, promoted tokens and (given a RUN) top tokens."""
+    """The chosen features with their gender statistics, promoted tokens and (given a RUN) top tokens and,
+    when the RUN has them (``saescope explain``), explanations."""
     rows = table.set_index("feature").loc[features].reset_index()
     columns = ["feature", "kind", "stereotype_diff", "stereotype_q", "definitional_diff", "pair_delta"]
     rows = rows[columns].copy()
@@ -24,4 +25,7 @@ def features_summary(lm: LoadedModel, sae: SAE, table: pd.DataFrame, features: l
         stats = run.stats.set_index("feature")
         rows["top_tokens"] = [" ".join(repr(t) for t in list(stats.at[f, "top_tokens"])[:n_tokens]) for f in features]
         rows["log10_density"] = [float(stats.at[f, "log10_density"]) for f in features]
+        explained = run.explanations()
+        if explained:
+            rows["explanation"] = [best_explanation(explained.get(f, [])) for f in features]
     return rows

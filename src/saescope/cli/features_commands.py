@@ -102,7 +102,7 @@ def show(
 
     loaded = FeatureRun.load(run)
     info = loaded.feature(feature)
-    explained = _explanations(loaded, feature)
+    explained = loaded.explanations().get(feature, [])
     if json_out:
         print_json({"stats": info["stats"], "explanations": explained, "top_tokens": info["top_tokens"].token.tolist(),
                     "examples": info["examples"].head(n).drop(columns=["context_acts"]).to_dict(orient="records"),
@@ -123,21 +123,6 @@ def show(
     for row in info["examples"].head(n).itertuples():
         console.print(f"  {row.activation:7.2f}  " + highlight(row.context_tokens, row.context_acts, row.center),
                       soft_wrap=True)
-
-
-def _explanations(run, feature: int) -> list[dict]:
-    """The feature's explanations with their scores (control 'none'), when the RUN has them."""
-    from saescope.autointerp.explain import read_explanations
-    from saescope.autointerp.score import read_scores
-
-    explained, scores = read_explanations(run), read_scores(run)
-    rows = []
-    for row in explained[explained.feature == feature].itertuples():
-        mine = scores[(scores.feature == feature) & (scores.explainer == row.explainer) &
-                      (scores.explainer_model == row.model) & (scores.control == "none")]
-        rows.append({"explainer": row.explainer, "model": row.model, "explanation": row.explanation, "error": row.error,
-                     "scores": {r.scorer: float(r.score) for r in mine.itertuples()}})
-    return rows
 
 
 def highlight(tokens: list[str], acts: list[float], center: int) -> str:

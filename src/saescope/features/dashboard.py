@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from saescope.features.run import FeatureRun
+from saescope.features.run import FeatureRun, best_explanation
 from saescope.reports import render
 from saescope.storage import atomic_path
 
 _STAT_FIELDS = ("count", "log10_density", "mean", "std", "skewness", "kurtosis", "max")
-_COLUMNS = ("feature", "count", "log10_density", "mean", "std", "skewness", "kurtosis", "max", "top tokens")
+_COLUMNS = ("feature", "count", "log10_density", "mean", "std", "skewness", "kurtosis", "max", "top tokens", "explanation")
 
 
 def write_dashboard(run: FeatureRun, out: str | Path, features: list[int] | None = None) -> Path:
@@ -32,6 +32,8 @@ def write_dashboard(run: FeatureRun, out: str | Path, features: list[int] | None
         run.check_feature(feature)
     rows = stats[stats.feature.isin(chosen)].copy()
     rows["top_tokens"] = [" ".join(repr(t) for t in tokens[:6]) for tokens in rows.top_tokens]
+    explained = run.explanations()
+    rows["explanation"] = [best_explanation(explained.get(f, [])) for f in rows.feature]
     with atomic_path(out) as tmp:
         tmp.mkdir()
         index = render(
@@ -39,8 +41,8 @@ def write_dashboard(run: FeatureRun, out: str | Path, features: list[int] | None
             n_live=int((stats["count"] > 0).sum()))
         (tmp / "index.html").write_text(index, encoding="utf-8")
         for feature in chosen:
-            (tmp / f"feature_{feature}.html").write_text(render("dashboard_feature.html", **_feature_context(run, feature)),
-                                                         encoding="utf-8")
+            page = render("dashboard_feature.html", **_feature_context(run, feature), explanations=explained.get(feature, []))
+            (tmp / f"feature_{feature}.html").write_text(page, encoding="utf-8")
     return Path(out)
 
 

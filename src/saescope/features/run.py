@@ -114,6 +114,23 @@ class FeatureRun:
                                 "extract the RUN again") from None
         return data["counts"].numpy(), data["edges"].numpy()
 
+    def explanations(self) -> dict[int, list[dict[str, Any]]]:
+        """Feature -> its explanations (``saescope explain``), each with its scores on the real explanation
+        (``saescope score``, control 'none'): ``{"explainer", "model", "explanation", "error", "scores"}``."""
+        table, scores = self.optional_table("explanations.parquet"), self.optional_table("scores.parquet")
+        if table is None:
+            return {}
+        by_key: dict[tuple, dict[str, float]] = {}
+        if scores is not None:
+            for r in scores[scores.control == "none"].itertuples():
+                by_key.setdefault((r.feature, r.explainer, r.explainer_model), {})[r.scorer] = float(r.score)
+        out: dict[int, list[dict[str, Any]]] = {}
+        for r in table.itertuples():
+            out.setdefault(int(r.feature), []).append({
+                "explainer": r.explainer, "model": r.model, "explanation": r.explanation, "error": r.error,
+                "scores": by_key.get((r.feature, r.explainer, r.model), {})})
+        return out
+
     def examples(self, feature: int) -> pd.DataFrame:
         """The top activating examples of ``feature``, strongest first."""
         feature = self.check_feature(feature)
@@ -130,6 +147,13 @@ class FeatureRun:
                 "promoted": effects[effects.kind == "promoted"].reset_index(drop=True),
                 "suppressed": effects[effects.kind == "suppressed"].reset_index(drop=True),
                 "histogram": (counts[feature], edges)}
+
+
+def best_explanation(explanations: list[dict[str, Any]]) -> str:
+    """From ``FeatureRun.explanations()[f]``: an LLM's explanation that did not fail, else the top-token one."""
+    usable = [e for e in explanations if e["explanation"]]
+    chosen = next((e for e in usable if e["explainer"] != "top_tokens"), usable[0] if usable else None)
+    return chosen["explanation"] if chosen else ""
 
 
 def write_run(out: Path, acc: FeatureAccumulator, lm: LoadedModel, sae: SAE, docs: list[Document],
