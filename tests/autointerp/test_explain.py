@@ -59,3 +59,34 @@ def test_llm_scorers_need_a_client(copy):
     explain_features(copy, [0, 1], None, progress=False)
     with pytest.raises(Exception, match="needs an LLM client"):
         score_explanations(copy, ["detection"], None, progress=False)
+
+
+def test_simulation_and_intervention_scorers_run_with_the_embedded_model(copy, lm, small_sae):
+    from saescope.autointerp.intervention import steered_texts
+    from saescope.autointerp.local_client import LocalChatClient
+
+    explain_features(copy, [0, 1], None, progress=False)
+    rows = score_explanations(copy, ["simulation", "intervention"], LocalChatClient(lm), max_contexts=2, controls=False,
+                              progress=False, subject=(lm, small_sae))
+    assert len(rows) == 4 and set(rows.scorer) == {"simulation", "intervention"}
+    simulated = rows[rows.scorer == "simulation"]
+    from saescope.autointerp.examples import scoring_contexts
+    from saescope.features.samples import load_samples
+
+    samples = load_samples(copy)
+    for row in simulated.itertuples():  # every picked context was asked once: answered or counted as failed
+        pos, neg = scoring_contexts(samples, row.feature)
+        assert row.n_pos + row.n_neg + row.failed == min(2, len(pos)) + min(2, len(neg))
+    assert simulated.score.dropna().between(-1, 1).all()
+    assert rows[rows.scorer == "intervention"].score.between(0, 1).all()
+    plain, steered = steered_texts(lm, small_sae, copy, [0], strength=50.0)
+    assert len(plain) == len(steered[0]) == 3 and steered[0] != plain  # a strong push changes the text
+
+
+def test_expected_digit_reads_logprobs_then_text():
+    import math
+
+    from saescope.autointerp.client import expected_digit
+
+    assert expected_digit(Completion("7", {"7": math.log(0.5), "3": math.log(0.5), "x": -1.0})) == pytest.approx(5.0)
+    assert expected_digit(Completion("I'd say 4")) == 4.0 and expected_digit(Completion("none")) is None

@@ -126,6 +126,21 @@ def yes_no_margin(completion: Completion) -> float | None:
     return None
 
 
+def expected_digit(completion: Completion) -> float | None:
+    """The expected value of a 0-9 answer from the first token's alternatives, else the first digit in the
+    text, else ``None``."""
+    if completion.top_logprobs:
+        digits = {int(k.strip()): v for k, v in completion.top_logprobs.items() if k.strip().isdigit() and len(k.strip()) == 1}
+        if digits:
+            top = max(digits.values())
+            weights = {d: math.exp(v - top) for d, v in digits.items()}
+            return sum(d * w for d, w in weights.items()) / sum(weights.values())
+    for char in completion.text:
+        if char.isdigit():
+            return float(char)
+    return None
+
+
 def _logsumexp(values: list[float]) -> float:
     top = max(values)
     return top + math.log(sum(math.exp(v - top) for v in values))

@@ -24,7 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from saescope.autointerp.client import LLMClient, LLMError, Usage
-from saescope.autointerp.examples import explainer_contexts, promoted_tokens, top_token_words
+from saescope.autointerp.examples import clean, explainer_contexts, promoted_tokens, top_token_words
 from saescope.autointerp.prompts import PROMPT_VERSION, explain_request, parse_explanation
 from saescope.errors import JobInterrupted, SaescopeError
 from saescope.features.run import FeatureRun, write_parquet
@@ -71,7 +71,7 @@ def baseline_explanation(run: FeatureRun, samples: pd.DataFrame | None, feature:
     """The ``n`` words the feature fires on most often in the explainer's contexts (top-K and explain-split
     samples), as a plain list ``"she, her, hers"``, falling back to the RUN's top tokens."""
     contexts = explainer_contexts(run, samples, feature, top=10**6, per_quantile=10**6)
-    counts = Counter(c.tokens[c.center].strip().lower() for c in contexts if c.tokens[c.center].strip())
+    counts = Counter(word for c in contexts if (word := clean(c.tokens[c.center]).lower()))
     words = [w for w, _ in counts.most_common(n)] or top_token_words(run, feature, n)
     return ", ".join(words)
 

@@ -13,7 +13,7 @@ import json
 import re
 
 from saescope.autointerp.client import ChatRequest
-from saescope.autointerp.examples import CLOSE, OPEN, Context
+from saescope.autointerp.examples import CLOSE, OPEN, Context, clean
 
 PROMPT_VERSION = "1"
 MAX_EXPLANATION_CHARS = 200
@@ -46,6 +46,26 @@ def detection_request(explanation: str, context: Context) -> ChatRequest:
 def fuzzing_request(explanation: str, marked_text: str) -> ChatRequest:
     user = f"Explanation: {explanation}\nText: {marked_text}\nDoes the explanation describe the marked words?"
     return ChatRequest((("system", FUZZING_SYSTEM), ("user", user)), max_tokens=1, top_logprobs=10)
+
+
+SIMULATION_SYSTEM = ("A language model feature is described by an explanation. Say how strongly the feature is "
+                     "active on the given word of the text, from 0 (not at all) to 9 (as strongly as it gets). "
+                     "Answer with one digit.")
+
+INTERVENTION_SYSTEM = ("A language model feature is described by an explanation. Someone may have turned the feature "
+                       "up while the model wrote the text. Decide if the text shows what the explanation describes. "
+                       "Answer Yes or No.")
+
+
+def simulation_request(explanation: str, context: Context) -> ChatRequest:
+    word = context.tokens[context.center].strip() or repr(context.tokens[context.center])
+    user = f"Explanation: {explanation}\nText: {context.plain()}\nWord: {word}\nHow strongly is the feature active on it?"
+    return ChatRequest((("system", SIMULATION_SYSTEM), ("user", user)), max_tokens=1, top_logprobs=20)
+
+
+def intervention_request(explanation: str, text: str) -> ChatRequest:
+    user = f"Explanation: {explanation}\nText: {clean(text)}\nDoes the text show what the explanation describes?"
+    return ChatRequest((("system", INTERVENTION_SYSTEM), ("user", user)), max_tokens=1, top_logprobs=10)
 
 
 def parse_explanation(text: str) -> str:

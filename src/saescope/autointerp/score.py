@@ -19,14 +19,14 @@ from tqdm.auto import tqdm
 
 from saescope.autointerp.client import LLMClient, Usage
 from saescope.autointerp.explain import read_explanations
-from saescope.autointerp.scorers import detection_scores, embedding_scores, fuzzing_scores
+from saescope.autointerp.scorers import detection_scores, embedding_scores, fuzzing_scores, simulation_scores
 from saescope.errors import SaescopeError
 from saescope.features.run import FeatureRun, write_parquet
 from saescope.features.samples import load_samples
 from saescope.storage import read_json, write_json
 
-SCORERS = ("embedding", "detection", "fuzzing")
-LLM_SCORERS = ("detection", "fuzzing")
+SCORERS = ("embedding", "detection", "fuzzing", "simulation", "intervention")
+LLM_SCORERS = ("detection", "fuzzing", "simulation", "intervention")
 KEY = ["explainer", "explainer_model", "control", "scorer", "scorer_model"]
 
 
@@ -47,8 +47,9 @@ def check_scorers(names: list[str]) -> list[str]:
 
 def score_explanations(run: FeatureRun, scorers: list[str], client: LLMClient | None = None,
                        features: list[int] | None = None, max_contexts: int = 10, controls: bool = True,
-                       seed: int = 0, chunk: int = 32, progress: bool = True) -> pd.DataFrame:
+                       seed: int = 0, chunk: int = 32, progress: bool = True, subject: tuple | None = None) -> pd.DataFrame:
     """Score every explanation in the RUN (of ``features``, default all) with ``scorers``; returns the new rows.
+    The intervention scorer also needs ``subject = (lm, sae)``, the model and SAE the RUN was made with.
 
     Example::
 
@@ -58,6 +59,8 @@ def score_explanations(run: FeatureRun, scorers: list[str], client: LLMClient | 
     scorers = check_scorers(scorers)
     if client is None and any(n in LLM_SCORERS for n in scorers):
         raise SaescopeError(f"the {', '.join(n for n in scorers if n in LLM_SCORERS)} scorer needs an LLM client")
+    if "intervention" in scorers and subject is None:
+        raise SaescopeError("the intervention scorer needs the RUN's model and SAE (subject=(lm, sae))")
     samples = load_samples(run)
     table = read_explanations(run)
     table = table[table.explanation.fillna("").str.len() > 0]
@@ -73,7 +76,7 @@ def score_explanations(run: FeatureRun, scorers: list[str], client: LLMClient | 
             for scorer in scorers:
                 for part in _chunks(explanations, chunk if scorer in LLM_SCORERS else len(explanations), progress,
                                     f"{scorer} ({explainer}, {control})"):
-                    new = _score(scorer, samples, part, client, max_contexts, seed)
+                    new = _score(scorer, samples, part, client, max_contexts, seed, run, subject)
                     scorer_model = client.model if scorer in LLM_SCORERS and client is not None else ""
                     rows += [{**r, "explainer": explainer, "explainer_model": model, "control": control,
                               "scorer": scorer, "scorer_model": scorer_model} for r in new]
@@ -83,10 +86,14 @@ def score_explanations(run: FeatureRun, scorers: list[str], client: LLMClient | 
 
 
 def _score(scorer: str, samples: pd.DataFrame, explanations: dict[int, str], client: LLMClient | None,
-           max_contexts: int, seed: int) -> list[dict]:
+           max_contexts: int, seed: int, run: FeatureRun, subject: tuple | None) -> list[dict]:
     if scorer == "embedding":
         return embedding_scores(samples, explanations)
-    score = detection_scores if scorer == "detection" else fuzzing_scores
+    if scorer == "intervention":
+        from saescope.autointerp.intervention import intervention_scores
+
+        return intervention_scores(*subject, run, explanations, client, seed=seed)
+    score = {"detection": detection_scores, "fuzzing": fuzzing_scores, "simulation": simulation_scores}[scorer]
     return score(samples, explanations, client, max_contexts, seed)
 
 

@@ -13,6 +13,11 @@ Each scorer maps ``{feature: explanation}`` to one row per feature: ``score`` (i
   from log P(Yes) - log P(No).
 - ``fuzzing``: activating contexts with the true tokens marked vs the same contexts with as many
   *other* tokens marked; the LLM says whether the explanation describes the marked words.
+- ``simulation``: the LLM predicts, from the explanation alone, how strongly the feature fires on the
+  sampled token of each context (0-9: the expected digit under its first-token log-probs, or the digit it
+  writes); ``score`` = Pearson r with the true activations (0 on non-activating contexts). This is
+  OpenAI's simulation scoring at one token per context, which any chat API can answer.
+- ``intervention`` (in ``intervention``): steer with the feature, ask whether the text shows the explanation.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
 
-from saescope.autointerp.client import ChatRequest, LLMClient, LLMError, yes_no_margin
+from saescope.autointerp.client import ChatRequest, LLMClient, LLMError, expected_digit, yes_no_margin
 from saescope.autointerp.examples import Context, scoring_contexts
-from saescope.autointerp.prompts import detection_request, fuzzing_request
+from saescope.autointerp.prompts import detection_request, fuzzing_request, simulation_request
 from saescope.embeddings import sentence_embeddings
 
 EMBEDDING_WINDOW = (1, 0)
@@ -63,7 +69,7 @@ def detection_scores(samples: pd.DataFrame, explanations: dict[int, str], client
         pos, neg = _pick(pos, max_contexts, rng), _pick(neg, max_contexts, rng)
         return [detection_request(explanations[feature], c) for c in pos + neg], [1] * len(pos) + [0] * len(neg)
 
-    return _yes_no_scores(explanations, client, items, seed)
+    return yes_no_scores(explanations, client, items, seed)
 
 
 def fuzzing_scores(samples: pd.DataFrame, explanations: dict[int, str], client: LLMClient,
@@ -75,10 +81,33 @@ def fuzzing_scores(samples: pd.DataFrame, explanations: dict[int, str], client: 
         wrong = [fuzzing_request(explanations[feature], c.marked(c.misplaced_marks(rng))) for c in pos]
         return true + wrong, [1] * len(true) + [0] * len(wrong)
 
-    return _yes_no_scores(explanations, client, items, seed)
+    return yes_no_scores(explanations, client, items, seed)
 
 
-def _yes_no_scores(explanations: dict[int, str], client: LLMClient,
+def simulation_scores(samples: pd.DataFrame, explanations: dict[int, str], client: LLMClient,
+                      max_contexts: int = 10, seed: int = 0) -> list[dict]:
+    requests, truth, owner = [], [], []
+    for feature in explanations:
+        rng = random.Random(f"{seed}:{feature}")
+        pos, neg = scoring_contexts(samples, feature, LLM_WINDOW)
+        for context in _pick(pos, max_contexts, rng) + _pick(neg, max_contexts, rng):
+            requests.append(simulation_request(explanations[feature], context))
+            truth.append(context.activation)
+            owner.append(feature)
+    answers = client.complete_many(requests) if requests else []
+    predicted = [None if isinstance(a, LLMError) else expected_digit(a) for a in answers]
+    rows = []
+    for feature in explanations:
+        mine = [(p, t) for p, t, f in zip(predicted, truth, owner) if f == feature]
+        scored = [(p, t) for p, t in mine if p is not None]
+        n_pos, n_neg = sum(t > 0 for _, t in scored), sum(t <= 0 for _, t in scored)
+        pairs = np.array(scored, dtype=float).reshape(-1, 2)
+        r = float(pearsonr(pairs[:, 0], pairs[:, 1]).statistic) if len(pairs) > 2 and pairs.std(0).min() > 0 else math.nan
+        rows.append(_row(feature, r, math.nan, n_pos, n_neg, len(mine) - len(scored)))
+    return rows
+
+
+def yes_no_scores(explanations: dict[int, str], client: LLMClient,
                    items: Callable[[int, random.Random], tuple[list[ChatRequest], list[int]]], seed: int) -> list[dict]:
     """Ask every item of every feature in one ``complete_many`` call; score each feature's Yes/No answers."""
     requests, labels, owner = [], [], []

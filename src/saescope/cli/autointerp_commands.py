@@ -10,7 +10,7 @@ import typer
 
 from saescope.autointerp.clients import ClientConfig
 from saescope.autointerp.explain import ExplainConfig
-from saescope.cli.common import DTYPE_HELP, config_options, console, print_json
+from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, print_json
 
 RUN_ARGUMENT = typer.Argument(..., help="A features RUN folder (saescope features extract).")
 
@@ -47,7 +47,7 @@ def explain_command(
 @config_options(ClientConfig, param="client_config")
 def score_command(
     run: Path = RUN_ARGUMENT,
-    scorer: str = typer.Option("embedding", help="Comma-separated: embedding, detection, fuzzing."),
+    scorer: str = typer.Option("embedding", help="Comma-separated: embedding, detection, fuzzing, simulation, intervention."),
     features: str = typer.Option(None, help="Only these features (same forms as explain --features)."),
     max_contexts: int = typer.Option(10, help="LLM scorers: contexts per class per feature."),
     controls: bool = typer.Option(True, "--controls/--no-controls", help="Also score shuffled explanations."),
@@ -68,7 +68,13 @@ def score_command(
     names = check_scorers([s.strip() for s in scorer.split(",") if s.strip()])
     chosen = select_features(loaded, features, seed) if features else None
     client = make_client(client_config) if any(n in LLM_SCORERS for n in names) else None
-    summary = summarize(score_explanations(loaded, names, client, chosen, max_contexts, controls, seed))
+    subject = None
+    if "intervention" in names:
+        lm, sae, _ = load_model_and_sae(loaded.manifest.get("sae", "default"), None, loaded.manifest["hook"],
+                                        client_config.device, client_config.dtype)
+        loaded.check_sae(sae)
+        subject = (lm, sae)
+    summary = summarize(score_explanations(loaded, names, client, chosen, max_contexts, controls, seed, subject=subject))
     if json_out:
         print_json(summary.to_dict(orient="records"))
         return

@@ -8,6 +8,7 @@ import sys
 import click
 import typer
 
+from saescope.cli.app_command import app_command
 from saescope.cli.autointerp_commands import explain_command, score_command, serve_llm_command
 from saescope.cli.bias_commands import bias_app, debias
 from saescope.cli.circuit_commands import circuit_app
@@ -38,6 +39,7 @@ app.command("generate")(generate_command)
 app.command("explain")(explain_command)
 app.command("score")(score_command)
 app.command("serve-llm")(serve_llm_command)
+app.command("app")(app_command)
 
 
 def run() -> None:

@@ -26,6 +26,21 @@ def write_dashboard(run: FeatureRun, out: str | Path, features: list[int] | None
 
         write_dashboard(FeatureRun.load("runs/default"), "dash")      # open dash/index.html
     """
+    context = index_context(run, features)
+    chosen = [int(r["feature"]) for r in context["rows"]]
+    explained = run.explanations()
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        index = render("dashboard_index.html", **context)
+        (tmp / "index.html").write_text(index, encoding="utf-8")
+        for feature in chosen:
+            page = render("dashboard_feature.html", **feature_context(run, feature), explanations=explained.get(feature, []))
+            (tmp / f"feature_{feature}.html").write_text(page, encoding="utf-8")
+    return Path(out)
+
+
+def index_context(run: FeatureRun, features: list[int] | None) -> dict:
+    """What ``dashboard_index.html`` shows: one row per feature (default: every feature that fires)."""
     stats = run.stats
     chosen = features if features is not None else stats.feature[stats["count"] > 0].tolist()
     for feature in chosen:
@@ -34,19 +49,11 @@ def write_dashboard(run: FeatureRun, out: str | Path, features: list[int] | None
     rows["top_tokens"] = [" ".join(repr(t) for t in tokens[:6]) for tokens in rows.top_tokens]
     explained = run.explanations()
     rows["explanation"] = [best_explanation(explained.get(f, [])) for f in rows.feature]
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        index = render(
-            "dashboard_index.html", manifest=run.manifest, columns=_COLUMNS, rows=rows.to_dict(orient="records"),
-            n_live=int((stats["count"] > 0).sum()))
-        (tmp / "index.html").write_text(index, encoding="utf-8")
-        for feature in chosen:
-            page = render("dashboard_feature.html", **_feature_context(run, feature), explanations=explained.get(feature, []))
-            (tmp / f"feature_{feature}.html").write_text(page, encoding="utf-8")
-    return Path(out)
+    return {"manifest": run.manifest, "columns": _COLUMNS, "rows": rows.to_dict(orient="records"),
+            "n_live": int((stats["count"] > 0).sum())}
 
 
-def _feature_context(run: FeatureRun, feature: int) -> dict:
+def feature_context(run: FeatureRun, feature: int) -> dict:
     info = run.feature(feature)
     stats = [(k, _fmt(info["stats"][k])) for k in _STAT_FIELDS]
     examples = []

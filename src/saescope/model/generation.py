@@ -36,7 +36,7 @@ def format_prompts(lm: LoadedModel, prompts: list[str], chat: bool = False) -> l
 @torch.no_grad()
 def generate(lm: LoadedModel, prompts: list[str], intervention: Applicable | None = None,
              max_new_tokens: int = 50, temperature: float = 1.0, n: int = 1, seed: int = 0,
-             chat: bool = False, top_p: float | None = None) -> list[list[str]]:
+             chat: bool = False, top_p: float | None = None, streamer: object | None = None) -> list[list[str]]:
     """``n`` completions of each prompt: ``result[prompt_index][sample_index]``.
 
     ``temperature=0`` is greedy. Example::
@@ -59,6 +59,10 @@ def generate(lm: LoadedModel, prompts: list[str], intervention: Applicable | Non
     finally:
         tokenizer.padding_side = "right"
     options = dict(max_new_tokens=max_new_tokens, do_sample=temperature > 0, pad_token_id=tokenizer.pad_token_id)
+    if streamer is not None:  # a transformers streamer (one prompt, n=1): tokens as they are generated
+        if len(prompts) != 1 or n != 1:
+            raise SaescopeError("streaming generation takes one prompt and n=1")
+        options["streamer"] = streamer
     if temperature > 0:
         options.update(temperature=temperature, top_k=0, top_p=top_p if top_p is not None else 1.0)
     results: list[list[str]] = [[] for _ in prompts]

@@ -1,0 +1,79 @@
+"""The app end to end in a real headless Chromium (Debian's, driven by Playwright) against a real uvicorn
+server on a free loopback port: search a token, open a feature, compare steered and plain text, open a
+report. Screenshots go to test-artifacts/app/."""
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from saescope.app.config import AppConfig
+from saescope.app.server import create_app
+from saescope.app.state import AppState
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "app"
+
+
+@pytest.fixture(scope="module")
+def live(app_run):
+    import uvicorn
+
+    run, reports = app_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(AppState.from_paths([run.path], [reports]), AppConfig(max_new_tokens=16))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", run
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_search_open_steer_and_read_a_report_in_chromium(live):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed (as root: apt-get install chromium)")
+    url, run = live
+    token = run.top_tokens[run.top_tokens["rank"] == 0].iloc[0]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url)
+        page.click("#runs a")
+        page.fill("#search-query", token.token)
+        page.click("#search button")
+        page.wait_for_selector("#search-list li a", timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "search.png"))
+        from saescope.features.search import features_for_token
+
+        best = int(features_for_token(run, token.token).feature.iloc[0])  # the strongest on that token comes first
+        assert page.get_attribute("#search-list li:first-child a", "href").endswith(f"/features/{best}")
+        page.click("#search-list li:first-child a")
+        page.wait_for_selector("#stats")
+        assert page.inner_text("h1") == f"Feature {best}" and page.locator("#neighbours li").count() == 8
+        page.screenshot(path=str(ARTIFACTS / "feature.png"), full_page=True)
+        page.click("#steer-link")
+        assert page.input_value(".feature") == str(best)
+        page.fill(".value", "60")
+        page.click("#compare")
+        finished = "['done'].includes(document.getElementById('status').textContent) || " \
+                   "document.getElementById('status').textContent.startsWith('error')"
+        page.wait_for_function(finished, timeout=120_000)
+        assert page.inner_text("#status") == "done", page.inner_text("#status")
+        plain, steered = page.inner_text("#plain"), page.inner_text("#steered")
+        assert plain.strip() and steered.strip() and plain != steered
+        page.screenshot(path=str(ARTIFACTS / "steer.png"), full_page=True)
+        page.goto(url)
+        page.click("#reports a")
+        assert page.inner_text("#bias") == "Bias report"
+        browser.close()
