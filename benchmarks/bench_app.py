@@ -78,6 +78,7 @@ def load(url: str, users: int, seconds: float, features: list[int], tokens: list
 
 def steering_ratio(url: str, lm, sae, feature: int) -> float:
     body = {**STEER, "edits": [{"feature": feature, "op": "add", "value": 40.0}]}
+    httpx.post(f"{url}/api/steer", json={**body, "max_new_tokens": 2}, timeout=300)  # loads the app's model and SAE
     answer = httpx.post(f"{url}/api/steer", json=body, timeout=300).json()
     steer = FeatureSteering(sae, [FeatureEdit(feature, "add", 40.0)])
     started = time.perf_counter()
@@ -114,7 +115,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         feature = int(run.stats.sort_values("count").feature.iloc[-1])
-        ratio = steering_ratio(url, lm, sae, feature)  # also warms the app's model up
+        ratio = steering_ratio(url, lm, sae, feature)
         httpx.get(f"{url}/runs/run/features/{alive[0]}", timeout=60)
         timings = load(url, args.users, args.seconds, alive, tokens)
         busy, busy_errors = busy_answers(url, args.users, feature)

@@ -33,7 +33,8 @@ class AppState:
     reports: dict[str, Path] = field(default_factory=dict)
     device: str = "cpu"
     dtype: str = "auto"
-    _saes: dict[str, object] = field(default_factory=dict)
+    _saes: dict[object, object] = field(default_factory=dict)
+    """SAEs by RUN id, and their unit decoder directions by ('directions', id)."""
 
     @classmethod
     def from_paths(cls, runs: list[Path], reports: list[Path] | None = None, device: str = "cpu",
@@ -76,9 +77,11 @@ class AppState:
 
     def neighbours(self, rid: str, feature: int, n: int = 8) -> list[tuple[int, float]]:
         """The ``n`` features whose decoder directions are closest (cosine) to ``feature``'s."""
-        with torch.no_grad():
-            directions = self.sae(rid).decoder_directions().float()
-            cosine = directions @ directions[feature]
+        if ("directions", rid) not in self._saes:
+            with torch.no_grad():
+                self._saes[("directions", rid)] = self.sae(rid).decoder_directions().float().contiguous()
+        directions = self._saes[("directions", rid)]
+        cosine = directions @ directions[feature]
         cosine[feature] = -2.0
         values, ids = torch.topk(cosine, n)
         return [(int(i), float(v)) for i, v in zip(ids, values)]

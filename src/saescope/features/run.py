@@ -116,7 +116,15 @@ class FeatureRun:
 
     def explanations(self) -> dict[int, list[dict[str, Any]]]:
         """Feature -> its explanations (``saescope explain``), each with its scores on the real explanation
-        (``saescope score``, control 'none'): ``{"explainer", "model", "explanation", "error", "scores"}``."""
+        (``saescope score``, control 'none'): ``{"explainer", "model", "explanation", "error", "scores"}``.
+        Read again only when one of the two files changes."""
+        stamp = tuple((self.path / n).stat().st_mtime_ns if (self.path / n).is_file() else 0
+                      for n in ("explanations.parquet", "scores.parquet"))
+        if getattr(self, "_explained", (None,))[0] != stamp:
+            self._explained = (stamp, self._read_explanations())
+        return self._explained[1]
+
+    def _read_explanations(self) -> dict[int, list[dict[str, Any]]]:
         table, scores = self.optional_table("explanations.parquet"), self.optional_table("scores.parquet")
         if table is None:
             return {}
@@ -131,19 +139,38 @@ class FeatureRun:
                 "scores": by_key.get((r.feature, r.explainer, r.model), {})})
         return out
 
+    @cached_property
+    def _rows_by_feature(self) -> dict[str, dict[int, np.ndarray]]:
+        """Row positions of each feature in the per-feature tables (built once: lookups stay O(rows of f))."""
+        return {name: table.groupby("feature").indices for name, table in
+                (("examples", self.all_examples), ("top_tokens", self.top_tokens), ("logit_effects", self.logit_effects))}
+
+    def rows_of(self, name: str, feature: int) -> pd.DataFrame:
+        """The rows of ``feature`` in the table ``name`` (examples, top_tokens or logit_effects)."""
+        table = {"examples": self.all_examples, "top_tokens": self.top_tokens, "logit_effects": self.logit_effects}[name]
+        index = self._rows_by_feature[name].get(feature, np.empty(0, dtype=np.int64))
+        return table.iloc[index]
+
+    @cached_property
+    def _rows_by_token(self) -> dict[str, np.ndarray]:
+        return self.top_tokens.groupby("token").indices
+
+    def rows_of_token(self, token: str) -> np.ndarray:
+        """Row positions in ``top_tokens`` of the features whose top tokens include ``token``."""
+        return self._rows_by_token.get(token, np.empty(0, dtype=np.int64))
+
     def examples(self, feature: int) -> pd.DataFrame:
         """The top activating examples of ``feature``, strongest first."""
         feature = self.check_feature(feature)
-        table = self.all_examples
-        return table[table.feature == feature].sort_values("rank").reset_index(drop=True)
+        return self.rows_of("examples", feature).sort_values("rank").reset_index(drop=True)
 
     def feature(self, feature: int) -> dict[str, Any]:
         """Everything about one feature: stats row, examples, top tokens, logit effects, histogram."""
         feature = self.check_feature(feature)
         counts, edges = self.histograms
-        effects = self.logit_effects[self.logit_effects.feature == feature]
+        effects = self.rows_of("logit_effects", feature)
         return {"stats": self.stats.iloc[feature].to_dict(), "examples": self.examples(feature),
-                "top_tokens": self.top_tokens[self.top_tokens.feature == feature].reset_index(drop=True),
+                "top_tokens": self.rows_of("top_tokens", feature).reset_index(drop=True),
                 "promoted": effects[effects.kind == "promoted"].reset_index(drop=True),
                 "suppressed": effects[effects.kind == "suppressed"].reset_index(drop=True),
                 "histogram": (counts[feature], edges)}

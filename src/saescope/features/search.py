@@ -18,8 +18,7 @@ def features_for_token(run: FeatureRun, token: str, n: int = 15) -> pd.DataFrame
 
         features_for_token(run, " she").head()
     """
-    table = run.top_tokens
-    hits = table[table.token == token]
+    hits = run.top_tokens.iloc[run.rows_of_token(token)]
     if hits.empty:
         raise SaescopeError(f"no feature has {token!r} among its top tokens in {run.path} "
                             "(tokens carry their leading space, e.g. ' she')")
