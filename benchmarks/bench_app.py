@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,23 +30,9 @@ from saescope.sae.formats import load_sae
 from saescope.steering.features import FeatureEdit, FeatureSteering
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine
+from common import free_port, machine, start_saescope_server
 
 STEER = {"run": "run", "prompt": "The nurse said that", "max_new_tokens": 32, "temperature": 0.0, "seed": 0}
-
-
-def start(run: Path, port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "saescope.cli.main", "app", str(run), "--port", str(port),
-                                "--queue-size", "4"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(240):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/api/runs", timeout=2)
-            return process
-        except httpx.HTTPError:
-            if process.poll() is not None:
-                raise SystemExit("saescope app failed: " + process.stderr.read()) from None
-            time.sleep(0.5)
-    raise SystemExit("saescope app did not start")
 
 
 def load(url: str, users: int, seconds: float, features: list[int], tokens: list[str]) -> dict[str, list]:
@@ -108,10 +92,9 @@ def main() -> None:
     run = extract_features(lm, sae, folder / "run", tokens=args.tokens, progress=False)
     alive = run.stats.feature[run.stats["count"] > 0].tolist()
     tokens = run.top_tokens[run.top_tokens["rank"] == 0].token.tolist()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = start(run.path, port)
+    port = free_port()
+    server = start_saescope_server(["app", str(run.path), "--port", str(port), "--queue-size", "4"],
+                                   f"http://127.0.0.1:{port}/api/runs")
     url = f"http://127.0.0.1:{port}"
     try:
         feature = int(run.stats.sort_values("count").feature.iloc[-1])

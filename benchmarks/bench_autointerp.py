@@ -19,14 +19,10 @@ Usage: ``python benchmarks/bench_autointerp.py`` (about 9 min on 2 cores).
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import httpx
 
 from saescope.autointerp.cache import CachedClient
 from saescope.autointerp.explain import ExplainConfig, explain_features
@@ -41,22 +37,7 @@ from saescope.model.loading import load_model
 from saescope.sae.formats import load_sae
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine
-
-
-def start_server(port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "saescope.cli.main", "serve-llm", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(240):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-            return process
-        except httpx.HTTPError:
-            if process.poll() is not None:
-                raise SystemExit("serve-llm failed: " + process.stderr.read()) from None
-            time.sleep(0.5)
-    process.kill()
-    raise SystemExit("serve-llm did not start")
+from common import free_port, machine, start_saescope_server
 
 
 def explain_timed(run: FeatureRun, features: list[int], client, config: ExplainConfig) -> float:
@@ -108,10 +89,8 @@ def main() -> None:
               f"baseline_bal_acc={mean_of(scored, scorer, 'top_tokens'):.3f} scorer={lm.name} {machine(lm.dtype)}", flush=True)
     speed = features[:args.speed_features]
     local_s = explain_timed(run, speed, CachedClient(LocalChatClient(lm), folder / "speed-local.sqlite"), config)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = start_server(port)
+    port = free_port()
+    server = start_saescope_server(["serve-llm", "--port", str(port)], f"http://127.0.0.1:{port}/v1/models")
     try:
         http = CachedClient(OpenAIChatClient(f"http://127.0.0.1:{port}/v1", lm.name), folder / "speed-http.sqlite")
         http_s = explain_timed(run, speed, http, config)
