@@ -11,9 +11,9 @@ import hmac
 from saescope.app.config import AppConfig
 from saescope.app.jobs import JobQueue
 from saescope.app.state import AppState
+from saescope.autointerp.http_client import LOOPBACK_HOSTS
 from saescope.errors import SaescopeError
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 COOKIE = "saescope_token"
 
 
@@ -62,6 +62,6 @@ def serve(state: AppState, config: AppConfig, token: str | None = None) -> None:
     """Serve until Ctrl-C."""
     import uvicorn
 
-    if config.host not in LOOPBACK and not token:
+    if config.host not in LOOPBACK_HOSTS and not token:
         raise SaescopeError(f"serving on {config.host} (not loopback) needs a token: --token or $SAESCOPE_APP_TOKEN")
     uvicorn.run(create_app(state, config, token), host=config.host, port=config.port, log_level="warning")

@@ -33,8 +33,8 @@ class AppState:
     reports: dict[str, Path] = field(default_factory=dict)
     device: str = "cpu"
     dtype: str = "auto"
-    _saes: dict[object, object] = field(default_factory=dict)
-    """SAEs by RUN id, and their unit decoder directions by ('directions', id)."""
+    _saes: dict[str, object] = field(default_factory=dict)
+    _directions: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def from_paths(cls, runs: list[Path], reports: list[Path] | None = None, device: str = "cpu",
@@ -77,10 +77,10 @@ class AppState:
 
     def neighbours(self, rid: str, feature: int, n: int = 8) -> list[tuple[int, float]]:
         """The ``n`` features whose decoder directions are closest (cosine) to ``feature``'s."""
-        if ("directions", rid) not in self._saes:
+        if rid not in self._directions:
             with torch.no_grad():
-                self._saes[("directions", rid)] = self.sae(rid).decoder_directions().float().contiguous()
-        directions = self._saes[("directions", rid)]
+                self._directions[rid] = self.sae(rid).decoder_directions().float().contiguous()
+        directions = self._directions[rid]
         cosine = directions @ directions[feature]
         cosine[feature] = -2.0
         values, ids = torch.topk(cosine, n)

@@ -97,8 +97,9 @@ def simulation_scores(samples: pd.DataFrame, explanations: dict[int, str], clien
     answers = client.complete_many(requests) if requests else []
     predicted = [None if isinstance(a, LLMError) else expected_digit(a) for a in answers]
     rows = []
+    grouped = _by_owner(list(zip(predicted, truth)), owner)
     for feature in explanations:
-        mine = [(p, t) for p, t, f in zip(predicted, truth, owner) if f == feature]
+        mine = grouped.get(feature, [])
         scored = [(p, t) for p, t in mine if p is not None]
         n_pos, n_neg = sum(t > 0 for _, t in scored), sum(t <= 0 for _, t in scored)
         pairs = np.array(scored, dtype=float).reshape(-1, 2)
@@ -119,8 +120,9 @@ def yes_no_scores(explanations: dict[int, str], client: LLMClient,
     answers = client.complete_many(requests) if requests else []
     margins = [None if isinstance(a, LLMError) else yes_no_margin(a) for a in answers]
     rows = []
+    grouped = _by_owner(list(zip(margins, labels)), owner)
     for feature in explanations:
-        mine = [(m, y) for m, y, f in zip(margins, labels, owner) if f == feature]
+        mine = grouped.get(feature, [])
         scored = [(m, y) for m, y in mine if m is not None]
         n_pos, n_neg = sum(y for _, y in scored), sum(1 - y for _, y in scored)
         if n_pos == 0 or n_neg == 0:
@@ -133,6 +135,14 @@ def yes_no_scores(explanations: dict[int, str], client: LLMClient,
         rows.append(_row(feature, float(balanced), float(roc_auc_score(truth, margin)), n_pos, n_neg,
                          len(mine) - len(scored)))
     return rows
+
+
+def _by_owner(items: list, owner: list[int]) -> dict[int, list]:
+    """The items of each feature, in order (one pass, not one scan per feature)."""
+    grouped: dict[int, list] = {}
+    for item, feature in zip(items, owner):
+        grouped.setdefault(feature, []).append(item)
+    return grouped
 
 
 def _pick(contexts: list[Context], n: int, rng: random.Random) -> list[Context]:

@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from typing import Literal
 
 from saescope.autointerp.client import ChatRequest, Completion, LLMError
+from saescope.autointerp.http_client import LOOPBACK_HOSTS
 from saescope.autointerp.local_client import LocalChatClient
 from saescope.errors import SaescopeError
 
@@ -156,6 +157,6 @@ def serve_llm(client: LocalChatClient, host: str = "127.0.0.1", port: int = 8011
     """Serve until Ctrl-C."""
     import uvicorn
 
-    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+    if host not in LOOPBACK_HOSTS and not token:
         raise SaescopeError(f"serving on {host} (not loopback) needs a token: set SAESCOPE_LLM_TOKEN")
     uvicorn.run(llm_app(client, token, batch_size), host=host, port=port, log_level="warning")
