@@ -10,6 +10,9 @@ The CE/KL side effects need the plain model's full next-token distributions on t
 (~8k tokens x 49k vocabulary: too big to keep). What is kept instead is the plain model's last hidden
 state there (``{key}.hidden.safetensors``, ~19 MB in float32): the LM head turns it back into the same
 logits for ~1/5 of a forward pass. Key: the model fingerprint, the windows' token ids and the code.
+
+The intervened model's passes skip the blocks below the intervention (``model.prefix_replay``); the
+plain model's inputs of that block are kept per model and layer (``{model}-{version}-L{layer}.prefix.safetensors``).
 """
 
 from __future__ import annotations
@@ -73,6 +76,12 @@ def save_hidden(key: str, hidden: torch.Tensor) -> None:
             save_file({"hidden": hidden.contiguous()}, str(tmp))
     except (OSError, SaescopeError):
         pass
+
+
+def prefix_path(model_key: str, layer: int) -> Path:
+    """Where the plain model's inputs of block ``layer`` on the benchmarks are kept
+    (``model.prefix_replay``; ~110 MB in float32 for the embedded model)."""
+    return saescope_home() / "cache" / "bias" / f"{model_key}-{__version__}-L{layer}.prefix.safetensors"
 
 
 def _path(key: str) -> Path:

@@ -24,13 +24,23 @@ from saescope.bias.benchmarks import (
     occupation_bias,
     twin_preference,
 )
-from saescope.bias.cache import cache_key, hidden_key, load_base, load_hidden, model_fingerprint, save_base, save_hidden
+from saescope.bias.cache import (
+    cache_key,
+    hidden_key,
+    load_base,
+    load_hidden,
+    model_fingerprint,
+    prefix_path,
+    save_base,
+    save_hidden,
+)
 from saescope.bias.data import BiasData
 from saescope.corpus import first_windows
 from saescope.errors import SaescopeError
 from saescope.model.hooks import Applicable
 from saescope.model.likelihood import final_hidden, head_logits, next_token_logprobs_of, summed_ce, summed_kl
 from saescope.model.loading import LoadedModel
+from saescope.model.prefix_replay import PrefixReplay, first_touched_layer
 from saescope.precision import dtype_name
 
 TARGETS = {
@@ -183,7 +193,9 @@ def side_effects(lm: LoadedModel, intervention: Applicable | None, tokens: int =
         ce_base += summed_ce(base_logp, ids)
         if intervention is not None:
             with intervention.apply(lm):
-                new_logp = next_token_logprobs_of(lm.model(input_ids=ids).logits)
+                new_hidden = final_hidden(lm, ids)
+                new_logp = next_token_logprobs_of(head_logits(lm, new_hidden) if new_hidden is not None
+                                                  else lm.model(input_ids=ids, use_cache=False).logits)
             ce_new += summed_ce(new_logp, ids)
             kl += summed_kl(base_logp, new_logp)
         n += ids[:, 1:].numel()
@@ -206,7 +218,29 @@ def evaluate(lm: LoadedModel, intervention: Applicable | None = None, data: Bias
     start = time.perf_counter()
     data = data or BiasData.load()
     model_key = model_fingerprint(lm) if cache else None
-    ce_base, ce_new, kl = side_effects(lm, intervention, ce_tokens, corpus=corpus, progress=progress, model_key=model_key)
+    replay = _prefix_replay(lm, intervention, model_key)
+    with replay.active():
+        ce_base, ce_new, kl = side_effects(lm, intervention, ce_tokens, corpus=corpus, progress=progress,
+                                           model_key=model_key)
+        base, intervened, cached = _score(lm, intervention, data, batch_size, base, progress, model_key, ce_base, ce_new)
+    if model_key:
+        replay.save(prefix_path(model_key, replay.layer))
+    return BiasEvaluation(lm.name, base, intervened, kl, time.perf_counter() - start, dict(data.sources),
+                          cached_base=cached, dtype=dtype_name(lm.dtype))
+
+
+def _prefix_replay(lm: LoadedModel, intervention: Applicable | None, model_key: str | None) -> PrefixReplay:
+    """Replay of the blocks below the intervention (none without one), primed from the cache."""
+    layer = 0 if intervention is None else first_touched_layer(lm, intervention)
+    replay = PrefixReplay(lm, layer)
+    if model_key and replay.useful:
+        replay.load(prefix_path(model_key, layer))
+    return replay
+
+
+def _score(lm: LoadedModel, intervention: Applicable | None, data: BiasData, batch_size: int, base: BiasScores | None,
+           progress: bool, model_key: str | None, ce_base: float, ce_new: float | None
+           ) -> tuple[BiasScores, BiasScores | None, bool]:
     cached = False
     with torch.inference_mode():
         if base is None:
@@ -218,5 +252,4 @@ def evaluate(lm: LoadedModel, intervention: Applicable | None = None, data: Bias
                 results = _benchmarks(lm, data, batch_size, "intervened", progress,
                                       packed=getattr(intervention, "position_wise", True))
             intervened = BiasScores(**results, ce_loss=ce_new)  # type: ignore[arg-type]
-    return BiasEvaluation(lm.name, base, intervened, kl, time.perf_counter() - start, dict(data.sources),
-                          cached_base=cached, dtype=dtype_name(lm.dtype))
+    return base, intervened, cached

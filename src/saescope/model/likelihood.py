@@ -22,8 +22,14 @@ from saescope.model.loading import LoadedModel
 
 
 def next_token_logprobs_of(logits: Tensor) -> Tensor:
-    """Log-softmax of the predictions for positions 1.. (``logits[:, :-1]``) in float32."""
-    return F.log_softmax(logits[:, :-1].float(), -1)
+    """Log-softmax of the predictions for positions 1.. (``logits[:, :-1]``) in float32.
+
+    Row by row into one output: on a CPU this is ~2x faster than one call over a [batch, seq, vocab]
+    tensor, whose temporaries are too big for the caches and are page-faulted in afresh each time."""
+    out = torch.empty((*logits.shape[:-2], logits.shape[-2] - 1, logits.shape[-1]), device=logits.device)
+    for row in range(logits.shape[0]):
+        torch.log_softmax(logits[row, :-1].float(), -1, out=out[row])
+    return out
 
 
 def summed_ce(logp: Tensor, ids: Tensor) -> float:
@@ -32,8 +38,8 @@ def summed_ce(logp: Tensor, ids: Tensor) -> float:
 
 
 def summed_kl(clean_logp: Tensor, logp: Tensor) -> float:
-    """Summed KL(clean || other) over every predicted position."""
-    return float((clean_logp.exp() * (clean_logp - logp)).sum())
+    """Summed KL(clean || other) over every predicted position (row by row, see ``next_token_logprobs_of``)."""
+    return sum(float((clean.exp() * (clean - other)).sum()) for clean, other in zip(clean_logp, logp))
 
 
 def length_batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
