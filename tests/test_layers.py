@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "saescope"
 
 # Lower numbers are lower layers. Top-level helper modules are layer 0 and may import each other.
-LAYERS = {"model": 1, "sae": 2, "features": 3, "steering": 3, "circuits": 4, "editing": 4, "autointerp": 4,
+LAYERS = {"model": 1, "parallel": 1, "sae": 2, "features": 3, "steering": 3, "circuits": 4, "editing": 4, "autointerp": 4,
           "bias": 5, "app": 6, "cli": 7}
 TOP = {"legacy": 7}  # the 0.1 re-exports: above everything, they point at every package
 SIDEWAYS_OK: set[tuple[str, str]] = set()

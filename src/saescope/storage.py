@@ -120,9 +120,9 @@ class Checkpoint:
         ckpt.save({"x": tensor}, {"step": 10}); tensors, info = ckpt.load(); ckpt.clear()
     """
 
-    def __init__(self, out: str | Path, finished: str) -> None:
+    def __init__(self, out: str | Path, finished: str, name: str = "checkpoint") -> None:
         self.out, self.finished = Path(out), finished
-        self.folder = self.out / "checkpoint"
+        self.folder = self.out / name  # one per rank in distributed jobs (``checkpoint-rank0-of-2``)
 
     def exists(self) -> bool:
         return (self.folder / "state.json").is_file()
@@ -134,6 +134,10 @@ class Checkpoint:
             raise SaescopeError(f"{self.out} is a file, not a folder: choose another output folder")
         if resume:
             if not self.exists():
+                others = sorted(p.name for p in self.out.glob("checkpoint*") if (p / "state.json").is_file())
+                if others:
+                    raise SaescopeError(f"nothing to resume as {self.folder.name}: {self.out} holds {', '.join(others)} "
+                                        "(written with another number of workers): resume with the same --workers")
                 raise SaescopeError(f"nothing to resume: {self.folder} holds no checkpoint")
             return
         if (self.out / self.finished).exists():

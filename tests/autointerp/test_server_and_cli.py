@@ -87,6 +87,7 @@ def test_an_unreachable_server_and_a_missing_key_are_one_line_errors(monkeypatch
         OpenAIChatClient("https://example.invalid/v1", "m")
 
 
+@pytest.mark.slow  # ~2 min: the whole explain -> score -> show -> search loop by CLI; the API tests cover each step
 def test_explain_score_show_search_from_the_command_line(run, server, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(run.path, folder)

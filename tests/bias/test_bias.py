@@ -304,6 +304,7 @@ def test_readout_direction_is_the_gradient(lm):
     assert log_odds(prompt, 0.5) > log_odds(prompt, 0.0) > log_odds(prompt, -0.5)
 
 
+@pytest.mark.slow  # ~50 s; the ranking is tested through the API in test_gender_features_*
 def test_bias_features_cli():
     result = saescope("bias", "features", "--top", "5", "--kind", "stereotype", "--json")
     assert result.returncode == 0, result.stderr

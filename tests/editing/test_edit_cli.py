@@ -30,6 +30,7 @@ def ben(home, tmp_path_factory):
     return out, json.loads(result.stdout)
 
 
+@pytest.mark.slow  # ~2 min; test_editing.py covers ROME through the API, bench_edit.py end to end
 def test_rome_then_eval_generate_and_steer_with_the_edit(ben):
     out, made = ben
     assert made["scores"]["efficacy"] == 1.0 and made["scores"]["paraphrase"] == 1.0

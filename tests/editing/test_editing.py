@@ -94,6 +94,7 @@ def test_the_original_rome_update_scales_by_another_key(lm, edit):
     assert cosine > 0.999 and abs(float(original.u.norm() / r_rome.u.norm()) - 1) > 1e-3  # same direction, other scale
 
 
+@pytest.mark.slow  # ~30 s of noised forward passes
 def test_causal_trace_known_end_points(lm):
     trace = causal_trace(lm, "Name: Ben. Gender:", "Ben", kinds=("resid",), samples=2)
     n = len(trace.tokens)

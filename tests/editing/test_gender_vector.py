@@ -85,6 +85,7 @@ def test_box_vector_maximises_a_linear_classifier():
     assert set(box.tolist()) <= {-1.0, 1.0}
 
 
+@pytest.mark.slow  # ~25 s
 def test_names_are_gendered_as_the_model_says(lm):
     table = split_names(gendered_names(lm, 12), seed=0)
     assert (table.groupby("gender").size() == 12).all()

@@ -18,7 +18,7 @@ from saescope.sae.formats import save_sae
 def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path):
     torch.manual_seed(0)
     sae = save_sae(SAE(SAEConfig(576, 128, "topk", k=4, hook_name="blocks.6.hook_resid_post")), tmp_path / "sae")
-    args = [sys.executable, "-m", "saescope.cli.main", "features", "extract", "--sae", str(sae), "--tokens", "6000",
+    args = [sys.executable, "-m", "saescope.cli.main", "features", "extract", "--sae", str(sae), "--tokens", "3000",
             "--batch-size", "1", "--context", "64", "--out", str(tmp_path / "run")]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen: list[bytes] = []

@@ -32,10 +32,10 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(lm, tmp_path, mon
     out = tmp_path / "run"
     original_step = _TrainLoop._step
 
-    def step_then_die(self, x):
+    def step_then_die(self, x, share=None):
         if self.state.step == 23:
             raise KeyboardInterrupt
-        return original_step(self, x)
+        return original_step(self, x, share)
 
     monkeypatch.setattr(_TrainLoop, "_step", step_then_die)
     with pytest.raises(KeyboardInterrupt):
@@ -93,10 +93,10 @@ def test_ctrl_c_stops_after_the_step_saves_a_checkpoint_and_resumes(lm, tmp_path
     out = tmp_path / "run"
     original_step = _TrainLoop._step
 
-    def step_with_ctrl_c(self, x):
+    def step_with_ctrl_c(self, x, share=None):
         if self.state.step == 5:
             os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C during step 6
-        return original_step(self, x)
+        return original_step(self, x, share)
 
     monkeypatch.setattr(_TrainLoop, "_step", step_with_ctrl_c)
     with pytest.raises(JobInterrupted, match="step 6 of 12.*--resume") as caught:

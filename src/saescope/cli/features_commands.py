@@ -25,18 +25,28 @@ def extract(
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    workers: int = typer.Option(1, help="Processes on this machine (torchrun, gloo on CPU / NCCL on CUDA); "
+                                        "the RUN is the same as with one."),
     config: ExtractConfig = None,
 ) -> None:
     """One streaming pass: statistics, top contexts, top tokens, histograms and logit effects of every feature.
 
-    Example: saescope features extract --sae default --tokens 1000000 --out runs/default
+    Example: saescope features extract --sae default --tokens 1000000 --out runs/default [--workers 2]
     """
     from saescope.features.extract import extract_features
+    from saescope.parallel.context import distributed_context
+    from saescope.parallel.launch import run_under_torchrun
 
-    lm, sae_module, hook_name = load_model_and_sae(sae, model, config.hook, device, dtype)
+    if workers != 1:
+        run_under_torchrun(workers)
+        return
+    ctx = distributed_context(device)
+    lm, sae_module, hook_name = load_model_and_sae(sae, model, config.hook, ctx.device(device), dtype)
     run = extract_features(lm, sae_module, out, config, hook=hook_name, resume=resume, sae_name=sae)
     m = run.manifest
-    console.print(f"wrote {out}: {m['tokens']:,} tokens, {m['d_sae']} features, {m['seconds']} s ({m['dtype']})")
+    if ctx.is_main:
+        console.print(f"wrote {out}: {m['tokens']:,} tokens, {m['d_sae']} features, {m['seconds']} s ({m['dtype']}, "
+                      f"{ctx.world_size} worker{'s' * (ctx.world_size > 1)})")
 
 
 @features_app.command("sample")

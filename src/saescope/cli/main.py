@@ -8,6 +8,7 @@ import sys
 import click
 import typer
 
+from saescope.cli.activation_commands import activations_app
 from saescope.cli.app_command import app_command
 from saescope.cli.autointerp_commands import explain_command, score_command, serve_llm_command
 from saescope.cli.bias_commands import bias_app, debias
@@ -25,6 +26,7 @@ from saescope.errors import SaescopeError
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="saescope: find, explain and act on the SAE features behind a model's behaviour.")
 app.add_typer(sae_app, name="sae")
+app.add_typer(activations_app, name="activations")
 app.add_typer(features_app, name="features")
 app.add_typer(steer_app, name="steer")
 app.add_typer(align_app, name="align")

@@ -18,16 +18,23 @@ sae_app = typer.Typer(no_args_is_help=True, help="Train, evaluate and inspect SA
 def train(
     out: Path = typer.Option(..., help="Output folder (SAELens format + checkpoint + log)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint."),
+    workers: int = typer.Option(1, help="Data-parallel processes (torchrun; reads --activations, a cache)."),
     config: TrainConfig = None,
 ) -> None:
-    """Train an SAE on activations streamed from the model.
+    """Train an SAE on activations streamed from the model (or read from a cache: --activations).
 
     Example: saescope sae train --hook blocks.12.hook_resid_post --features 4608 --k 32 --tokens 2000000 --out my_sae
     """
+    from saescope.parallel.context import distributed_context
+    from saescope.parallel.launch import run_under_torchrun
     from saescope.sae.training import train_sae
 
+    if workers != 1:
+        run_under_torchrun(workers)
+        return
     sae = train_sae(config, out, resume=resume)
-    console.print(f"saved {sae.cfg.activation} SAE ({sae.d_in} -> {sae.d_sae}) to {out}")
+    if distributed_context(config.device).is_main:
+        console.print(f"saved {sae.cfg.activation} SAE ({sae.d_in} -> {sae.d_sae}) to {out}")
 
 
 @sae_app.command("train-suite")

@@ -6,6 +6,11 @@ The model runs only up to the SAE's hook; activations are encoded and folded int
 ``storage.Checkpoint``); ``resume=True`` continues from it and gives the same result as an
 uninterrupted run (the window order is fixed). The run is complete when ``RUN/manifest.json``
 exists; it is written last.
+
+Under ``torchrun`` (``--workers N``), batch ``b`` of windows goes to rank ``b mod N``: every rank sees
+the same batches a single process would, accumulates its own, and checkpoints to
+``RUN/checkpoint-rankR-of-N/``; at the end the accumulators are gathered and merged exactly
+(``features.merge``) and rank 0 writes the RUN. ``--resume`` needs the same N.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ from saescope.corpus import load_corpus, windows_with_sources
 from saescope.errors import JobInterrupted, SaescopeError
 from saescope.features.accumulator import FeatureAccumulator
 from saescope.features.config import ExtractConfig
+from saescope.features.merge import merge_states
 from saescope.features.run import FeatureRun, write_run
 from saescope.interrupts import deferred_interrupt
 from saescope.model.activations import hook_activations
 from saescope.model.loading import LoadedModel
+from saescope.parallel.collectives import all_gather_state
+from saescope.parallel.context import DistContext, distributed_context
 from saescope.precision import dtype_name
 from saescope.sae.core import SAE, sae_fingerprint
 from saescope.storage import RESUME_HINT, Checkpoint
@@ -48,30 +56,36 @@ def extract_features(lm: LoadedModel, sae: SAE, out: str | Path, config: Extract
     except TypeError as exc:
         raise SaescopeError(f"unknown extraction setting: {exc}") from None
     hook = lm.check_sae(sae, config.hook)
-    checkpoint = Checkpoint(out, finished="manifest.json")
+    ctx = distributed_context(lm.device.type)
+    name = f"checkpoint-rank{ctx.rank}-of-{ctx.world_size}" if ctx.distributed else "checkpoint"
+    checkpoint = Checkpoint(out, finished="manifest.json", name=name)
     checkpoint.guard(resume)
+    ctx.barrier()  # every rank has checked the folder before any writes to it
     split = "train" if config.corpus == "embedded" else "all"
     docs = load_corpus(config.corpus, split)
     acc = FeatureAccumulator(sae.d_sae, len(lm.tokenizer), top_k=config.top_k)
     windows_done = _load_checkpoint(checkpoint, acc, sae) if resume else 0
     started = time.perf_counter()
-    windows_done = _stream(lm, sae, hook, docs, config, acc, checkpoint, windows_done, progress)
+    windows_done = _stream(lm, sae, hook, docs, config, acc, checkpoint, windows_done, progress and ctx.is_main, ctx)
     if windows_done == 0:
         raise SaescopeError(f"corpus {config.corpus!r} has fewer than {config.context} tokens")
+    acc.state = merge_states(all_gather_state(ctx, acc.state_dict()))
     manifest = {"model": lm.name, "sae": sae_name, "sae_fingerprint": sae_fingerprint(sae), "hook": hook,
                 "d_sae": sae.d_sae, "corpus": config.corpus, "split": split, "context": config.context,
                 "top_k": config.top_k, "windows": windows_done, "tokens_requested": config.tokens,
                 "tokens": int(acc.state["n_tokens"]), "seconds": round(time.perf_counter() - started, 1),
-                "dtype": dtype_name(lm.dtype), "config": asdict(config)}
-    write_run(Path(out), acc, lm, sae, docs, manifest)
+                "dtype": dtype_name(lm.dtype), "workers": ctx.world_size, "config": asdict(config)}
+    if ctx.is_main:
+        write_run(Path(out), acc, lm, sae, docs, manifest)
+    ctx.barrier()  # the RUN is complete before any rank drops its checkpoint
     checkpoint.clear()
     return FeatureRun.load(out)
 
 
 def _stream(lm: LoadedModel, sae: SAE, hook: str, docs: list, config: ExtractConfig, acc: FeatureAccumulator,
-            checkpoint: Checkpoint, windows_done: int, progress: bool) -> int:
-    """Encode windows into ``acc`` from ``windows_done`` on; checkpoints as it goes and, after the batch
-    under way, on Ctrl-C (``interrupts.deferred_interrupt``)."""
+            checkpoint: Checkpoint, windows_done: int, progress: bool, ctx: DistContext) -> int:
+    """Encode this rank's batches of windows into ``acc`` from window ``windows_done`` on; checkpoints as
+    it goes and, after the batch under way, on Ctrl-C (``interrupts.deferred_interrupt``)."""
     n_windows = math.ceil(config.tokens / config.context)
     windows = windows_with_sources(lm.tokenizer, docs, config.context, seed=0, start=windows_done)
     bar = tqdm(total=n_windows * config.context, initial=windows_done * config.context, unit="tok",
@@ -82,12 +96,14 @@ def _stream(lm: LoadedModel, sae: SAE, hook: str, docs: list, config: ExtractCon
             batch = [w for _, w in zip(range(min(config.batch_size, n_windows - windows_done)), windows)]
             if not batch:
                 break
-            ids = torch.stack([ids for ids, _ in batch]).to(lm.device)  # [B, T]
-            sources = torch.stack([src for _, src in batch])  # [B, T, 2]
-            encode_batch(lm, sae, hook, ids, sources, acc, windows_done)
+            mine = (windows_done // config.batch_size) % ctx.world_size == ctx.rank
+            if mine:
+                ids = torch.stack([ids for ids, _ in batch]).to(lm.device)  # [B, T]
+                sources = torch.stack([src for _, src in batch])  # [B, T, 2]
+                encode_batch(lm, sae, hook, ids, sources, acc, windows_done)
             windows_done += len(batch)
             bar.update(len(batch) * config.context)
-            since_checkpoint += 1
+            since_checkpoint += mine
             if since_checkpoint >= config.checkpoint_every and windows_done < n_windows:
                 _save_checkpoint(checkpoint, acc, windows_done, sae)
                 since_checkpoint = 0

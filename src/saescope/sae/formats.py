@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from saescope.errors import SaescopeError
 from saescope.resources import data_path
 from saescope.sae.core import SAE, SAEConfig
+from saescope.sae.pretrained import fetch_pretrained, load_npz_params
 from saescope.storage import atomic_path, read_json
 
 CFG_FILE = "cfg.json"
@@ -76,12 +77,18 @@ def load_sae(path: str | Path = "default", device: str = "cpu", activation: str 
         sae = load_sae("default")
         sae.cfg.hook_name       # 'blocks.12.hook_resid_post'
         load_sae("default/blocks.6.hook_resid_post")    # an SAE of the shipped suite (saescope.sae.suite)
+        load_sae("gemma-scope-2b-pt-res-canonical/layer_12/width_16k/canonical")   # by name (sae.pretrained)
     """
     folder = _shipped_folder(str(path)) or Path(path).expanduser()
+    facts: dict[str, Any] = {}
     if not folder.exists():
-        raise SaescopeError(f"SAE path {str(path)!r} does not exist")
+        if isinstance(path, Path) or str(path).startswith((".", "/", "~")) or "/" not in str(path):
+            raise SaescopeError(f"SAE path {str(path)!r} does not exist")
+        folder, facts = fetch_pretrained(str(path))  # RELEASE/SAE_ID or hf:OWNER/REPO/FOLDER (sae.pretrained)
     if folder.is_dir() and (folder / CFG_FILE).exists():
         sae = _load_saelens(folder)
+    elif folder.is_dir() and (folder / "params.npz").exists():
+        sae = load_npz_params(folder / "params.npz", facts.get("hook_name"), facts.get("model"))
     elif folder.suffix == ".pt" or (folder / "ae.pt").exists():
         sae = _load_dictionary_learning(folder if folder.suffix == ".pt" else folder / "ae.pt", activation)
     else:

@@ -8,11 +8,16 @@ coefficients mean the same at any activation scale.
   smallest kept activation).
 - relu: L1 on activations weighted by decoder norms (``sparsity_coeff``).
 - jumprelu: L0 through straight-through estimators with a rectangle kernel (Rajamanoharan et al. 2024).
+
+Data-parallel training gives each rank a slice of the global batch and a ``BatchShare``: every
+batch mean and normalizer is then taken over the *global* batch (sums over the slice divided by
+global totals), so the ranks' gradients add up to exactly the global batch's gradient.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +41,25 @@ class ThresholdTracker:
 
 
 @dataclass
+class BatchShare:
+    """How this process's rows relate to the global batch (one process: the batch itself)."""
+
+    rows: int  # rows of the global batch
+    variance: Tensor  # Σ‖x − mean(x)‖² over the global batch: the FVU denominator
+    total: Callable[[Tensor], Tensor] = field(default=lambda t: t)  # sum over ranks (an all-reduce)
+    distributed: bool = False
+
+    @classmethod
+    def whole(cls, x: Tensor) -> BatchShare:
+        """The share of a process that holds the whole batch ``x``."""
+        return cls(len(x), _variance(x))
+
+
+def _variance(x: Tensor) -> Tensor:
+    return (x - x.mean(0)).pow(2).sum()
+
+
+@dataclass
 class StepResult:
     loss: Tensor
     fvu: float
@@ -45,41 +69,55 @@ class StepResult:
 
 def objective(sae: SAE, x: Tensor, dead: Tensor, sparsity_coeff: float, auxk_coeff: float,
               bandwidth: float = 0.05, threshold: ThresholdTracker | None = None,
-              compute_dtype: torch.dtype = torch.float32) -> StepResult:
+              compute_dtype: torch.dtype = torch.float32, share: BatchShare | None = None) -> StepResult:
     """Loss of ``sae`` on the batch ``x`` [batch, d_in]; ``dead`` [d_sae] marks latents for AuxK.
 
     ``compute_dtype`` is the precision of the TopK encoder's forward matmul (bfloat16 only where the
-    hardware runs it faster, ``saescope.precision``); ``threshold`` tracks the BatchTopK threshold."""
+    hardware runs it faster, ``saescope.precision``); ``threshold`` tracks the BatchTopK threshold;
+    ``share`` says which part of the global batch ``x`` is (data-parallel training)."""
     act = sae.cfg.activation
+    share = share or BatchShare.whole(x)
     if act == "topk":
-        return _topk_objective(sae, x, dead, auxk_coeff, compute_dtype)
+        return _topk_objective(sae, x, dead, auxk_coeff, compute_dtype, share)
+    if act == "batchtopk" and share.distributed:
+        from saescope.errors import SaescopeError
+        raise SaescopeError("batchtopk picks its top activations over the whole batch: train it in one process "
+                            "(topk, relu and jumprelu train data-parallel)")
     pre = sae.encode_pre(x)  # [batch, d_sae]
     if act == "batchtopk":
         feats = _batch_topk(pre, sae, threshold if threshold is not None else ThresholdTracker())
-        recon, fired, l0, sparsity = sae.decode(feats), (feats > 0).any(0), (feats > 0).sum(-1).float().mean(), 0.0
+        recon, fired, l0, sparsity = sae.decode(feats), (feats > 0).any(0), (feats > 0).sum().float() / share.rows, 0.0
     elif act == "relu":
         feats = F.relu(pre)
         recon, fired = sae.decode(feats), (feats > 0).any(0)
-        l0 = (feats > 0).sum(-1).float().mean()
-        sparsity = (feats * sae.W_dec.norm(dim=-1)).sum(-1).mean() / x.shape[-1] ** 0.5
+        l0 = (feats > 0).sum().float() / share.rows
+        sparsity = (feats * sae.W_dec.norm(dim=-1)).sum() / share.rows / x.shape[-1] ** 0.5
     else:  # jumprelu
         threshold = sae.threshold.clamp_min(1e-6)
         feats = _JumpReLU.apply(pre, threshold, bandwidth)
         recon, fired = sae.decode(feats), (feats > 0).any(0)
-        l0_ste = _Step.apply(pre, threshold, bandwidth).sum(-1).mean()
+        l0_ste = _Step.apply(pre, threshold, bandwidth).sum() / share.rows
         l0, sparsity = l0_ste.detach(), l0_ste
-    fvu = _fvu(recon, x)
+    fvu = _fvu(recon, x, share)
     loss = fvu + sparsity_coeff * sparsity
     if act == "batchtopk" and bool(dead.any()):
         loss = loss + auxk_coeff * _auxk(sae, pre, x - recon.detach(), dead)
-    return StepResult(loss=loss, fvu=float(fvu.detach()), l0=float(l0), fired=fired)
+    return _result(loss, fvu, l0, fired, share)
 
 
-def _fvu(recon: Tensor, x: Tensor) -> Tensor:
-    return (recon - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+def _result(loss: Tensor, fvu: Tensor, l0: Tensor | float, fired: Tensor, share: BatchShare) -> StepResult:
+    """The step's figures over the global batch (this rank's parts summed over ranks)."""
+    parts = share.total(torch.stack([fvu.detach().float(), torch.as_tensor(l0, dtype=torch.float32, device=fvu.device)]))
+    fired = share.total(fired.to(torch.int32)) > 0
+    return StepResult(loss=loss, fvu=float(parts[0]), l0=float(parts[1]), fired=fired)
 
 
-def _topk_objective(sae: SAE, x: Tensor, dead: Tensor, auxk_coeff: float, compute_dtype: torch.dtype) -> StepResult:
+def _fvu(recon: Tensor, x: Tensor, share: BatchShare) -> Tensor:
+    return (recon - x).pow(2).sum() / share.variance
+
+
+def _topk_objective(sae: SAE, x: Tensor, dead: Tensor, auxk_coeff: float, compute_dtype: torch.dtype,
+                    share: BatchShare) -> StepResult:
     """TopK + AuxK with a sparse backward: only the k (+ k_aux) selected latents get gradients."""
     k_aux = min(sae.d_in // 2, int(dead.sum()))
     values, indices = _SparseTopKEncode.apply(x, sae.W_enc, sae.b_enc, sae.b_dec, sae.cfg.k, dead, k_aux,
@@ -87,16 +125,16 @@ def _topk_objective(sae: SAE, x: Tensor, dead: Tensor, auxk_coeff: float, comput
     values = F.relu(values)
     main_values, main_indices = values[:, :sae.cfg.k], indices[:, :sae.cfg.k]
     recon = sae.decode_sparse(main_values, main_indices)
-    fvu = _fvu(recon, x)
+    fvu = _fvu(recon, x, share)
     loss = fvu
     if k_aux:
         residual = x - recon.detach()
         residual_hat = F.embedding_bag(indices[:, sae.cfg.k:], sae.W_dec, per_sample_weights=values[:, sae.cfg.k:],
                                        mode="sum")
-        loss = loss + auxk_coeff * (residual_hat - residual).pow(2).sum() / residual.pow(2).sum().clamp_min(1e-12)
-    l0 = (main_values > 0).sum(-1).float().mean()
-    return StepResult(loss=loss, fvu=float(fvu.detach()), l0=float(l0),
-                      fired=_fired(main_indices, main_values.detach(), sae.d_sae))
+        residual_total = share.total(residual.pow(2).sum()).clamp_min(1e-12)
+        loss = loss + auxk_coeff * (residual_hat - residual).pow(2).sum() / residual_total
+    l0 = (main_values > 0).sum().float() / share.rows
+    return _result(loss, fvu, l0, _fired(main_indices, main_values.detach(), sae.d_sae), share)
 
 
 class _SparseTopKEncode(torch.autograd.Function):

@@ -11,12 +11,17 @@ them without the model. Checkpoints (``OUT/checkpoint/``, ``storage.Checkpoint``
 run deletes its checkpoint, and its activation shards unless ``keep_activations``. On resume,
 windows that sat in the shuffle buffer at checkpoint time are not revisited in the first pass (they
 are in the disk shards if ``epochs > 1``).
+
+Under ``torchrun`` (``--workers N``) training is data-parallel over cached activations
+(``sae.data_parallel``): rank 0 writes the log, checkpoints and the SAE; ``--resume`` reloads rank 0's
+checkpoint on every rank.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -31,10 +36,12 @@ from saescope.errors import JobInterrupted, SaescopeError
 from saescope.interrupts import deferred_interrupt
 from saescope.model.hooks import resolve_hook
 from saescope.model.loading import LoadedModel, load_model
+from saescope.parallel.context import distributed_context
 from saescope.precision import dtype_name, resolve_dtype
 from saescope.sae.core import SAE, SAEConfig
+from saescope.sae.data_parallel import DataParallel
 from saescope.sae.formats import save_sae
-from saescope.sae.objectives import ThresholdTracker, objective
+from saescope.sae.objectives import BatchShare, ThresholdTracker, objective
 from saescope.sae.stream import ModelActivations, ShardWriter, replay_shards, shuffled_batches, tee_to_shards
 from saescope.sae.train_config import TrainConfig
 from saescope.storage import RESUME_HINT, Checkpoint, write_json
@@ -61,24 +68,33 @@ def train_sae(config: TrainConfig, out: str | Path, resume: bool = False, lm: Lo
                                     tokens=200_000), "my_sae")
     """
     out = Path(out)
+    ctx = distributed_context(config.device)
+    parallel = DataParallel(ctx, config.batch_size, config.activation, config.activations is not None)
     checkpoint = Checkpoint(out, finished="cfg.json")
     checkpoint.guard(resume)
-    lm = lm or load_model(config.model, device=config.device, dtype=config.dtype)
+    ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
+    lm = lm or load_model(config.model, device=ctx.device(config.device), dtype=config.dtype)
     resolve_hook(lm.model, config.hook)
-    sae = SAE(SAEConfig(lm.d_model, config.features, config.activation, config.k, config.hook, lm.name)).to(lm.device)
+    with torch.random.fork_rng(devices=[]):  # the same initial weights for a seed, on every rank
+        torch.manual_seed(config.seed)
+        sae = SAE(SAEConfig(lm.d_model, config.features, config.activation, config.k, config.hook, lm.name))
+    sae = sae.to(lm.device)
     optimizer = torch.optim.Adam(sae.parameters(), lr=config.learning_rate, betas=(0.9, 0.999), eps=6.25e-10)
     dead_counter = torch.zeros(config.features, dtype=torch.long, device=lm.device)
     state = _load_checkpoint(checkpoint, sae, optimizer, dead_counter) if resume else _State()
-    write_json(out / "train_config.json", asdict(config))
-    loop = _TrainLoop(config, lm, sae, optimizer, dead_counter, state, checkpoint)
-    loop.run(progress)
+    if ctx.is_main:
+        write_json(out / "train_config.json", asdict(config))
+    loop = _TrainLoop(config, lm, sae, optimizer, dead_counter, state, checkpoint, parallel)
+    loop.run(progress and ctx.is_main)
     final = SAE(sae.cfg)
     final.load_state_dict(sae.state_dict())
     final.fold_input_scale(state.input_scale)
     final.cfg.metadata.update(trained_tokens=state.step * config.batch_size, input_scale=state.input_scale,
                               train_seconds=round(state.elapsed, 1), train_config=asdict(config),
-                              train_dtype=dtype_name(loop.compute_dtype))
-    save_sae(final, out)
+                              train_dtype=dtype_name(loop.compute_dtype), workers=ctx.world_size)
+    if ctx.is_main:
+        save_sae(final, out)
+    ctx.barrier()
     checkpoint.clear()
     if not config.keep_activations:
         shutil.rmtree(out / "activations", ignore_errors=True)
@@ -87,8 +103,8 @@ def train_sae(config: TrainConfig, out: str | Path, resume: bool = False, lm: Lo
 
 class _TrainLoop:
     def __init__(self, config: TrainConfig, lm: LoadedModel, sae: SAE, optimizer: torch.optim.Optimizer,
-                 dead_counter: torch.Tensor, state: _State, checkpoint: Checkpoint) -> None:
-        self.config, self.lm, self.sae, self.optimizer = config, lm, sae, optimizer
+                 dead_counter: torch.Tensor, state: _State, checkpoint: Checkpoint, parallel: DataParallel) -> None:
+        self.config, self.lm, self.sae, self.optimizer, self.parallel = config, lm, sae, optimizer, parallel
         self.dead_counter, self.state, self.checkpoint = dead_counter, state, checkpoint
         self.out = checkpoint.out
         self.shards = self.out / "activations"
@@ -104,8 +120,9 @@ class _TrainLoop:
         self.bar = tqdm(total=cfg.total_steps, initial=state.step, disable=not progress, unit="step",
                         desc=f"train {cfg.activation} SAE")
         started = time.perf_counter() - state.elapsed
-        with deferred_interrupt() as interrupted, (self.out / "training_log.jsonl").open("a") as log:
-            self.interrupted = interrupted
+        log_path = self.out / "training_log.jsonl" if self.parallel.ctx.is_main else Path(os.devnull)
+        with deferred_interrupt() as local_interrupt, log_path.open("a") as log:
+            interrupted = self.interrupted = lambda: self.parallel.any_rank(local_interrupt())
             try:
                 for x in self._batches():
                     if state.step >= cfg.total_steps or interrupted():
@@ -126,7 +143,7 @@ class _TrainLoop:
         cfg, state = self.config, self.state
         if state.input_scale == 0.0:
             self._initialize(x)
-        metrics = self._step(x * state.input_scale)
+        metrics = self._step(*self.parallel.share(x * state.input_scale))
         state.step += 1
         self.bar.set_description(f"train {cfg.activation} SAE")
         self.bar.update(1)
@@ -165,16 +182,17 @@ class _TrainLoop:
         self.state.input_scale = float(x.shape[-1] ** 0.5 / x.norm(dim=-1).mean())
         self.sae.b_dec.copy_((x * self.state.input_scale).median(dim=0).values)
 
-    def _step(self, x: torch.Tensor) -> dict[str, float]:
+    def _step(self, x: torch.Tensor, share: BatchShare | None) -> dict[str, float]:
         cfg, sae = self.config, self.sae
         lr = cfg.learning_rate * _lr_factor(self.state.step, cfg.total_steps, cfg.warmup_steps, cfg.decay_fraction)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         dead = self.dead_counter > cfg.dead_after_tokens
         result = objective(sae, x, dead, cfg.sparsity_coeff, cfg.auxk_coeff, threshold=self.threshold,
-                           compute_dtype=self.compute_dtype)
+                           compute_dtype=self.compute_dtype, share=share)
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
+        self.parallel.sum_gradients(sae)
         with torch.no_grad():
             directions = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)
             sae.W_dec.grad -= (sae.W_dec.grad * directions).sum(-1, keepdim=True) * directions
@@ -183,12 +201,15 @@ class _TrainLoop:
             sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True))
             if sae.cfg.activation == "jumprelu":
                 sae.threshold.clamp_(min=1e-6)
-            self.dead_counter += len(x)
+            self.dead_counter += share.rows if share else len(x)
             self.dead_counter[result.fired] = 0
-        return {"loss": float(result.loss.detach()), "fvu": result.fvu, "l0": result.l0, "lr": lr,
+        loss = float(share.total(result.loss.detach().clone())) if share else float(result.loss.detach())
+        return {"loss": loss, "fvu": result.fvu, "l0": result.l0, "lr": lr,
                 "dead": float(dead.float().mean())}
 
     def _checkpoint(self) -> None:
+        if not self.parallel.ctx.is_main:
+            return
         if self.writer is not None:
             self.writer.flush()
         self.state.windows_consumed = self.source.windows_consumed if self.source else self.state.windows_consumed

@@ -1,0 +1,91 @@
+"""Data-parallel SAE training under torchrun (gloo, 2 processes): the same weights as one process on the same
+global batches; a killed rank fails the job cleanly and --resume finishes it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+HOOK = "blocks.3.hook_resid_post"
+
+
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "saescope.cli.main", *args], capture_output=True, text=True,
+                          env=ENV, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("acts")
+    done = _cli("activations", "cache", "--hook", HOOK, "--tokens", "8192", "--out", str(folder / "acts"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "8,2" in done.stdout  # ~8,192 tokens minus attention sinks
+    return folder / "acts" / HOOK
+
+
+def _train(cache: Path, out: Path, workers: int, *extra: str) -> list[str]:
+    return ["sae", "train", "--hook", HOOK, "--activations", str(cache), "--features", "256", "--k", "8",
+            "--tokens", str(200 * 128), "--batch-size", "128", "--workers", str(workers), "--out", str(out), *extra]
+
+
+def test_two_ranks_train_the_same_weights_as_one(cache, tmp_path):
+    for workers in (1, 2):
+        done = _cli(*_train(cache, tmp_path / f"sae{workers}", workers))
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (load_file(tmp_path / f"sae{w}" / "sae_weights.safetensors") for w in (1, 2))
+    assert set(one) == set(two) == {"W_enc", "W_dec", "b_enc", "b_dec"}
+    for name in one:
+        assert float((one[name] - two[name]).abs().max()) <= 1e-5, name
+    logs = [(tmp_path / f"sae{w}" / "training_log.jsonl").read_text().splitlines()[-1] for w in (1, 2)]
+    assert '"step": 200' in logs[0] and '"step": 200' in logs[1]
+
+
+def test_a_batch_that_does_not_split_and_a_missing_cache_are_refused(tmp_path):
+    done = _cli("sae", "train", "--hook", HOOK, "--features", "64", "--k", "4", "--tokens", "1280",
+                "--batch-size", "128", "--workers", "2", "--out", str(tmp_path / "x"))
+    assert done.returncode == 2 and "cached activations" in done.stderr and "Traceback (most recent" not in done.stderr
+
+
+def _worker_pids(rank: int) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"saescope.cli.main" in cmdline and f"RANK={rank}".encode() in environ and b"LOCAL_RANK=" + str(
+                rank).encode() in environ:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_rank_fails_the_job_and_resume_finishes_it(cache, tmp_path):
+    out = tmp_path / "sae"
+    args = _train(cache, out, 2, "--checkpoint-every", "20")
+    args[args.index("--tokens") + 1] = str(1000 * 128)
+    job = subprocess.Popen([sys.executable, "-m", "saescope.cli.main", *args], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (out / "checkpoint" / "state.json").exists():
+        time.sleep(0.5)
+    assert (out / "checkpoint" / "state.json").exists()
+    for pid in _worker_pids(1):
+        os.kill(pid, signal.SIGKILL)
+    _, stderr = job.communicate(timeout=300)
+    assert job.returncode == 2 and "a worker failed" in stderr and "--resume" in stderr
+    assert not (out / "cfg.json").exists()
+    resumed = _cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "cfg.json").exists() and not (out / "checkpoint").exists()
