@@ -58,6 +58,8 @@ bench: setup $(SAELENS_VENV)/.installed
 	$(BIN)/python benchmarks/bench_circuits.py
 	$(BIN)/python benchmarks/bench_edit.py
 	$(BIN)/python benchmarks/bench_autointerp.py
+	$(BIN)/python benchmarks/bench_app.py
+	$(BIN)/python benchmarks/bench_parallel.py
 	$(BIN)/pytest -q -m slow
 
 clean:

@@ -117,3 +117,22 @@ def test_resume_with_another_number_of_workers_is_refused(runs, tmp_path):
                            "--out", str(folder), "--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "checkpoint-rank0-of-2" in done.stderr and "--workers" in done.stderr
+
+
+def test_equal_activations_keep_the_earliest_examples_whatever_the_batching():
+    """Identical contexts give identical activations: of equal ones, the earliest (window, position) stay."""
+    def feed(acc, windows_per_batch):
+        for first in range(0, 6, windows_per_batch):
+            n = min(windows_per_batch, 6 - first)
+            feats = torch.zeros(n, 4, 1)
+            feats[:, 2, 0] = 1.0                      # the same activation in every window but window 3
+            if first <= 3 < first + n:
+                feats[3 - first, 2, 0] = 2.0
+            ids = torch.arange(n * 4).view(n, 4)
+            sources = torch.stack([torch.arange(first, first + n)[:, None].expand(n, 4), torch.arange(4).expand(n, 4)], -1)
+            acc.update(feats, ids, sources, torch.ones(n, 4, dtype=torch.bool), first)
+        return sorted(acc.sorted_top_examples()["top_location"][0, :, 0].tolist())
+
+    assert feed(FeatureAccumulator(1, 50, top_k=3), 1) == [0, 1, 3]
+    assert feed(FeatureAccumulator(1, 50, top_k=3), 4) == [0, 1, 3]
+    assert feed(FeatureAccumulator(1, 50, top_k=3), 6) == [0, 1, 3]

@@ -48,10 +48,17 @@ def test_two_ranks_train_the_same_weights_as_one(cache, tmp_path):
     assert '"step": 200' in logs[0] and '"step": 200' in logs[1]
 
 
-def test_a_batch_that_does_not_split_and_a_missing_cache_are_refused(tmp_path):
-    done = _cli("sae", "train", "--hook", HOOK, "--features", "64", "--k", "4", "--tokens", "1280",
-                "--batch-size", "128", "--workers", "2", "--out", str(tmp_path / "x"))
-    assert done.returncode == 2 and "cached activations" in done.stderr and "Traceback (most recent" not in done.stderr
+def test_a_missing_cache_a_cache_of_another_hook_and_a_batch_that_does_not_split_are_refused(cache, tmp_path):
+    common = ["sae", "train", "--features", "64", "--k", "4", "--tokens", "1280", "--workers", "2"]
+    cases = [([*common, "--hook", HOOK, "--batch-size", "128", "--out", str(tmp_path / "a")], "cached activations"),
+             ([*common, "--hook", "blocks.4.hook_resid_post", "--activations", str(cache), "--batch-size", "128",
+               "--out", str(tmp_path / "b")], "not of --hook"),
+             ([*common, "--hook", HOOK, "--activations", str(cache), "--batch-size", "127", "--out", str(tmp_path / "c")],
+              "does not split into 2 workers")]
+    for args, message in cases:
+        done = _cli(*args)
+        assert done.returncode == 2 and message in done.stderr, (message, done.stderr[-2000:])
+        assert "Traceback (most recent" not in done.stderr
 
 
 def _worker_pids(rank: int) -> list[int]:

@@ -108,7 +108,7 @@ class FeatureAccumulator:
     def _update_top_examples(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, ids: np.ndarray,
                              sources: np.ndarray, seq: int, first_window: int, s: dict[str, np.ndarray]) -> None:
         new_row = np.full(s["top_values"].shape, -1, dtype=np.int64)
-        if merge_top_k(rows, cols, values, s["top_values"], new_row):
+        if merge_top_k(rows, cols, values, s["top_values"], new_row, s["top_location"], seq, first_window):
             write_contexts(rows, cols, values, new_row, ids, sources, seq, first_window, self.context_left,
                            self.context_right, s["top_source"], s["top_location"], s["top_context_ids"],
                            s["top_context_acts"])

@@ -69,12 +69,15 @@ def extract_features(lm: LoadedModel, sae: SAE, out: str | Path, config: Extract
     windows_done = _stream(lm, sae, hook, docs, config, acc, checkpoint, windows_done, progress and ctx.is_main, ctx)
     if windows_done == 0:
         raise SaescopeError(f"corpus {config.corpus!r} has fewer than {config.context} tokens")
+    merge_started = time.perf_counter()
     acc.state = merge_states(all_gather_state(ctx, acc.state_dict()))
+    merge_seconds = time.perf_counter() - merge_started
     manifest = {"model": lm.name, "sae": sae_name, "sae_fingerprint": sae_fingerprint(sae), "hook": hook,
                 "d_sae": sae.d_sae, "corpus": config.corpus, "split": split, "context": config.context,
                 "top_k": config.top_k, "windows": windows_done, "tokens_requested": config.tokens,
                 "tokens": int(acc.state["n_tokens"]), "seconds": round(time.perf_counter() - started, 1),
-                "dtype": dtype_name(lm.dtype), "workers": ctx.world_size, "config": asdict(config)}
+                "dtype": dtype_name(lm.dtype), "workers": ctx.world_size,
+                "merge_seconds": round(merge_seconds, 3), "config": asdict(config)}
     if ctx.is_main:
         write_run(Path(out), acc, lm, sae, docs, manifest)
     ctx.barrier()  # the RUN is complete before any rank drops its checkpoint

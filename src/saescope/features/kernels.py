@@ -63,13 +63,32 @@ def _smallest_slot(row: np.ndarray) -> int:  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _latest_smallest_slot(row: np.ndarray, order: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Index of the smallest value of ``row``; among equal values, the one seen last (largest ``order``)."""
+    j = 0
+    for s in range(1, len(row)):
+        if row[s] < row[j] or (row[s] == row[j] and order[s] > order[j]):
+            j = s
+    return j
+
+
+@njit(cache=True, nogil=True)
 def merge_top_k(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, top_values: np.ndarray,
-                new_row: np.ndarray) -> int:  # pragma: no cover - compiled
+                new_row: np.ndarray, top_location: np.ndarray, seq: int,
+                first_window: int) -> int:  # pragma: no cover - compiled
     """Insert entries into each feature's K slots (``top_values`` [d, K], an unordered set): an entry
     above the feature's smallest slot replaces it. ``new_row`` [d, K] (-1 on entry) receives the batch
-    row of every slot taken in this batch; returns how many slots were taken (0: nothing to write)."""
-    d = top_values.shape[0]
-    lowest_slot = np.array([_smallest_slot(top_values[c]) for c in range(d)])
+    row of every slot taken in this batch; returns how many slots were taken (0: nothing to write).
+
+    Ties are settled by the order the tokens come in (``window * seq + position``, ``top_location``
+    for slots of earlier batches): of equal activations the earliest stays. The table is then the best
+    K by (activation desc, order asc) whatever the batching, so shards merge exactly (``features.merge``)."""
+    d, k = top_values.shape
+    order = np.empty((d, k), dtype=np.int64)
+    for c in range(d):
+        for s in range(k):
+            order[c, s] = top_location[c, s, 0] * seq + top_location[c, s, 1]
+    lowest_slot = np.array([_latest_smallest_slot(top_values[c], order[c]) for c in range(d)])
     lowest = np.array([top_values[c, lowest_slot[c]] for c in range(d)])
     taken = 0
     for i in range(len(cols)):
@@ -81,7 +100,8 @@ def merge_top_k(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, top_valu
             taken += 1
         top_values[c, s] = values[i]
         new_row[c, s] = rows[i]
-        lowest_slot[c] = _smallest_slot(top_values[c])
+        order[c, s] = first_window * seq + rows[i]
+        lowest_slot[c] = _latest_smallest_slot(top_values[c], order[c])
         lowest[c] = top_values[c, lowest_slot[c]]
     return taken
 

@@ -2,10 +2,10 @@
 
 This is what makes ``sae train-suite`` cheap: the forward pass (the expensive part of SAE training
 on a CPU) is shared by every hook point and every epoch. The cache is a folder per hook point of
-bfloat16 safetensors shards (``stream.ShardWriter``), plus ``progress.json`` recording how many
-corpus windows and shards are complete. All writers are flushed together before the progress file
-is rewritten, so an interrupted run resumes from a point where every hook's shards agree (shards
-written after it are deleted on resume).
+bfloat16 safetensors shards (``stream.ShardWriter``), plus ``progress.json``, the index: the model and
+its width, the hook points, how many corpus windows and shards are complete and the tokens per hook.
+All writers are flushed together before the progress file is rewritten, so an interrupted run
+resumes from a point where every hook's shards agree (shards written after it are deleted on resume).
 
 Example::
 
@@ -47,6 +47,10 @@ def cache_activations(lm: LoadedModel, hooks: list[str], tokens: int, folder: st
         resolve_hook(lm.model, hook)
     windows_total = math.ceil(tokens / (context - 1))
     state = _load_progress(folder, hooks, windows_total)
+    if state.setdefault("model", lm.name) != lm.name or state.setdefault("d_model", lm.d_model) != lm.d_model:
+        from saescope.errors import SaescopeError
+
+        raise SaescopeError(f"{folder} caches activations of model {state['model']!r}, not {lm.name!r}: use another folder")
     if state["windows"] >= windows_total:
         return folder
     writers = {hook: ShardWriter(folder / hook, shard_tokens=2**62) for hook in hooks}  # flushed by _commit only
@@ -86,10 +90,37 @@ def cached_tokens(folder: str | Path) -> int:
     return total
 
 
+def check_cache_fits(folder: str | Path, model_name: str, hook: str, d_model: int) -> None:
+    """Refuse a hook point's cache folder written for another model, hook point or width (``SaescopeError``)."""
+    from safetensors import SafetensorError, safe_open
+
+    from saescope.errors import SaescopeError
+
+    folder = Path(folder)
+    progress = folder.parent / PROGRESS_FILE
+    if progress.is_file():
+        state = read_json(progress, "activation-cache progress")
+        if state.get("model", model_name) != model_name:
+            raise SaescopeError(f"{folder} holds activations of model {state['model']!r}, not {model_name!r}")
+        if folder.name != hook:
+            raise SaescopeError(f"{folder} holds activations of {folder.name!r}, not of --hook {hook!r}")
+    shards = sorted(folder.glob("shard_*.safetensors"))
+    if shards:
+        try:
+            with safe_open(str(shards[0]), "pt") as handle:
+                width = handle.get_slice("acts").get_shape()[-1]
+        except (OSError, SafetensorError, KeyError) as exc:
+            raise SaescopeError(f"{shards[0]} is not a readable activation shard ({type(exc).__name__})") from None
+        if width != d_model:
+            raise SaescopeError(f"{folder} holds {width}-wide activations; the model's width is {d_model}")
+
+
 def _commit(folder: Path, writers: dict[str, ShardWriter], state: dict) -> None:
     for writer in writers.values():
         writer.flush()
     state["shards"] = {hook: len(list((folder / hook).glob("shard_*.safetensors"))) for hook in writers}
+    state["tokens"] = {hook: cached_tokens(folder / hook) for hook in writers}
+    state["dtype"] = "bfloat16"
     write_json(folder / PROGRESS_FILE, state)
 
 

@@ -38,6 +38,7 @@ from saescope.model.hooks import resolve_hook
 from saescope.model.loading import LoadedModel, load_model
 from saescope.parallel.context import distributed_context
 from saescope.precision import dtype_name, resolve_dtype
+from saescope.sae.activation_cache import check_cache_fits
 from saescope.sae.core import SAE, SAEConfig
 from saescope.sae.data_parallel import DataParallel
 from saescope.sae.formats import save_sae
@@ -75,6 +76,8 @@ def train_sae(config: TrainConfig, out: str | Path, resume: bool = False, lm: Lo
     ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
     lm = lm or load_model(config.model, device=ctx.device(config.device), dtype=config.dtype)
     resolve_hook(lm.model, config.hook)
+    if config.activations is not None:
+        check_cache_fits(config.activations, lm.name, config.hook, lm.d_model)
     with torch.random.fork_rng(devices=[]):  # the same initial weights for a seed, on every rank
         torch.manual_seed(config.seed)
         sae = SAE(SAEConfig(lm.d_model, config.features, config.activation, config.k, config.hook, lm.name))

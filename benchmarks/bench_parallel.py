@@ -1,0 +1,98 @@
+"""Data parallel on CPU (torchrun, gloo, 2 processes) against one process, for extraction and SAE training.
+
+Each job runs three times through the real command line:
+- one process, one thread: the reference that the 2-process result must equal (same per-batch arithmetic);
+- one process with every core's threads: the baseline for the speed-up (the fair one-process figure);
+- two processes, one thread each (``--workers 2``).
+
+Prints (times are the jobs' own, without start-up, from the RUN manifest and the SAE's metadata)::
+
+    parallel_extract ranks=2 identical=yes|no speedup=<x> merge_fraction=<x> dtype=... cpu=...
+    parallel_train ranks=2 max_abs_diff=<x> speedup=<x> dtype=... cpu=...
+
+On 2 cores expect a speed-up of at most 2x (usually less: one process already uses both cores for its
+matmuls). ``--tokens`` and ``--steps`` scale the jobs (defaults: ~4 min in all on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine
+
+HOOK = "blocks.6.hook_resid_post"
+
+
+def cli(args: list[str], threads: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run([sys.executable, "-m", "saescope.cli.main", *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"saescope {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+
+
+def same_run(a: Path, b: Path) -> bool:
+    s1, s2 = pd.read_parquet(a / "stats.parquet"), pd.read_parquet(b / "stats.parquet")
+    moments = all(np.allclose(s1[c], s2[c], rtol=1e-6, equal_nan=True) for c in ("mean", "std", "skewness", "kurtosis"))
+    counts = (s1["count"] == s2["count"]).all() and (s1["max"] == s2["max"]).all()
+    key = ["feature", "activation", "doc_id", "doc_position"]
+    e1, e2 = (pd.read_parquet(r / "examples.parquet").drop(columns="rank").sort_values(key).reset_index(drop=True)
+              for r in (a, b))
+    t1, t2 = (pd.read_parquet(r / "top_tokens.parquet").sort_values(["feature", "token_id"]).reset_index(drop=True)
+              for r in (a, b))
+    hist = (load_file(a / "histograms.safetensors")["counts"] == load_file(b / "histograms.safetensors")["counts"]).all()
+    return bool(moments and counts and e1.equals(e2) and t1.equals(t2) and hist)
+
+
+def extract(folder: Path, tokens: int, cores: int) -> None:
+    common = ["features", "extract", "--sae", "default", "--tokens", str(tokens), "--batch-size", "8"]
+    cli([*common, "--out", str(folder / "ref")], threads=1)
+    cli([*common, "--out", str(folder / "one")], threads=cores)
+    cli([*common, "--workers", "2", "--out", str(folder / "two")], threads=1)
+    manifest = {name: json.loads((folder / name / "manifest.json").read_text()) for name in ("one", "two")}
+    speedup = manifest["one"]["seconds"] / manifest["two"]["seconds"]
+    merge = manifest["two"]["merge_seconds"] / manifest["two"]["seconds"]
+    identical = "yes" if same_run(folder / "ref", folder / "two") else "no"
+    print(f"parallel_extract ranks=2 identical={identical} speedup={speedup:.2f} merge_fraction={merge:.4f} "
+          f"tokens={manifest['two']['tokens']} {machine(manifest['two']['dtype'])}", flush=True)
+
+
+def train(folder: Path, tokens: int, steps: int, cores: int) -> None:
+    cli(["activations", "cache", "--hook", HOOK, "--tokens", str(tokens), "--out", str(folder / "acts")], threads=cores)
+    common = ["sae", "train", "--hook", HOOK, "--activations", str(folder / "acts" / HOOK), "--features", "2304",
+              "--k", "32", "--batch-size", "1024", "--tokens", str(steps * 1024)]
+    cli([*common, "--out", str(folder / "ref")], threads=1)
+    cli([*common, "--out", str(folder / "one")], threads=cores)
+    cli([*common, "--workers", "2", "--out", str(folder / "two")], threads=1)
+    ref, two = (load_file(folder / name / "sae_weights.safetensors") for name in ("ref", "two"))
+    diff = max(float((ref[k] - two[k]).abs().max()) for k in ref)
+    seconds = {name: json.loads((folder / name / "cfg.json").read_text())["metadata"]["saescope"]["train_seconds"]
+               for name in ("one", "two")}
+    dtype = json.loads((folder / "two" / "cfg.json").read_text())["metadata"]["saescope"].get("train_dtype", "float32")
+    print(f"parallel_train ranks=2 max_abs_diff={diff:.2e} speedup={seconds['one'] / seconds['two']:.2f} "
+          f"steps={steps} {machine(dtype)}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=24_576, help="tokens extracted / cached for training")
+    parser.add_argument("--steps", type=int, default=200, help="training steps of 1,024 tokens")
+    args = parser.parse_args()
+    cores = min(2, os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory(prefix="bench_parallel_") as tmp:
+        extract(Path(tmp) / "extract", args.tokens, cores)
+        train(Path(tmp) / "train", args.tokens, args.steps, cores)
+
+
+if __name__ == "__main__":
+    main()
