@@ -31,10 +31,14 @@ class AppConfig:
     """Device of the model."""
     dtype: str = "auto"
     """Precision of the model."""
+    workers: int = 0
+    """Server processes (0: one per core, at most 2). Each loads the RUNs, and the model when it first steers."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise SaescopeError(f"port must be 1-65535, got {self.port}")
+        if self.workers < 0:
+            raise SaescopeError(f"workers must be 0 (automatic) or positive, got {self.workers}")
         for name in ("max_new_tokens", "max_features", "max_prompt_chars", "queue_size"):
             if getattr(self, name) <= 0:
                 raise SaescopeError(f"{name} must be positive, got {getattr(self, name)}")

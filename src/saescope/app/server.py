@@ -7,6 +7,10 @@ read the API.
 """
 
 import hmac
+import json
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
 
 from saescope.app.config import AppConfig
 from saescope.app.jobs import JobQueue
@@ -34,10 +38,7 @@ def create_app(state: AppState, config: AppConfig | None = None, token: str | No
     app = FastAPI(title="saescope", description="Features, search and steering over local RUNs.")
     app.state.saescope, app.state.config, app.state.jobs = state, config, JobQueue(config.queue_size)
 
-    @app.middleware("http")
     async def authorize(request: Request, call_next):
-        if not token:
-            return await call_next(request)
         given = request.headers.get("authorization", "").removeprefix("Bearer ") or request.cookies.get(COOKIE) \
             or request.query_params.get("token", "")
         if not hmac.compare_digest(given.encode(), token.encode()):
@@ -46,6 +47,9 @@ def create_app(state: AppState, config: AppConfig | None = None, token: str | No
         if request.query_params.get("token"):
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return response
+
+    if token:  # without one there is nothing to check: no middleware on the path of every request
+        app.middleware("http")(authorize)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -58,10 +62,34 @@ def create_app(state: AppState, config: AppConfig | None = None, token: str | No
     return app
 
 
-def serve(state: AppState, config: AppConfig, token: str | None = None) -> None:
-    """Serve until Ctrl-C."""
+SPEC_VARIABLE = "SAESCOPE_APP_SPEC"  # how ``serve`` tells each worker process what to load
+
+
+def serve(runs: list[Path], reports: list[Path], config: AppConfig, token: str | None = None) -> None:
+    """Serve until Ctrl-C, in ``config.workers`` processes (uvicorn's workers; 0: one per core, at most 2).
+
+    Every worker loads the RUNs (and, on its first steering request, the model) and has its own model
+    queue of ``queue_size / workers`` jobs. Page and search requests are spread over the processes by the
+    kernel, so they use every core instead of one Python interpreter's."""
     import uvicorn
 
     if config.host not in LOOPBACK_HOSTS and not token:
         raise SaescopeError(f"serving on {config.host} (not loopback) needs a token: --token or $SAESCOPE_APP_TOKEN")
-    uvicorn.run(create_app(state, config, token), host=config.host, port=config.port, log_level="warning")
+    workers = config.workers or max(1, min(2, os.cpu_count() or 1))
+    config = replace(config, workers=workers, queue_size=max(1, config.queue_size // workers))
+    AppState.from_paths(runs, reports, config.device, config.dtype)  # bad folders fail here, with one message
+    os.environ[SPEC_VARIABLE] = json.dumps({"runs": [str(p) for p in runs], "reports": [str(p) for p in reports],
+                                            "config": asdict(config), "token": token})
+    uvicorn.run("saescope.app.server:app_from_environment", factory=True, host=config.host, port=config.port,
+                workers=workers, log_level="warning")
+
+
+def app_from_environment():
+    """The app of one worker process, from what ``serve`` put in ``$SAESCOPE_APP_SPEC``."""
+    spec = json.loads(os.environ[SPEC_VARIABLE])
+    config = AppConfig(**spec["config"])
+    state = AppState.from_paths([Path(p) for p in spec["runs"]], [Path(p) for p in spec["reports"]], config.device,
+                                config.dtype)
+    app = create_app(state, config, spec["token"])
+    app.state.jobs.submit(lambda: state.lm)  # load the model now, on the model thread, not on the first steer
+    return app

@@ -23,8 +23,6 @@ def app_command(
     Example: saescope app runs/default --reports demo-debias   (then open http://127.0.0.1:8000)
     """
     from saescope.app.server import serve
-    from saescope.app.state import AppState
 
-    state = AppState.from_paths(list(runs), list(reports or []), config.device, config.dtype)
-    console.print(f"serving {', '.join(state.runs)} at http://{config.host}:{config.port}")
-    serve(state, config, token or os.environ.get("SAESCOPE_APP_TOKEN") or None)
+    console.print(f"serving {', '.join(str(r) for r in runs)} at http://{config.host}:{config.port}")
+    serve(list(runs), list(reports or []), config, token or os.environ.get("SAESCOPE_APP_TOKEN") or None)
