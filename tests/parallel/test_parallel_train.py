@@ -96,3 +96,16 @@ def test_a_killed_rank_fails_the_job_and_resume_finishes_it(cache, tmp_path):
     resumed = _cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (out / "cfg.json").exists() and not (out / "checkpoint").exists()
+
+
+def test_a_truncated_shard_is_named(cache, tmp_path):
+    import shutil
+
+    bad = tmp_path / "acts" / HOOK
+    shutil.copytree(cache.parent, tmp_path / "acts")
+    data = (bad / "shard_00000.safetensors").read_bytes()
+    (bad / "shard_00001.safetensors").write_bytes(data[: len(data) // 2])
+    done = _cli("sae", "train", "--hook", HOOK, "--activations", str(bad), "--features", "64", "--k", "4",
+                "--tokens", "1280", "--batch-size", "128", "--out", str(tmp_path / "sae"))
+    assert done.returncode == 2 and "shard_00001.safetensors is not a readable activation shard" in done.stderr
+    assert not (tmp_path / "sae" / "cfg.json").exists()

@@ -104,15 +104,15 @@ def check_cache_fits(folder: str | Path, model_name: str, hook: str, d_model: in
             raise SaescopeError(f"{folder} holds activations of model {state['model']!r}, not {model_name!r}")
         if folder.name != hook:
             raise SaescopeError(f"{folder} holds activations of {folder.name!r}, not of --hook {hook!r}")
-    shards = sorted(folder.glob("shard_*.safetensors"))
-    if shards:
+    for shard in sorted(folder.glob("shard_*.safetensors")):  # headers only: cheap, and a truncated file fails
         try:
-            with safe_open(str(shards[0]), "pt") as handle:
+            with safe_open(str(shard), "pt") as handle:
                 width = handle.get_slice("acts").get_shape()[-1]
         except (OSError, SafetensorError, KeyError) as exc:
-            raise SaescopeError(f"{shards[0]} is not a readable activation shard ({type(exc).__name__})") from None
+            raise SaescopeError(f"{shard} is not a readable activation shard ({type(exc).__name__}): "
+                                "delete it (and progress.json) and cache again") from None
         if width != d_model:
-            raise SaescopeError(f"{folder} holds {width}-wide activations; the model's width is {d_model}")
+            raise SaescopeError(f"{shard} holds {width}-wide activations; the model's width is {d_model}")
 
 
 def _commit(folder: Path, writers: dict[str, ShardWriter], state: dict) -> None:
