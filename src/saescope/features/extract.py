@@ -59,7 +59,11 @@ def extract_features(lm: LoadedModel, sae: SAE, out: str | Path, config: Extract
     ctx = distributed_context(lm.device.type)
     name = f"checkpoint-rank{ctx.rank}-of-{ctx.world_size}" if ctx.distributed else "checkpoint"
     checkpoint = Checkpoint(out, finished="manifest.json", name=name)
-    checkpoint.guard(resume)
+    peers_saved = ctx.distributed and any(Path(out).glob(f"checkpoint-rank*-of-{ctx.world_size}/state.json"))
+    if resume and peers_saved and not checkpoint.exists():
+        resume = False  # this rank had saved nothing yet; its batches are its own, so it starts them over
+    else:
+        checkpoint.guard(resume)
     ctx.barrier()  # every rank has checked the folder before any writes to it
     split = "train" if config.corpus == "embedded" else "all"
     docs = load_corpus(config.corpus, split)
