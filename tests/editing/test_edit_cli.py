@@ -51,7 +51,7 @@ def test_rome_then_eval_generate_and_steer_with_the_edit(ben):
     assert result["steered"][0].strip().startswith("Female") and result["unsteered"][0].strip().startswith("Male")
 
 
-@pytest.mark.slow  # ~40 s; FT-L is tested through the API in test_editing.py
+@pytest.mark.slow  # ~40 s; FT-L is tested through the API in test_gender_vector.py
 def test_ft_l_from_the_command_line(home, tmp_path):
     result = saescope("edit", "ft", "--prompt", "Name: {}. Gender:", "--subject", "Ben", "--target", " Female",
                       "--layer", "9", "--steps", "5", "--out", str(tmp_path / "ft"), "--json")

@@ -48,12 +48,11 @@ def test_two_ranks_train_the_same_weights_as_one(cache, tmp_path):
     assert '"step": 200' in logs[0] and '"step": 200' in logs[1]
 
 
-def test_a_missing_cache_a_cache_of_another_hook_and_a_batch_that_does_not_split_are_refused(cache, tmp_path):
-    common = ["sae", "train", "--features", "64", "--k", "4", "--tokens", "1280", "--workers", "2"]
-    cases = [([*common, "--hook", HOOK, "--batch-size", "128", "--out", str(tmp_path / "a")], "cached activations"),
-             ([*common, "--hook", "blocks.4.hook_resid_post", "--activations", str(cache), "--batch-size", "128",
-               "--out", str(tmp_path / "b")], "not of --hook"),
-             ([*common, "--hook", HOOK, "--activations", str(cache), "--batch-size", "127", "--out", str(tmp_path / "c")],
+def test_a_missing_cache_and_a_batch_that_does_not_split_are_refused(cache, tmp_path):
+    """Both are refused before any model is loaded."""
+    common = ["sae", "train", "--features", "64", "--k", "4", "--tokens", "1280", "--workers", "2", "--hook", HOOK]
+    cases = [([*common, "--batch-size", "128", "--out", str(tmp_path / "a")], "cached activations"),
+             ([*common, "--activations", str(cache), "--batch-size", "127", "--out", str(tmp_path / "c")],
               "does not split into 2 workers")]
     for args, message in cases:
         done = _cli(*args)
@@ -98,9 +97,12 @@ def test_a_killed_rank_fails_the_job_and_resume_finishes_it(cache, tmp_path):
     assert (out / "cfg.json").exists() and not (out / "checkpoint").exists()
 
 
-def test_a_truncated_shard_is_named(cache, tmp_path):
+def test_a_cache_of_another_hook_and_a_truncated_shard_are_named(cache, tmp_path):
     import shutil
 
+    done = _cli("sae", "train", "--hook", "blocks.4.hook_resid_post", "--activations", str(cache), "--features", "64",
+                "--k", "4", "--tokens", "1280", "--batch-size", "128", "--out", str(tmp_path / "other"))
+    assert done.returncode == 2 and "not of --hook" in done.stderr, done.stderr[-2000:]
     bad = tmp_path / "acts" / HOOK
     shutil.copytree(cache.parent, tmp_path / "acts")
     data = (bad / "shard_00000.safetensors").read_bytes()
