@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 
 from saescope.autointerp.client import LLMClient, LLMError, Usage
 from saescope.autointerp.examples import clean, explainer_contexts, promoted_tokens, top_token_words
+from saescope.autointerp.explain_config import ExplainConfig
 from saescope.autointerp.prompts import PROMPT_VERSION, explain_request, parse_explanation
-from saescope.errors import JobInterrupted, SaescopeError
+from saescope.errors import JobInterrupted
 from saescope.features.run import FeatureRun, write_parquet
 from saescope.features.samples import SPLITS
 from saescope.interrupts import deferred_interrupt
@@ -34,31 +35,6 @@ from saescope.storage import RESUME_HINT, read_json, write_json
 
 COLUMNS = ["feature", "explainer", "model", "explanation", "error", "raw", "prompt_version"]
 BASELINE = "top_tokens"
-
-
-@dataclass
-class ExplainConfig:
-    """How features are explained (``saescope explain`` builds its options from it)."""
-
-    top: int = 4
-    """Top-K contexts from the RUN shown to the explainer."""
-    per_quantile: int = 1
-    """Explain-split samples shown per activation quantile (when the RUN has samples)."""
-    left: int = 8
-    """Tokens shown before each context's sampled token."""
-    right: int = 2
-    """Tokens shown after it."""
-    max_tokens: int = 16
-    """Most tokens the explainer may write."""
-    chunk: int = 16
-    """Features per chunk (the table is saved after each)."""
-
-    def __post_init__(self) -> None:
-        if min(self.per_quantile, self.left, self.right) < 0:
-            raise SaescopeError("per_quantile, left and right must be >= 0")
-        for name in ("top", "max_tokens", "chunk"):
-            if getattr(self, name) <= 0:
-                raise SaescopeError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 def read_explanations(run: FeatureRun) -> pd.DataFrame:

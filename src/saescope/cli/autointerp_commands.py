@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from saescope.autointerp.clients import ClientConfig
-from saescope.autointerp.explain import ExplainConfig
+from saescope.autointerp.explain_config import ExplainConfig
 from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, print_json
 
 RUN_ARGUMENT = typer.Argument(..., help="A features RUN folder (saescope features extract).")

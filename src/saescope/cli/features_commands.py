@@ -9,7 +9,7 @@ import typer
 from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, parse_ids, print_json
 from saescope.errors import SaescopeError
 from saescope.features.config import ExtractConfig
-from saescope.features.samples import SampleConfig
+from saescope.features.sample_config import SampleConfig
 
 features_app = typer.Typer(no_args_is_help=True, help="Per-feature statistics, top contexts, search, dashboards.")
 
