@@ -9,6 +9,12 @@ Prints (times are the jobs' own, without start-up, from the RUN manifest and the
 
     parallel_extract ranks=2 identical=yes|no speedup=<x> merge_fraction=<x> dtype=... cpu=...
     parallel_train ranks=2 max_abs_diff=<x> speedup=<x> steps=<n> one_process_1_vs_2_threads_diff=<x> dtype=... cpu=...
+    cached_extract speedup=<x> count_rel_diff=<x> top1_same=<x> tokens=<n> cache=bfloat16 dtype=... cpu=...
+
+``cached_extract`` is ``features extract --activations`` (reading an activation cache of the default
+SAE's hook point) against the one-process run from the model, both with every core: the speed-up,
+and how far bfloat16-cached activations move the RUN (relative difference of the firing counts; share
+of features whose strongest example is the same token).
 
 ``max_abs_diff`` compares the 2-process weights with the one-thread reference. Float rounding differs
 (partial sums per rank), and a training run that is not smooth (the loss jumping between steps, as
@@ -38,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine
 
 HOOK = "blocks.6.hook_resid_post"
+EXTRACT_HOOK = "blocks.12.hook_resid_post"  # the default SAE's
 
 
 def cli(args: list[str], threads: int) -> None:
@@ -73,9 +80,25 @@ def extract(folder: Path, tokens: int, cores: int) -> None:
           f"tokens={manifest['two']['tokens']} {machine(manifest['two']['dtype'])}", flush=True)
 
 
-def train(folder: Path, tokens: int, steps: int, cores: int) -> None:
-    cli(["activations", "cache", "--hook", HOOK, "--tokens", str(tokens), "--out", str(folder / "acts")], threads=cores)
-    common = ["sae", "train", "--hook", HOOK, "--activations", str(folder / "acts" / HOOK), "--features", "2304",
+def extract_from_cache(folder: Path, acts: Path, model_run: Path, tokens: int, cores: int) -> None:
+    cli(["features", "extract", "--sae", "default", "--tokens", str(tokens), "--batch-size", "8", "--activations",
+         str(acts / EXTRACT_HOOK), "--out", str(folder / "cached")], threads=cores)
+    manifest = {r: json.loads((r / "manifest.json").read_text()) for r in (model_run, folder / "cached")}
+    s1, s2 = (pd.read_parquet(r / "stats.parquet") for r in (model_run, folder / "cached"))
+    count_diff = float((s1["count"] - s2["count"]).abs().sum() / max(1, s1["count"].sum()))
+    key = ["doc_id", "doc_position"]
+    top1 = [pd.read_parquet(r / "examples.parquet").sort_values("activation", ascending=False)
+            .groupby("feature").head(1).set_index("feature")[key].sort_index() for r in (model_run, folder / "cached")]
+    shared = top1[0].index.intersection(top1[1].index)
+    same = float((top1[0].loc[shared] == top1[1].loc[shared]).all(axis=1).mean())
+    speedup = manifest[model_run]["seconds"] / manifest[folder / "cached"]["seconds"]
+    print(f"cached_extract speedup={speedup:.2f} count_rel_diff={count_diff:.4f} top1_same={same:.3f} "
+          f"tokens={manifest[folder / 'cached']['tokens']} cache=bfloat16 {machine(manifest[model_run]['dtype'])}",
+          flush=True)
+
+
+def train(folder: Path, acts: Path, tokens: int, steps: int, cores: int) -> None:
+    common = ["sae", "train", "--hook", HOOK, "--activations", str(acts / HOOK), "--features", "2304",
               "--k", "32", "--batch-size", "1024", "--tokens", str(steps * 1024)]
     cli([*common, "--out", str(folder / "ref")], threads=1)
     cli([*common, "--out", str(folder / "one")], threads=cores)
@@ -97,8 +120,12 @@ def main() -> None:
     args = parser.parse_args()
     cores = min(2, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="bench_parallel_") as tmp:
-        extract(Path(tmp) / "extract", args.tokens, cores)
-        train(Path(tmp) / "train", args.tokens, args.steps, cores)
+        folder = Path(tmp)
+        extract(folder / "extract", args.tokens, cores)
+        cli(["activations", "cache", "--hook", f"{HOOK},{EXTRACT_HOOK}", "--tokens", str(args.tokens), "--out",
+             str(folder / "acts")], threads=cores)
+        train(folder / "train", folder / "acts", args.tokens, args.steps, cores)
+        extract_from_cache(folder / "extract", folder / "acts", folder / "extract" / "one", args.tokens, cores)
 
 
 if __name__ == "__main__":

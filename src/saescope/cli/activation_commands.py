@@ -23,8 +23,9 @@ def cache(
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
 ) -> None:
-    """Run the model over a corpus once and write each hook point's activations (bfloat16 shards); run again to
-    resume. `sae train --activations OUT/HOOK` (also with --workers N) reads them instead of running the model.
+    """Run the model over a corpus once and write each hook point's activations (bfloat16 shards, with the token
+    ids and corpus positions of every row); run again to resume. `sae train --activations OUT/HOOK` and
+    `features extract --activations OUT/HOOK` (both also with --workers N) read them instead of running the model.
 
     Example: saescope activations cache --hook blocks.6.hook_resid_post --tokens 2000000 --out acts
     """

@@ -25,6 +25,9 @@ class ExtractConfig:
     """Top activating examples kept per feature."""
     checkpoint_every: int = 50
     """Batches between checkpoints."""
+    activations: str | None = None
+    """A hook point's activation cache (``saescope activations cache``, e.g. acts/blocks.12.hook_resid_post)
+    to read instead of running the model; its corpus and context must be the run's."""
 
     def __post_init__(self) -> None:
         for name in ("tokens", "batch_size", "top_k", "checkpoint_every"):

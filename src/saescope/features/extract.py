@@ -11,6 +11,10 @@ Under ``torchrun`` (``--workers N``), batch ``b`` of windows goes to rank ``b mo
 the same batches a single process would, accumulates its own, and checkpoints to
 ``RUN/checkpoint-rankR-of-N/``; at the end the accumulators are gathered and merged exactly
 (``features.merge``) and rank 0 writes the RUN. ``--resume`` needs the same N.
+
+With ``activations=`` (``--activations``) the windows and their activations come from an activation
+cache (``sae.cached_windows``) instead of the model: the same windows, the activations as cached
+(bfloat16), so a RUN costs one SAE encode per token and the model forward is paid once for many SAEs.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ from saescope.model.loading import LoadedModel
 from saescope.parallel.collectives import all_gather_state
 from saescope.parallel.context import DistContext, distributed_context
 from saescope.precision import dtype_name
+from saescope.sae.cached_windows import CachedWindows, WindowBatch
 from saescope.sae.core import SAE, sae_fingerprint
 from saescope.storage import RESUME_HINT, Checkpoint
 
@@ -69,8 +75,13 @@ def extract_features(lm: LoadedModel, sae: SAE, out: str | Path, config: Extract
     docs = load_corpus(config.corpus, split)
     acc = FeatureAccumulator(sae.d_sae, len(lm.tokenizer), top_k=config.top_k)
     windows_done = _load_checkpoint(checkpoint, acc, sae) if resume else 0
+    source = _window_source(lm, hook, docs, config, windows_done)
+    n_windows = math.ceil(config.tokens / config.context)
+    if isinstance(source, CachedWindows):
+        n_windows = min(n_windows, source.n_windows)
     started = time.perf_counter()
-    windows_done = _stream(lm, sae, hook, docs, config, acc, checkpoint, windows_done, progress and ctx.is_main, ctx)
+    windows_done = _stream(lm, sae, hook, source, n_windows, config, acc, checkpoint, windows_done,
+                           progress and ctx.is_main, ctx)
     if windows_done == 0:
         raise SaescopeError(f"corpus {config.corpus!r} has fewer than {config.context} tokens")
     merge_started = time.perf_counter()
@@ -82,6 +93,8 @@ def extract_features(lm: LoadedModel, sae: SAE, out: str | Path, config: Extract
                 "tokens": int(acc.state["n_tokens"]), "seconds": round(time.perf_counter() - started, 1),
                 "dtype": dtype_name(lm.dtype), "workers": ctx.world_size,
                 "merge_seconds": round(merge_seconds, 3), "config": asdict(config)}
+    if config.activations is not None:
+        manifest["activations"], manifest["activations_dtype"] = str(config.activations), "bfloat16"
     if ctx.is_main:
         write_run(Path(out), acc, lm, sae, docs, manifest)
     ctx.barrier()  # the RUN is complete before any rank drops its checkpoint
@@ -89,27 +102,52 @@ def extract_features(lm: LoadedModel, sae: SAE, out: str | Path, config: Extract
     return FeatureRun.load(out)
 
 
-def _stream(lm: LoadedModel, sae: SAE, hook: str, docs: list, config: ExtractConfig, acc: FeatureAccumulator,
-            checkpoint: Checkpoint, windows_done: int, progress: bool, ctx: DistContext) -> int:
+class ModelWindows:
+    """The corpus windows (token ids and sources) from window ``start`` on; the activations are computed
+    later, by ``encode_batch``, for this rank's batches only."""
+
+    def __init__(self, tokenizer: object, docs: list, context: int, start: int) -> None:
+        self.windows = windows_with_sources(tokenizer, docs, context, seed=0, start=start)
+
+    def take(self, n: int, with_acts: bool = False) -> WindowBatch | None:
+        batch = list(islice(self.windows, n))
+        if not batch:
+            return None
+        return WindowBatch(torch.stack([ids for ids, _ in batch]), torch.stack([src for _, src in batch]), None, None)
+
+
+def _window_source(lm: LoadedModel, hook: str, docs: list, config: ExtractConfig,
+                   start: int) -> ModelWindows | CachedWindows:
+    if config.activations is None:
+        return ModelWindows(lm.tokenizer, docs, config.context, start)
+    cached = CachedWindows(config.activations, lm.name, hook, lm.d_model, start=start)
+    for name, theirs, ours in (("context", cached.context, config.context), ("corpus", cached.corpus, config.corpus)):
+        if theirs != ours:
+            raise SaescopeError(f"{config.activations} caches windows with {name} {theirs!r}, not {ours!r}: "
+                                f"pass --{name} {theirs}")
+    return cached
+
+
+def _stream(lm: LoadedModel, sae: SAE, hook: str, source: ModelWindows | CachedWindows, n_windows: int,
+            config: ExtractConfig, acc: FeatureAccumulator, checkpoint: Checkpoint, windows_done: int,
+            progress: bool, ctx: DistContext) -> int:
     """Encode this rank's batches of windows into ``acc`` from window ``windows_done`` on; checkpoints as
     it goes and, after the batch under way, on Ctrl-C (``interrupts.deferred_interrupt``)."""
-    n_windows = math.ceil(config.tokens / config.context)
-    windows = windows_with_sources(lm.tokenizer, docs, config.context, seed=0, start=windows_done)
     bar = tqdm(total=n_windows * config.context, initial=windows_done * config.context, unit="tok",
                unit_scale=True, disable=not progress, desc="extract features")
     since_checkpoint = 0
     with deferred_interrupt() as interrupted:
         while windows_done < n_windows and not interrupted():
-            batch = [w for _, w in zip(range(min(config.batch_size, n_windows - windows_done)), windows)]
-            if not batch:
-                break
             mine = (windows_done // config.batch_size) % ctx.world_size == ctx.rank
-            if mine:
-                ids = torch.stack([ids for ids, _ in batch]).to(lm.device)  # [B, T]
-                sources = torch.stack([src for _, src in batch])  # [B, T, 2]
-                encode_batch(lm, sae, hook, ids, sources, acc, windows_done)
-            windows_done += len(batch)
-            bar.update(len(batch) * config.context)
+            batch = source.take(min(config.batch_size, n_windows - windows_done), with_acts=mine)
+            if batch is None:
+                break
+            if mine and batch.acts is None:
+                encode_batch(lm, sae, hook, batch.ids.to(lm.device), batch.sources, acc, windows_done)
+            elif mine:
+                encode_activations(sae, batch.acts, batch.keep, batch.ids, batch.sources, acc, windows_done)
+            windows_done += len(batch.ids)
+            bar.update(len(batch.ids) * config.context)
             since_checkpoint += mine
             if since_checkpoint >= config.checkpoint_every and windows_done < n_windows:
                 _save_checkpoint(checkpoint, acc, windows_done, sae)
@@ -128,7 +166,15 @@ def encode_batch(lm: LoadedModel, sae: SAE, hook: str, ids: torch.Tensor, source
                  acc: FeatureAccumulator, first_window: int) -> None:
     """Forward ``ids`` up to ``hook``, encode with ``sae`` and fold the features into ``acc``."""
     acts, keep = hook_activations(lm, hook, ids)  # [B, T, d_model], [B, T]
-    rows, features, values = sae.encode_sparse(acts.reshape(-1, acts.shape[-1]).to(sae.W_enc.dtype))
+    encode_activations(sae, acts, keep, ids, sources, acc, first_window)
+
+
+@torch.no_grad()
+def encode_activations(sae: SAE, acts: torch.Tensor, keep: torch.Tensor, ids: torch.Tensor, sources: torch.Tensor,
+                       acc: FeatureAccumulator, first_window: int) -> None:
+    """Encode activations ``acts`` [B, T, d] (``keep`` [B, T] marks the real tokens) and fold them into ``acc``."""
+    acts = acts.to(sae.W_enc.device, sae.W_enc.dtype)
+    rows, features, values = sae.encode_sparse(acts.reshape(-1, acts.shape[-1]))
     acc.update_sparse(rows, features, values, ids, sources, keep, first_window)
 
 
