@@ -71,13 +71,14 @@ def pooled(lm: LoadedModel, texts: list[str], hook: str, intervention: Applicabl
     return torch.cat(out)
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, seed: int = 0):
-    """A standardized logistic-regression probe (scikit-learn pipeline)."""
+def fit_probe(x: np.ndarray, y: np.ndarray, seed: int = 0, c: float = 1e-3):
+    """A standardized logistic-regression probe (scikit-learn pipeline) with inverse L2 strength ``c``
+    (``ShiftConfig.probe_c`` says how its default was chosen)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed)).fit(x, y)
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed)).fit(x, y)
 
 
 def probe_as_readout(probe, readout: str) -> LinearReadout:

@@ -68,7 +68,7 @@ def run_shift(lm: LoadedModel, saes: Mapping[str, SAE], config: ShiftConfig, pro
     labels = lambda rows: np.array([r["profession"] for r in rows])
     base = {name: pooled(lm, texts(rows), readout).numpy() for name, rows in (("train", train), ("oracle", oracle),
                                                                                 ("test", test))}
-    probe = fit_probe(base["train"], labels(train))
+    probe = fit_probe(base["train"], labels(train), c=config.probe_c)
     effects = mean_feature_effects(lm, used, texts(train[:config.attribution_bios]), probe_as_readout(probe, readout))
     candidates = _top(effects, config.top)
     chosen = manual if manual is not None else gender_candidates(
@@ -83,22 +83,22 @@ def run_shift(lm: LoadedModel, saes: Mapping[str, SAE], config: ShiftConfig, pro
     for seed in tqdm(range(config.seeds), desc="SHIFT seeds", disable=not progress):
         rng = np.random.default_rng(seed)
         idx = rng.choice(len(train), size=int(0.8 * len(train)), replace=False)
-        runs["original"].append(_fit_score(base["train"], base["test"], train, test, idx, seed))
-        runs["oracle"].append(_fit_score(base["oracle"], base["test"], oracle, test, idx, seed))
+        runs["original"].append(_fit_score(base["train"], base["test"], train, test, idx, seed, config.probe_c))
+        runs["oracle"].append(_fit_score(base["oracle"], base["test"], oracle, test, idx, seed, config.probe_c))
         for name, (x_train, x_test) in views.items():
-            runs[name].append(_fit_score(x_train, x_test, train, test, idx, seed))
+            runs[name].append(_fit_score(x_train, x_test, train, test, idx, seed, config.probe_c))
         random_choice = {h: rng.choice(used[h].d_sae, size=len(f), replace=False).tolist() for h, f in chosen.items()}
         x_train, x_test = _ablated(lm, used, random_choice, readout, train, test)
-        runs["random"].append(_fit_score(x_train, x_test, train, test, idx, seed))
+        runs["random"].append(_fit_score(x_train, x_test, train, test, idx, seed, config.probe_c))
     settings = {"readout": readout, "hooks": list(used), "top": config.top, "seeds": config.seeds,
                 "n_ablated": sum(len(f) for f in chosen.values()), "selection": "manual" if config.features else config.selection,
-                "swap_threshold": config.swap_threshold}
+                "swap_threshold": config.swap_threshold, "probe_c": config.probe_c}
     return ShiftResult(runs, chosen, candidates, settings)
 
 
-def _fit_score(x_train, x_test, train_rows, test_rows, idx, seed) -> dict[str, float]:
+def _fit_score(x_train, x_test, train_rows, test_rows, idx, seed, c) -> dict[str, float]:
     labels = np.array([r["profession"] for r in train_rows])
-    probe = fit_probe(x_train[idx], labels[idx], seed)
+    probe = fit_probe(x_train[idx], labels[idx], seed, c)
     return scores(probe, x_test, test_rows)
 
 
