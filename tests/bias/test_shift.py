@@ -76,6 +76,12 @@ def test_probe_readout_reproduces_the_probe(lm):
     readout = probe_as_readout(probe, "blocks.3.hook_resid_post")
     logits = x @ readout.weight + readout.bias
     assert np.allclose(logits.numpy(), probe.decision_function(x.numpy()), atol=1e-3)
+    y = np.array([r["profession"] for r in rows])
+    norms = [np.linalg.norm(fit_probe(x.numpy(), y, c=c)[1].coef_) for c in (1e-4, 1e-3, 1e-1)]
+    assert norms[0] < norms[1] < norms[2]  # probe_c is the inverse L2 strength
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(SaescopeError, match="probe_c"):
+            ShiftConfig(probe_c=bad)
 
 
 @pytest.mark.slow
