@@ -4,6 +4,7 @@ caches that do not fit are named."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -126,3 +127,13 @@ def test_caches_that_do_not_fit_are_named(lm, cache, sae_folder, tmp_path):
                            "--context", str(CONTEXT), "--out", str(tmp_path / "c")], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_asking_for_more_tokens_than_cached_reads_all_of_it_and_says_so(cache, sae_folder, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "saescope.cli.main", "features", "extract", "--sae", str(sae_folder),
+                           "--activations", str(cache), "--tokens", "100000", "--context", str(CONTEXT), "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "all of it was read" in done.stdout
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["windows"] == 40 and manifest["tokens_requested"] == 100000

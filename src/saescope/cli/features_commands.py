@@ -47,6 +47,8 @@ def extract(
     if ctx.is_main:
         console.print(f"wrote {out}: {m['tokens']:,} tokens, {m['d_sae']} features, {m['seconds']} s ({m['dtype']}, "
                       f"{ctx.world_size} worker{'s' * (ctx.world_size > 1)})")
+        if "activations" in m and m["windows"] * m["context"] < m["tokens_requested"]:
+            console.print(f"the cache held fewer than the {m['tokens_requested']:,} tokens asked for: all of it was read")
 
 
 @features_app.command("sample")
