@@ -93,7 +93,8 @@ def extract_from_cache(folder: Path, acts: Path, model_run: Path, tokens: int, c
     same = float((top1[0].loc[shared] == top1[1].loc[shared]).all(axis=1).mean())
     speedup = manifest[model_run]["seconds"] / manifest[folder / "cached"]["seconds"]
     print(f"cached_extract speedup={speedup:.2f} count_rel_diff={count_diff:.4f} top1_same={same:.3f} "
-          f"tokens={manifest[folder / 'cached']['tokens']} cache=bfloat16 {machine(manifest[model_run]['dtype'])}",
+          f"tokens={manifest[folder / 'cached']['tokens']} cache={manifest[folder / 'cached']['activations_dtype']} "
+          f"{machine(manifest[model_run]['dtype'])}",
           flush=True)
 
 

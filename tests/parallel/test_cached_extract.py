@@ -78,6 +78,7 @@ def test_a_run_from_the_cache_matches_the_run_from_the_model(lm, cache, sae_fold
     from_model = extract_features(lm, sae, tmp_path / "model", progress=False, **common)
     from_cache = extract_features(lm, sae, tmp_path / "cache", progress=False, activations=str(cache), **common)
     assert from_cache.manifest["activations"] == str(cache) and from_cache.manifest["windows"] == 36
+    assert from_cache.manifest["activations_dtype"] == "bfloat16"
     assert from_cache.manifest["tokens"] == from_model.manifest["tokens"]
     s1, s2 = from_model.stats, from_cache.stats
     alive = s1["count"] > 50

@@ -93,8 +93,8 @@ def extract_features(lm: LoadedModel, sae: SAE, out: str | Path, config: Extract
                 "tokens": int(acc.state["n_tokens"]), "seconds": round(time.perf_counter() - started, 1),
                 "dtype": dtype_name(lm.dtype), "workers": ctx.world_size,
                 "merge_seconds": round(merge_seconds, 3), "config": asdict(config)}
-    if config.activations is not None:
-        manifest["activations"], manifest["activations_dtype"] = str(config.activations), "bfloat16"
+    if isinstance(source, CachedWindows):
+        manifest["activations"], manifest["activations_dtype"] = str(config.activations), source.dtype
     if ctx.is_main:
         write_run(Path(out), acc, lm, sae, docs, manifest)
     ctx.barrier()  # the RUN is complete before any rank drops its checkpoint

@@ -130,11 +130,9 @@ def _commit(folder: Path, writers: dict[str, ShardWriter], state: dict, pending:
         ids = torch.stack([ids for ids, _ in pending["windows"]])
         sources = torch.stack([src for _, src in pending["windows"]])
         for hook, writer in writers.items():
-            index = len(list((folder / hook).glob("shard_*.safetensors")))
             if not writer.pending:  # every token a sink: still one (empty) shard, so shards and window files pair up
                 writer.add(torch.zeros(0, state["d_model"]))
-            writer.flush()
-            write_window_file(folder / hook, index, ids, sources, torch.cat(pending[hook]))
+            write_window_file(folder / hook, writer.flush(), ids, sources, torch.cat(pending[hook]))
             pending[hook].clear()
         pending["windows"].clear()
     state["shards"] = {hook: len(list((folder / hook).glob("shard_*.safetensors"))) for hook in writers}

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from saescope.errors import SaescopeError
+from saescope.sae.stream import SHARD_FILE
 from saescope.storage import atomic_path, read_json
 
 WINDOW_FILE = "windows_{:05d}.safetensors"
@@ -66,8 +68,9 @@ class CachedWindows:
             raise SaescopeError(f"{self.folder} holds activations without their token ids (no {PROGRESS_FILE}, or one "
                                 "written by an older saescope): cache again into a new folder")
         self.context, self.corpus = int(state["context"]), str(state["corpus"])
+        self.dtype = str(state.get("dtype", "bfloat16"))  # of the cached activations
         n_shards = int(state["shards"].get(hook, 0))
-        self.shards = [self.folder / f"shard_{i:05d}.safetensors" for i in range(n_shards)]
+        self.shards = [self.folder / SHARD_FILE.format(i) for i in range(n_shards)]
         self.window_files = [self.folder / WINDOW_FILE.format(i) for i in range(n_shards)]
         self.first_window = [0]  # the first window of every shard, then the total
         for file in self.window_files:
@@ -88,7 +91,7 @@ class CachedWindows:
             return None
         parts = []
         while self.position < stop:
-            shard = max(i for i in range(len(self.shards)) if self.first_window[i] <= self.position)
+            shard = bisect_right(self.first_window, self.position) - 1
             end = min(stop, self.first_window[shard + 1])
             parts.append(self._read(shard, self.position - self.first_window[shard], end - self.first_window[shard],
                                     with_acts))

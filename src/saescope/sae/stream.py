@@ -105,6 +105,9 @@ def shuffled_batches(chunks: Iterator[Tensor], batch_size: int, buffer_tokens: i
         buffer = buffer[n_out:]
 
 
+SHARD_FILE = "shard_{:05d}.safetensors"
+
+
 class ShardWriter:
     """Append activation chunks to ``folder/shard_NNNNN.safetensors`` (bfloat16), each written atomically."""
 
@@ -121,13 +124,15 @@ class ShardWriter:
         if self.n_pending >= self.shard_tokens:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self) -> int | None:
+        """Write the pending chunks as the next shard; returns its index (``None`` when nothing was pending)."""
         if not self.pending:
-            return
+            return None
         index = len(list(self.folder.glob("shard_*.safetensors")))
-        with atomic_path(self.folder / f"shard_{index:05d}.safetensors") as tmp:
+        with atomic_path(self.folder / SHARD_FILE.format(index)) as tmp:
             save_file({"acts": torch.cat(self.pending).contiguous()}, str(tmp))
         self.pending, self.n_pending = [], 0
+        return index
 
 
 def replay_shards(folder: str | Path, generator: torch.Generator | None = None) -> Iterator[Tensor]:
