@@ -90,3 +90,21 @@ def test_expected_digit_reads_logprobs_then_text():
 
     assert expected_digit(Completion("7", {"7": math.log(0.5), "3": math.log(0.5), "x": -1.0})) == pytest.approx(5.0)
     assert expected_digit(Completion("I'd say 4")) == 4.0 and expected_digit(Completion("none")) is None
+
+
+def test_circuit_nodes_are_labelled_with_the_llm_explanation_when_the_run_has_one(copy, lm):
+    from saescope.circuits.graph import Circuit, Node
+    from saescope.circuits.plot import LABEL_CHARS, node_labels
+
+    hook = "blocks.2.hook_resid_post"
+    nodes = [Node(hook, 0, None, 1.0), Node(hook, 1, None, 0.5), Node(hook, 2, None, 0.2), Node(hook, -1, None, 0.1)]
+    circuit = Circuit([hook], nodes, [], {"method": "atp", "aggregation": "sum"}, data={"pairs": "t", "n_pairs": 1})
+    explain_features(copy, [0, 1], None, progress=False)  # top-token baseline for 0 and 1
+    long = "the word 'the' at the start of a sentence in news text"
+    explain_features(copy, [1], ScriptedClient([f'{{"explanation": "{long}"}}']), progress=False)
+    labels = node_labels(lm, {}, circuit, {hook: copy})
+    baseline = read_explanations(copy).set_index(["feature", "explainer"]).explanation[(0, "top_tokens")]
+    assert labels[f"{hook}/0"]["explanation"] == baseline and baseline[:10] in labels[f"{hook}/0"]["label"]
+    assert labels[f"{hook}/1"]["explanation"] == long  # the LLM's, not the baseline's
+    assert labels[f"{hook}/1"]["label"].split("\n")[1] == long[:LABEL_CHARS - 1].rstrip() + "…"
+    assert labels[f"{hook}/2"]["explanation"] == "" and labels[f"{hook}/err"]["explanation"] == ""

@@ -20,7 +20,7 @@ def circuit() -> Circuit:
 
 
 LABELS = {f"{B}/3870": {"label": "L12 #3870\nhave", "title": "blocks.12 feature 3870", "promoted": [" have", " are"],
-                        "examples": ["The [friends] have"]}}
+                        "examples": ["The [friends] have"], "explanation": "plural subjects of a verb"}}
 
 
 def test_dot_has_every_node_and_edge(circuit):
@@ -63,6 +63,7 @@ def test_clicking_a_node_shows_its_feature_in_a_real_browser(circuit, tmp_path):
         page.locator(f'g.node[data-key="{B}/3870"]').click()
         assert page.locator("#detail-title").inner_text() == "blocks.12 feature 3870"
         assert "The [friends] have" in page.locator("#detail").inner_text()
+        assert page.locator("#detail-explanation").inner_text() == "Explanation: plural subjects of a verb"
         page.locator(f'a.pick[data-key="{A}/err"]').click()
         assert "error term" in page.locator("#detail-title").inner_text()
         browser.close()

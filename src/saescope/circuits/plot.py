@@ -2,8 +2,9 @@
 built-in layered SVG), and an offline HTML view where a click on a node shows its feature page.
 
 Layout: one row per hook point, earliest at the bottom, the metric on top; features are ellipses
-labelled with their id and the tokens their decoder direction promotes (or the top activating
-tokens from a features RUN), error terms are grey boxes; edge width grows with |effect|, blue for
+labelled with their id and, from a features RUN of that hook point, the feature's explanation
+(``saescope explain``) or its top activating tokens, else the tokens its decoder direction promotes;
+error terms are grey boxes; edge width grows with |effect|, blue for
 positive and red for negative effects.
 
 Example::
@@ -25,19 +26,21 @@ from typing import Any
 from saescope.circuits.graph import METRIC, Circuit, Node
 from saescope.circuits.nodes import Dictionary
 from saescope.features.logit_effects import logit_effects
-from saescope.features.run import FeatureRun
+from saescope.features.run import FeatureRun, best_explanation
 from saescope.model.loading import LoadedModel
 from saescope.reports import render
 from saescope.sae.core import SAE
 from saescope.storage import atomic_path
 
+LABEL_CHARS = 28
+"""How much of an explanation a node's label shows (the HTML view shows all of it)."""
 INSTALL_DOT = "Graphviz's `dot` is not installed (apt-get install graphviz, brew install graphviz, or conda install graphviz)"
 ROW, COLUMN, RADIUS = 110, 120, 26
 
 
 def node_labels(lm: LoadedModel, dictionaries: Mapping[str, Dictionary], circuit: Circuit,
                 runs: Mapping[str, FeatureRun] | None = None) -> dict[str, dict[str, Any]]:
-    """``{node key: {"label", "title", "promoted", "examples"}}`` for every node of ``circuit``."""
+    """``{node key: {"label", "title", "promoted", "examples", "explanation"}}`` for every node of ``circuit``."""
     out: dict[str, dict[str, Any]] = {}
     for hook in circuit.hooks:
         nodes = [n for n in circuit.nodes_at(hook) if not n.is_error]
@@ -56,17 +59,22 @@ def _label(node: Node, promoted: list[str], run: FeatureRun | None) -> dict[str,
     layer = node.hook.split(".")[1] if node.hook.startswith("blocks.") else node.hook
     where = "" if node.position is None else f" @{node.position}"
     if node.is_error:
-        return {"label": f"L{layer} err{where}", "title": f"{node.hook} error term{where}", "promoted": [], "examples": []}
+        return {"label": f"L{layer} err{where}", "title": f"{node.hook} error term{where}", "promoted": [], "examples": [],
+                "explanation": ""}
     examples: list[str] = []
+    explanation = ""
     if run is not None and node.index < run.d_sae:
         table = run.examples(node.index).head(5)
         examples = ["".join(f"[{t}]" if i == c else t for i, t in enumerate(tokens))
                     for tokens, c in zip(table["context_tokens"], table["center"])]
         tokens = run.top_tokens[run.top_tokens.feature == node.index].head(3)
         promoted = [str(t) for t in tokens["token"]] or promoted
+        explanation = best_explanation(run.explanations().get(node.index, []))
     shown = " ".join(repr(t.strip())[1:-1] or "·" for t in promoted[:3])
+    if explanation:
+        shown = explanation if len(explanation) <= LABEL_CHARS else explanation[:LABEL_CHARS - 1].rstrip() + "…"
     return {"label": f"L{layer} #{node.index}{where}\n{shown}", "title": f"{node.hook} feature {node.index}{where}",
-            "promoted": promoted, "examples": examples}
+            "promoted": promoted, "examples": examples, "explanation": explanation}
 
 
 def to_dot(circuit: Circuit, labels: Mapping[str, Mapping[str, Any]]) -> str:

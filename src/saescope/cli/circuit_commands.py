@@ -108,7 +108,8 @@ def evaluate(
 @circuit_app.command("plot")
 def plot(
     folder: Path = typer.Argument(..., help="A circuit folder from `circuit find`."),
-    run: list[str] = typer.Option(None, help="HOOK=RUN: a features RUN for that hook point's SAE (repeatable)."),
+    run: list[str] = typer.Option(None, help="HOOK=RUN: a features RUN for that hook point's SAE (repeatable); its nodes "
+                                   "show the RUN's explanations (saescope explain) or top tokens."),
     node_threshold: float = typer.Option(None, help="Draw only nodes with |effect| >= this."),
     edge_threshold: float = typer.Option(0.0, help="Draw only edges with |effect| >= this."),
     model: str = typer.Option(None),
