@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from saescope.bias.config import BiasDataFiles, DebiasConfig
-from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, print_json
+from saescope.cli.common import DTYPE_HELP, SAE_HELP, config_options, console, load_model_and_sae, print_json
 from saescope.errors import SaescopeError
 
 bias_app = typer.Typer(no_args_is_help=True, help="Measure gender bias and find the SAE features behind it.")
@@ -82,7 +82,7 @@ def bias_features(
     run: Path = typer.Option(None, help="A features RUN of the same SAE (adds top tokens and contexts)."),
     top: int = typer.Option(30, help="How many features to show."),
     kind: str = typer.Option(None, help="Only stereotype | definitional | both."),
-    sae: str = typer.Option("default", help="'default' or an SAE folder."),
+    sae: str = typer.Option("default", help=SAE_HELP),
     contexts: int = typer.Option(2, help="Top contexts per feature to print (needs --run)."),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
@@ -126,7 +126,7 @@ def bias_features(
 def debias(
     out: Path = typer.Option(..., help="Folder for intervention.json, metrics.json, report.html."),
     run: Path = typer.Option(None, help="A features RUN of the same SAE (top tokens in the report)."),
-    sae: str = typer.Option("default", help="'default' or an SAE folder."),
+    sae: str = typer.Option("default", help=SAE_HELP),
     ce_tokens: int = typer.Option(8192, help="Held-out tokens for CE loss and KL."),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto", help=DTYPE_HELP),

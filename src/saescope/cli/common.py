@@ -21,6 +21,8 @@ from saescope.errors import SaescopeError
 from saescope.storage import json_ready
 
 console = Console(stderr=False, highlight=False)
+SAE_HELP = ("'default' (the bundled layer-12 SAE), default/blocks.L.hook_resid_post (the suite), an SAE folder, "
+            "a sae-lens RELEASE/SAE_ID or hf:OWNER/REPO/FOLDER.")
 DTYPE_HELP = "auto (bfloat16 only where it is faster; see `saescope info`) | float32 | bfloat16 | float16."
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, parse_ids, print_json
+from saescope.cli.common import DTYPE_HELP, SAE_HELP, config_options, console, load_model_and_sae, parse_ids, print_json
 from saescope.errors import SaescopeError
 from saescope.features.config import ExtractConfig
 from saescope.features.sample_config import SampleConfig
@@ -20,7 +20,7 @@ STAT_COLUMNS = ["feature", "count", "log10_density", "mean", "std", "skewness", 
 @config_options(ExtractConfig, flags={"top_k": "--top"})
 def extract(
     out: Path = typer.Option(..., help="RUN folder to write."),
-    sae: str = typer.Option("default", help="'default' or an SAE folder."),
+    sae: str = typer.Option("default", help=SAE_HELP),
     model: str = typer.Option(None, help="Model; default: the one the SAE names."),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto", help=DTYPE_HELP),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, parse_ids, print_json
+from saescope.cli.common import DTYPE_HELP, SAE_HELP, config_options, console, load_model_and_sae, parse_ids, print_json
 from saescope.sae.suite_config import SuiteConfig
 from saescope.sae.train_config import TrainConfig
 
@@ -60,7 +60,7 @@ def train_suite(
 
 @sae_app.command("eval")
 def evaluate(
-    sae: str = typer.Argument("default", help="'default' (the bundled SAE) or an SAE folder."),
+    sae: str = typer.Argument("default", help=SAE_HELP),
     tokens: int = typer.Option(50_000, help="Held-out tokens to evaluate on."),
     model: str = typer.Option(None, help="Model; default: the one the SAE names."),
     hook: str = typer.Option(None, help="Hook point; default: the one the SAE names."),
@@ -92,7 +92,7 @@ def evaluate(
 @sae_app.command("top")
 def top_features(
     text: str = typer.Option(..., help="The text to encode."),
-    sae: str = typer.Option("default", help="'default' or an SAE folder."),
+    sae: str = typer.Option("default", help=SAE_HELP),
     n: int = typer.Option(10, help="How many features to list."),
     model: str = typer.Option(None),
     hook: str = typer.Option(None),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from saescope.cli.common import DTYPE_HELP, console, load_model_and_sae, parse_floats, parse_ids, print_json
+from saescope.cli.common import DTYPE_HELP, SAE_HELP, console, load_model_and_sae, parse_floats, parse_ids, print_json
 from saescope.errors import SaescopeError
 
 steer_app = typer.Typer(help="Steer generation with SAE features, alignment scores or saved interventions.")
@@ -26,7 +26,7 @@ def steer(
     scores: Path = typer.Option(None, help="Scores file from `saescope align score`."),
     intervention: Path = typer.Option(None, help="A saved intervention file (JSON) or edit folder."),
     save: Path = typer.Option(None, help="Also save the intervention built from the options to this file."),
-    sae: str = typer.Option("default", help="'default' or an SAE folder."),
+    sae: str = typer.Option("default", help=SAE_HELP),
     temperature: float = typer.Option(1.0, help="0 = greedy."),
     n: int = typer.Option(1, help="Samples per prompt (paired seeds)."),
     max_new_tokens: int = typer.Option(50),
