@@ -1,5 +1,7 @@
 """Interventions: exactness when neutral, error term kept, action on every KV-cached decode step."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -81,15 +83,18 @@ def test_steering_acts_on_every_kv_cached_decode_step(lm, sae):
     ids = lm.tokenize([PROMPT])["input_ids"]
     continuation = torch.tensor([[lm.tokenizer.encode(" very")[0]] * 6])
 
+    # transformers 5 renamed the KV cache argument and output field past_key_values -> cache
+    new_name = "cache" in inspect.signature(lm.model.forward).parameters
+    cache_of = lambda out: out.cache if new_name else out.past_key_values
+
     def step_logits(intervention):
-        outs, past = [], None
+        outs = []
         context = intervention.apply(lm) if intervention else torch.no_grad()
         with context:
-            out = lm.model(ids, use_cache=True)
-            past = out.past_key_values
+            past = cache_of(lm.model(ids, use_cache=True))
             for t in range(continuation.shape[1]):
-                out = lm.model(continuation[:, t:t + 1], past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = lm.model(continuation[:, t:t + 1], use_cache=True, **{"cache" if new_name else "past_key_values": past})
+                past = cache_of(out)
                 outs.append(out.logits[0, -1])
         return outs
 
