@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from saescope.bias.shift import (
+    GROUPS,
     ShiftConfig,
     fit_probe,
     gender_swapped,
     name_swaps,
     pooled,
     probe_as_readout,
+    scores,
     without_gendered_tokens,
 )
 from saescope.bias.shift_data import NAMES, bios, read_bios, write_bios
@@ -42,6 +44,25 @@ def test_gendered_tokens_are_deleted():
         "Alex said they loves their work. They agreed."
 
 
+def test_scores_known_answer():
+    class Fixed:  # predicts the given labels whatever the input
+        def __init__(self, labels):
+            self.labels = np.array(labels)
+
+        def predict(self, x):
+            return self.labels
+
+    # rows: professor-man, professor-woman, nurse-man, nurse-woman, twice each
+    rows = [{"profession": p, "gender": g} for p, g in [(1, 0), (1, 1), (0, 0), (0, 1)] * 2]
+    got = scores(Fixed([1, 0, 1, 0, 1, 1, 0, 0]), np.zeros((8, 1)), rows)
+    assert got["professor_male_acc"] == 1.0 and got["professor_female_acc"] == 0.5
+    assert got["nurse_male_acc"] == 0.5 and got["nurse_female_acc"] == 1.0
+    assert got["profession_acc"] == 0.75 and got["worst_group_acc"] == 0.5
+    assert got["gender_acc"] == 0.75  # 6 of 8 predictions match "professor = male"
+    only_men = scores(Fixed([1, 0]), np.zeros((2, 1)), [{"profession": 1, "gender": 0}, {"profession": 0, "gender": 0}])
+    assert np.isnan(only_men["professor_female_acc"]) and only_men["worst_group_acc"] == 1.0
+
+
 def test_gender_swap_changes_names_and_pronouns_only(lm):
     swaps = name_swaps(lm.tokenizer)
     assert gender_swapped("Mary said she loves her work. Friends describe her as kind. He agreed.", swaps) == \
@@ -60,9 +81,9 @@ def test_swap_scores_find_a_gender_feature_and_leave_others(lm):
 
     sae = load_sae("default")
     rows = read_bios("train")[:48]
-    scores = swap_scores(lm, sae, L12, [4137, 2654, 3870, 1256], rows)
-    assert abs(scores[0]) > 1 and abs(scores[1]) > 1  # fire on one gender's names and pronouns
-    assert abs(scores[3]) < 0.3
+    effects = swap_scores(lm, sae, L12, [4137, 2654, 3870, 1256], rows)
+    assert abs(effects[0]) > 1 and abs(effects[1]) > 1  # fire on one gender's names and pronouns
+    assert abs(effects[3]) < 0.3
     chosen = gender_candidates(lm, {L12: sae}, {L12: [4137, 1256]}, rows)
     assert chosen == {L12: [4137]}
     with pytest.raises(SaescopeError, match="selection"):
@@ -93,6 +114,10 @@ def test_a_small_shift_run_gives_every_condition(lm):
     assert set(summary) == set(CONDITIONS)
     for row in summary.values():
         assert 0 <= row["profession_acc"] <= 1 and 0 <= row["worst_group_acc"] <= row["profession_acc"] + 1e-9
+    for runs in result.runs.values():
+        for run in runs:  # every seed: the worst group is the least of the four groups' accuracies
+            groups = [run[f"{name}_acc"] for name in GROUPS.values() if not np.isnan(run[f"{name}_acc"])]
+            assert run["worst_group_acc"] == min(groups) and min(groups) <= run["profession_acc"] <= max(groups)
     assert len(result.runs["random"]) == 2
     assert result.ablated == {L12: [3870]} and len(result.candidates[L12]) == 20
     assert summary["original"]["gender_acc"] > 0.5  # a probe trained on confounded data leans on gender
@@ -103,3 +128,20 @@ def test_bad_feature_specs(lm):
         run_shift(lm, {L12: load_sae("default")}, ShiftConfig(readout_layer=12, features=["7:1"], limit=8, seeds=1,
                                                                attribution_bios=4), progress=False)
     assert torch.is_tensor(pooled(lm, ["Mary is kind."], L12))
+
+
+def test_shift_run_cli_writes_every_condition_with_group_accuracies(tmp_path):
+    import json
+
+    from helpers import saescope
+
+    result = saescope("shift", "run", "--out", str(tmp_path / "shift"), "--readout-layer", "12", "--top", "20",
+                      "--attribution-bios", "8", "--seeds", "1", "--limit", "48", "--features", "12:3870")
+    assert result.returncode == 0, result.stderr
+    header = next(line for line in result.stdout.splitlines() if "condition" in line)
+    assert header.split()[-4:] == ["prof-m", "prof-f", "nurse-m", "nurse-f"]
+    report = json.loads((tmp_path / "shift" / "shift.json").read_text())
+    assert set(report["summary"]) == set(CONDITIONS) and report["ablated"] == {L12: [3870]}
+    for row in report["summary"].values():
+        assert {f"{name}_acc" for name in GROUPS.values()} <= set(row)
+    assert json.loads((tmp_path / "shift" / "intervention.json").read_text())  # the ablation, reusable with steer

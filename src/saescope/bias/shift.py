@@ -37,7 +37,7 @@ from saescope.model.hooks import Applicable, applied
 from saescope.model.likelihood import document_start_id, encode_texts, pad_id, pad_rows
 from saescope.model.loading import LoadedModel
 
-__all__ = ["ShiftConfig", "LinearReadout", "pooled", "fit_probe", "probe_as_readout", "scores",
+__all__ = ["ShiftConfig", "GROUPS", "LinearReadout", "pooled", "fit_probe", "probe_as_readout", "scores",
            "without_gendered_tokens", "gender_swapped"]
 GENDERED = {"he": "they", "she": "they", "his": "their", "her": "their", "him": "them", "He": "They", "She": "They",
             "His": "Their", "Her": "Their", "Him": "Them"}
@@ -89,16 +89,24 @@ def probe_as_readout(probe, readout: str) -> LinearReadout:
     return LinearReadout(readout, torch.tensor(weight, dtype=torch.float32), bias)
 
 
+GROUPS = {(1, 0): "professor_male", (1, 1): "professor_female", (0, 0): "nurse_male", (0, 1): "nurse_female"}
+"""(profession, gender) -> the group's name in ``scores`` (profession 1 = professor, gender 1 = female)."""
+
+
 def scores(probe, x: np.ndarray, rows: list[dict]) -> dict[str, float]:
     """Profession accuracy, gender accuracy (prediction vs gender through the confound: professor = male),
-    and worst-group profession accuracy over the four (profession, gender) groups."""
+    worst-group profession accuracy over the four (profession, gender) groups, and each group's accuracy
+    (``professor_male_acc`` ...; NaN for a group with no rows)."""
     predicted = probe.predict(x)
     profession = np.array([r["profession"] for r in rows])
     gender = np.array([r["gender"] for r in rows])
-    groups = [(predicted[(profession == p) & (gender == g)] == p).mean() for p in (0, 1) for g in (0, 1)
-              if ((profession == p) & (gender == g)).any()]
+    groups = {}
+    for (p, g), name in GROUPS.items():
+        members = (profession == p) & (gender == g)
+        groups[f"{name}_acc"] = float((predicted[members] == p).mean()) if members.any() else float("nan")
+    present = [v for v in groups.values() if not np.isnan(v)]
     return {"profession_acc": float((predicted == profession).mean()),
-            "gender_acc": float((predicted == 1 - gender).mean()), "worst_group_acc": float(min(groups))}
+            "gender_acc": float((predicted == 1 - gender).mean()), "worst_group_acc": float(min(present))} | groups
 
 
 def without_gendered_tokens(text: str) -> str:

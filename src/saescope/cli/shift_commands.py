@@ -56,7 +56,11 @@ def run(
         return
     console.print(f"ablated {result.settings['n_ablated']} features ({result.settings['selection']}) of "
                   f"{', '.join(result.settings['hooks'])}; probe at {result.settings['readout']}")
-    console.print(f"{'condition':>20} {'profession':>11} {'gender':>8} {'worst group':>12}")
+    groups = {"prof-m": "professor_male_acc", "prof-f": "professor_female_acc", "nurse-m": "nurse_male_acc",
+              "nurse-f": "nurse_female_acc"}
+    console.print(f"{'condition':>20} {'profession':>11} {'gender':>8} {'worst group':>12}"
+                  + "".join(f" {short:>8}" for short in groups), soft_wrap=True)
     for name, row in result.summary.items():
-        console.print(f"{name:>20} {row['profession_acc']:>11.3f} {row['gender_acc']:>8.3f} {row['worst_group_acc']:>12.3f}")
+        console.print(f"{name:>20} {row['profession_acc']:>11.3f} {row['gender_acc']:>8.3f} {row['worst_group_acc']:>12.3f}"
+                      + "".join(f" {row[key]:>8.3f}" for key in groups.values()), soft_wrap=True)
     console.print(f"wrote {out / 'shift.json'}")
