@@ -30,6 +30,7 @@ def run(
     """
     from dataclasses import asdict, replace
 
+    from saescope.bias.shift import GROUPS
     from saescope.bias.shift_run import run_shift
     from saescope.model.loading import load_model
     from saescope.sae.suite import load_suite
@@ -56,11 +57,11 @@ def run(
         return
     console.print(f"ablated {result.settings['n_ablated']} features ({result.settings['selection']}) of "
                   f"{', '.join(result.settings['hooks'])}; probe at {result.settings['readout']}")
-    groups = {"prof-m": "professor_male_acc", "prof-f": "professor_female_acc", "nurse-m": "nurse_male_acc",
-              "nurse-f": "nurse_female_acc"}
+    short = {f"{name}_acc": name.replace("professor", "prof").replace("_female", "-f").replace("_male", "-m")
+             for name in GROUPS.values()}
     console.print(f"{'condition':>20} {'profession':>11} {'gender':>8} {'worst group':>12}"
-                  + "".join(f" {short:>8}" for short in groups), soft_wrap=True)
+                  + "".join(f" {label:>8}" for label in short.values()), soft_wrap=True)
     for name, row in result.summary.items():
         console.print(f"{name:>20} {row['profession_acc']:>11.3f} {row['gender_acc']:>8.3f} {row['worst_group_acc']:>12.3f}"
-                      + "".join(f" {row[key]:>8.3f}" for key in groups.values()), soft_wrap=True)
+                      + "".join(f" {row[key]:>8.3f}" for key in short), soft_wrap=True)
     console.print(f"wrote {out / 'shift.json'}")

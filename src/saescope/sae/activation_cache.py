@@ -31,7 +31,7 @@ from saescope.model.activations import hooks_activations
 from saescope.model.hooks import resolve_hook
 from saescope.model.loading import LoadedModel
 from saescope.sae.cached_windows import WINDOW_FILE, write_window_file
-from saescope.sae.stream import ShardWriter
+from saescope.sae.stream import ShardWriter, shard_files
 from saescope.storage import RESUME_HINT, read_json, write_json
 
 PROGRESS_FILE = "progress.json"
@@ -93,7 +93,7 @@ def cached_tokens(folder: str | Path) -> int:
     from safetensors import safe_open
 
     total = 0
-    for shard in sorted(Path(folder).glob("shard_*.safetensors")):
+    for shard in shard_files(folder):
         with safe_open(str(shard), "pt") as f:
             total += f.get_slice("acts").get_shape()[0]
     return total
@@ -113,7 +113,7 @@ def check_cache_fits(folder: str | Path, model_name: str, hook: str, d_model: in
             raise SaescopeError(f"{folder} holds activations of model {state['model']!r}, not {model_name!r}")
         if folder.name != hook:
             raise SaescopeError(f"{folder} holds activations of {folder.name!r}, not of --hook {hook!r}")
-    for shard in sorted(folder.glob("shard_*.safetensors")):  # headers only: cheap, and a truncated file fails
+    for shard in shard_files(folder):  # headers only: cheap, and a truncated file fails
         try:
             with safe_open(str(shard), "pt") as handle:
                 width = handle.get_slice("acts").get_shape()[-1]
@@ -135,7 +135,7 @@ def _commit(folder: Path, writers: dict[str, ShardWriter], state: dict, pending:
             write_window_file(folder / hook, writer.flush(), ids, sources, torch.cat(pending[hook]))
             pending[hook].clear()
         pending["windows"].clear()
-    state["shards"] = {hook: len(list((folder / hook).glob("shard_*.safetensors"))) for hook in writers}
+    state["shards"] = {hook: len(shard_files(folder / hook)) for hook in writers}
     state["tokens"] = {hook: cached_tokens(folder / hook) for hook in writers}
     state["dtype"] = "bfloat16"
     write_json(folder / PROGRESS_FILE, state)
@@ -155,7 +155,7 @@ def _load_progress(folder: Path, hooks: list[str], windows_total: int) -> dict:
         raise SaescopeError(f"{folder} caches hook points {state.get('hooks')}, not {hooks}: use another folder")
     for hook in hooks:
         done = state["shards"].get(hook, 0)
-        for shard in sorted((folder / hook).glob("shard_*.safetensors"))[done:]:
+        for shard in shard_files(folder / hook)[done:]:
             shard.unlink()  # written after the last consistent point
         for file in sorted((folder / hook).glob(WINDOW_FILE.replace("{:05d}", "*")))[done:]:
             file.unlink()

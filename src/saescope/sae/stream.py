@@ -108,6 +108,11 @@ def shuffled_batches(chunks: Iterator[Tensor], batch_size: int, buffer_tokens: i
 SHARD_FILE = "shard_{:05d}.safetensors"
 
 
+def shard_files(folder: str | Path) -> list[Path]:
+    """The activation shards (``SHARD_FILE``) in ``folder``, in the order they were written."""
+    return sorted(Path(folder).glob(SHARD_FILE.replace("{:05d}", "*")))
+
+
 class ShardWriter:
     """Append activation chunks to ``folder/shard_NNNNN.safetensors`` (bfloat16), each written atomically."""
 
@@ -128,7 +133,7 @@ class ShardWriter:
         """Write the pending chunks as the next shard; returns its index (``None`` when nothing was pending)."""
         if not self.pending:
             return None
-        index = len(list(self.folder.glob("shard_*.safetensors")))
+        index = len(shard_files(self.folder))
         with atomic_path(self.folder / SHARD_FILE.format(index)) as tmp:
             save_file({"acts": torch.cat(self.pending).contiguous()}, str(tmp))
         self.pending, self.n_pending = [], 0
@@ -137,7 +142,7 @@ class ShardWriter:
 
 def replay_shards(folder: str | Path, generator: torch.Generator | None = None) -> Iterator[Tensor]:
     """Yield the chunks written by ``ShardWriter`` in a random shard order (one epoch)."""
-    shards = sorted(Path(folder).glob("shard_*.safetensors"))
+    shards = shard_files(folder)
     for i in torch.randperm(len(shards), generator=generator).tolist():
         yield load_file(str(shards[i]))["acts"]
 

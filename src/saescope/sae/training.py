@@ -43,7 +43,7 @@ from saescope.sae.core import SAE, SAEConfig
 from saescope.sae.data_parallel import DataParallel
 from saescope.sae.formats import save_sae
 from saescope.sae.objectives import BatchShare, ThresholdTracker, objective
-from saescope.sae.stream import ModelActivations, ShardWriter, replay_shards, shuffled_batches, tee_to_shards
+from saescope.sae.stream import ModelActivations, ShardWriter, replay_shards, shard_files, shuffled_batches, tee_to_shards
 from saescope.sae.train_config import TrainConfig
 from saescope.storage import RESUME_HINT, Checkpoint, write_json
 
@@ -247,7 +247,7 @@ def _then_replay(first_pass: Iterator[torch.Tensor], writer: ShardWriter, shards
 
 
 def _replay_forever(folder: Path, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    if not any(folder.glob("shard_*.safetensors")):
+    if not shard_files(folder):
         raise SaescopeError(f"{folder} holds no activation shards (shard_*.safetensors): cache them first "
                             "(saescope sae train-suite, or saescope.sae.activation_cache.cache_activations)")
     while True:
