@@ -39,6 +39,26 @@ def test_shipped_biographies_are_the_generators_output_and_confounded(tmp_path):
     assert bios("test", 2, False, seed=1) != bios("test", 2, False, seed=2)
 
 
+def test_a_replica_uses_the_training_vocabulary_only_with_a_new_test_half(tmp_path):
+    from saescope.bias.shift_data import replica_vocabulary, vocabulary, write_replica
+
+    halves = replica_vocabulary(0), replica_vocabulary(1)
+    for gender in ("male", "female"):  # the halves split the training names, none of the test names
+        assert sorted(halves[0]["names"][gender] + halves[1]["names"][gender]) == sorted(NAMES["train"][gender])
+        assert not set(halves[0]["names"][gender]) & set(halves[1]["names"][gender])
+    assert not set(halves[0]["templates"]) & set(halves[1]["templates"]) and halves[1]["templates"]
+    train, oracle, test = (read_bios(str(p)) for p in write_replica(tmp_path, seed=1))
+    assert all(r["profession"] == 1 - r["gender"] for r in train) and len(train) == len(test) == 400
+    assert len({(r["profession"], r["gender"]) for r in oracle}) == len({(r["profession"], r["gender"]) for r in test}) == 4
+    names = lambda rows: {r["text"].replace(",", " ").split()[0] for r in rows if r["text"].split()[0][0].isupper()}
+    real_test = {n for group in vocabulary("test")["names"].values() for n in group}
+    test_names = {n for group in halves[1]["names"].values() for n in group}
+    assert not names(test) & real_test and names(test) & test_names
+    assert not any(d.split(" {")[0] in r["text"] for r in test for d in halves[0]["work"][1] + halves[0]["work"][0])
+    flipped = read_bios(str(write_replica(tmp_path / "flip", seed=1, flip=True)[2]))
+    assert not any(d.split(" {")[0] in r["text"] for r in flipped for d in halves[1]["work"][1] + halves[1]["work"][0])
+
+
 def test_gendered_tokens_are_deleted():
     assert without_gendered_tokens("Mary said she loves her work. He agreed.") == \
         "Alex said they loves their work. They agreed."
@@ -103,6 +123,27 @@ def test_probe_readout_reproduces_the_probe(lm):
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(SaescopeError, match="probe_c"):
             ShiftConfig(probe_c=bad)
+    with pytest.raises(SaescopeError, match="readout_input"):
+        ShiftConfig(readout_input="codes")
+
+
+def test_probe_on_the_sae_reconstruction_reads_out_exactly(lm):
+    """A probe trained on pooled SAE reconstructions, as a circuits metric on raw activations (what the
+    attribution differentiates), gives the probe's own logits."""
+    from saescope.model.activations import hook_activations
+    from saescope.model.likelihood import document_start_id, encode_texts
+
+    sae = load_sae("default")
+    rows = read_bios("oracle_train")[:40]
+    x = pooled(lm, [r["text"] for r in rows], L12, transform=sae).numpy()
+    assert not np.allclose(x, pooled(lm, [r["text"] for r in rows[:3]], L12).numpy()[:1].repeat(40, 0))
+    probe = fit_probe(x, np.array([r["profession"] for r in rows]))
+    readout = probe_as_readout(probe, L12, sae)
+    for row, expected in zip(rows[:4], probe.decision_function(x[:4])):
+        ids = torch.tensor([encode_texts(lm, [row["text"]], prefix=[document_start_id(lm)])[0]])
+        acts, keep = hook_activations(lm, L12, ids)
+        assert keep[0, 1:].all()  # no sink after the start token, so both poolings see the same positions
+        assert abs(float(readout(acts, None)[0]) - expected) < 1e-3
 
 
 @pytest.mark.slow
@@ -127,6 +168,10 @@ def test_bad_feature_specs(lm):
     with pytest.raises(SaescopeError, match="LAYER:ID"):
         run_shift(lm, {L12: load_sae("default")}, ShiftConfig(readout_layer=12, features=["7:1"], limit=8, seeds=1,
                                                                attribution_bios=4), progress=False)
+    with pytest.raises(SaescopeError, match="needs an SAE at blocks.13"):
+        run_shift(lm, {L12: load_sae("default")}, ShiftConfig(readout_layer=13, features=["12:1"], limit=8, seeds=1,
+                                                               attribution_bios=4, readout_input="reconstruction"),
+                  progress=False)
     assert torch.is_tensor(pooled(lm, ["Mary is kind."], L12))
 
 
@@ -135,8 +180,11 @@ def test_shift_run_cli_writes_every_condition_with_group_accuracies(tmp_path):
 
     from helpers import saescope
 
+    test = tmp_path / "test.jsonl"  # a user's own balanced biographies
+    test.write_text("".join(json.dumps(r) + "\n" for r in read_bios("test")[:48]), encoding="utf-8")
     result = saescope("shift", "run", "--out", str(tmp_path / "shift"), "--readout-layer", "12", "--top", "20",
-                      "--attribution-bios", "8", "--seeds", "1", "--limit", "48", "--features", "12:3870")
+                      "--attribution-bios", "8", "--seeds", "1", "--limit", "48", "--features", "12:3870",
+                      "--test", str(test), "--readout-input", "reconstruction")
     assert result.returncode == 0, result.stderr
     header = next(line for line in result.stdout.splitlines() if "condition" in line)
     assert header.split()[-4:] == ["prof-m", "prof-f", "nurse-m", "nurse-f"]
@@ -145,3 +193,10 @@ def test_shift_run_cli_writes_every_condition_with_group_accuracies(tmp_path):
     for row in report["summary"].values():
         assert {f"{name}_acc" for name in GROUPS.values()} <= set(row)
     assert json.loads((tmp_path / "shift" / "intervention.json").read_text())  # the ablation, reusable with steer
+    assert report["settings"]["readout_input"] == "reconstruction"
+    assert report["settings"]["data"] == ["train", "oracle_train", str(test)]
+    for bad, message in ((["--readout-input", "codes"], "readout_input"), (["--test", str(tmp_path / "none.jsonl")],
+                                                                            "does not exist")):
+        result = saescope("shift", "run", "--out", str(tmp_path / "bad"), "--limit", "8", *bad)
+        assert result.returncode == 2 and result.stderr.strip().startswith("error:") and message in result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "bad" / "shift.json").exists()

@@ -44,14 +44,18 @@ GENDERED = {"he": "they", "she": "they", "his": "their", "her": "their", "him": 
 
 
 class LinearReadout:
-    """A linear probe on the mean-pooled activations at ``readout`` as a circuits metric (``[n]`` logits)."""
+    """A linear probe on the mean-pooled activations at ``readout`` as a circuits metric (``[n]`` logits);
+    ``transform`` maps the activations first (e.g. an SAE: its reconstruction), as in ``pooled``."""
 
-    def __init__(self, readout: str, weight: Tensor, bias: float) -> None:
-        self.readout, self.weight, self.bias = readout, weight, bias
+    def __init__(self, readout: str, weight: Tensor, bias: float,
+                 transform: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.readout, self.weight, self.bias, self.transform = readout, weight, bias, transform
         self.__name__ = f"probe@{readout}"
 
     def __call__(self, acts: Tensor, batch: PairBatch) -> Tensor:
-        return acts[:, 1:].float().mean(1) @ self.weight.to(acts.device) + self.bias
+        acts = acts[:, 1:].float()
+        acts = self.transform(acts) if self.transform is not None else acts
+        return acts.mean(1) @ self.weight.to(acts.device) + self.bias
 
 
 @torch.no_grad()
@@ -81,12 +85,13 @@ def fit_probe(x: np.ndarray, y: np.ndarray, seed: int = 0, c: float = 1e-3):
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed)).fit(x, y)
 
 
-def probe_as_readout(probe, readout: str) -> LinearReadout:
-    """The probe's logit as a linear function of raw pooled activations."""
+def probe_as_readout(probe, readout: str, transform: Callable[[Tensor], Tensor] | None = None) -> LinearReadout:
+    """The probe's logit as a linear function of the pooled activations (after ``transform``, if the probe
+    was trained on transformed ones)."""
     scaler, model = probe[0], probe[1]
     weight = model.coef_[0] / scaler.scale_
     bias = float(model.intercept_[0] - (weight * scaler.mean_).sum())
-    return LinearReadout(readout, torch.tensor(weight, dtype=torch.float32), bias)
+    return LinearReadout(readout, torch.tensor(weight, dtype=torch.float32), bias, transform)
 
 
 GROUPS = {(1, 0): "professor_male", (1, 1): "professor_female", (0, 0): "nurse_male", (0, 1): "nurse_female"}

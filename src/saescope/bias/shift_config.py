@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from saescope.errors import SaescopeError
 
+READOUT_INPUTS = ("reconstruction", "residual")
+
 
 @dataclass
 class ShiftConfig:
@@ -36,12 +38,27 @@ class ShiftConfig:
     0.825/0.515, 0.845/0.515, 0.85/0.54, 0.86/0.59, 0.835/0.645, 0.795/0.695 with C = 1e-4, 3e-4, 1e-3, 3e-3,
     1e-2, 0.1 (the original probe: 0.815/0.555 ... 0.70/0.80). 1e-3 is the most accurate under 0.55 gender.
     The earlier default, 0.1, lets the retrained probe fit the shortcut again from what gender is left."""
+    readout_input: str = "residual"
+    """What every probe reads at the readout layer: residual (the raw residual stream) | reconstruction (the
+    readout SAE's reconstruction, its error term left out, so everything a probe can use is a feature SHIFT can
+    see and ablate). Chosen on three replicas built from the training vocabulary only (``saescope shift
+    replica``): SHIFT's profession accuracy 0.865 / 0.883 / 0.922 on the residual stream, 0.794 / - / 0.819 on
+    the reconstruction (README, SHIFT)."""
+    train: str = "train"
+    """Confounded training biographies: a shipped split (train, oracle_train, test) or a JSONL file of
+    ``{text, profession, gender}`` (profession 1 = professor-like, gender 1 = female)."""
+    oracle_train: str = "oracle_train"
+    """Balanced training biographies for the oracle probe (a shipped split or a JSONL file)."""
+    test: str = "test"
+    """Balanced evaluation biographies (a shipped split or a JSONL file)."""
     limit: int | None = None
     """Use only the first N biographies of each split (quick runs); default all 400."""
 
     def __post_init__(self) -> None:
         if self.selection not in ("swap", "definitional"):
             raise SaescopeError(f"unknown selection {self.selection!r}: use swap or definitional")
+        if self.readout_input not in READOUT_INPUTS:
+            raise SaescopeError(f"unknown readout_input {self.readout_input!r}: use {' or '.join(READOUT_INPUTS)}")
         if not (math.isfinite(self.probe_c) and self.probe_c > 0):
             raise SaescopeError(f"probe_c must be a positive number, got {self.probe_c}")
         if not (math.isfinite(self.swap_threshold) and self.swap_threshold > 0):

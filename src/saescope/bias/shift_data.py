@@ -62,24 +62,41 @@ CITIES = ["Boston", "Denver", "Chicago", "Seattle", "Austin", "Portland"]
 PRONOUNS = {"male": ("he", "his", "him"), "female": ("she", "her", "her")}
 
 
-def bios(split: str, per_group: int, confounded: bool, seed: int = 0, generic_share: float = 0.0) -> list[dict]:
+def vocabulary(source: str) -> dict:
+    """The words biographies of a split are built from: ``train`` or ``test`` (disjoint)."""
+    return {"names": NAMES[source], "work": WORK[source], "topics": TOPICS[source], "wards": WARDS[source],
+            "templates": TEMPLATES[source]}
+
+
+def replica_vocabulary(half: int) -> dict:
+    """Half (0 or 1) of the **training** vocabulary: names, work descriptions, topics, wards and templates split
+    in two disjoint halves, so that a replica of the experiment (``write_replica``) has a test split as new to its
+    training split as the real test split is, without ever using the test vocabulary."""
+    cut = lambda items: items[:(len(items) + 1) // 2] if half == 0 else items[(len(items) + 1) // 2:]
+    train = vocabulary("train")
+    return {"names": {g: cut(v) for g, v in train["names"].items()}, "work": {p: cut(v) for p, v in train["work"].items()},
+            "topics": cut(train["topics"]), "wards": cut(train["wards"]), "templates": cut(train["templates"])}
+
+
+def bios(split: str, per_group: int, confounded: bool, seed: int = 0, generic_share: float = 0.0,
+         words: dict | None = None) -> list[dict]:
     """``per_group`` biographies per (profession, gender) group; with ``confounded`` only the
     professor-man and nurse-woman groups (twice as many each). ``generic_share`` of them describe the
-    work without any profession cue (``GENERIC``), so there only the confound tells the label."""
+    work without any profession cue (``GENERIC``), so there only the confound tells the label. ``words``:
+    a ``vocabulary`` (default: the split's own)."""
     rng = random.Random(f"{split}-{confounded}-{seed}")
-    source = "test" if split == "test" else "train"
+    v = words or vocabulary("test" if split == "test" else "train")
     groups = [(1, "male"), (0, "female")] if confounded else [(p, g) for p in (1, 0) for g in ("male", "female")]
     count = per_group * (2 if confounded else 1)
     rows = []
     for profession, gender in groups:
         for _ in range(count):
             he, his, him = PRONOUNS[gender]
-            work = rng.choice(WORK[source][profession]).format(topic=rng.choice(TOPICS[source]),
-                                                               ward=rng.choice(WARDS[source]))
+            work = rng.choice(v["work"][profession]).format(topic=rng.choice(v["topics"]), ward=rng.choice(v["wards"]))
             if rng.random() < generic_share:
                 work = rng.choice(GENERIC)
-            text = rng.choice(TEMPLATES[source]).format(
-                name=rng.choice(NAMES[source][gender]), work=work, pronoun=he, Pronoun=he.capitalize(), possessive=his,
+            text = rng.choice(v["templates"]).format(
+                name=rng.choice(v["names"][gender]), work=work, pronoun=he, Pronoun=he.capitalize(), possessive=his,
                 Possessive=his.capitalize(), object=him, years=rng.randint(2, 30), city=rng.choice(CITIES))
             rows.append({"text": text, "profession": profession, "gender": int(gender == "female")})
     rng.shuffle(rows)
@@ -89,14 +106,28 @@ def bios(split: str, per_group: int, confounded: bool, seed: int = 0, generic_sh
 def write_bios(folder: str | Path, seed: int = 0) -> list[Path]:
     """Write ``train.jsonl`` (confounded, 400), ``oracle_train.jsonl`` (balanced, 400) — both with half the
     biographies free of profession cues — and ``test.jsonl`` (balanced, 400, every one with a cue) into ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    return _write(folder, (("train", bios("train", 100, True, seed, 0.5)), ("oracle_train", bios("train", 100, False, seed, 0.5)),
+                           ("test", bios("test", 100, False, seed))))
+
+
+def write_replica(folder: str | Path, seed: int = 1, flip: bool = False) -> list[Path]:
+    """A replica of the experiment from the training vocabulary alone, for choosing settings without the test
+    split: ``train`` and ``oracle_train`` as ``write_bios`` writes them but from one half of the training
+    vocabulary (``replica_vocabulary``), ``test`` from the other half (``flip`` swaps the halves)."""
+    own, other = (replica_vocabulary(1), replica_vocabulary(0)) if flip else (replica_vocabulary(0), replica_vocabulary(1))
+    return _write(folder, (("train", bios("train", 100, True, seed, 0.5, own)),
+                           ("oracle_train", bios("train", 100, False, seed, 0.5, own)),
+                           ("test", bios("test", 100, False, seed, words=other))))
+
+
+def _write(folder: str | Path, splits) -> list[Path]:
+    from saescope.storage import atomic_path
+
     files = []
-    for name, rows in (("train", bios("train", 100, True, seed, 0.5)), ("oracle_train", bios("train", 100, False, seed, 0.5)),
-                       ("test", bios("test", 100, False, seed))):
-        path = folder / f"{name}.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        files.append(path)
+    for name, rows in splits:
+        files.append(Path(folder) / f"{name}.jsonl")
+        with atomic_path(files[-1]) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return files
 
 

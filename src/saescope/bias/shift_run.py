@@ -56,28 +56,32 @@ class ShiftResult:
 
 
 def run_shift(lm: LoadedModel, saes: Mapping[str, SAE], config: ShiftConfig, progress: bool = True) -> ShiftResult:
-    """Run SHIFT and its baselines on the shipped biographies (see ``bias.shift``)."""
+    """Run SHIFT and its baselines on the configured biographies (the shipped splits by default; see ``bias.shift``)."""
     readout = f"blocks.{config.readout_layer}.hook_resid_post"
     point = resolve_hook(lm.model, readout)
     used = {h: s for h, s in saes.items() if execution_order(resolve_hook(lm.model, h)) <= execution_order(point)}
     if not used:
         raise SaescopeError(f"no SAE at or below {readout}: choose a later --readout-layer")
     manual = _manual(config.features, used) if config.features else None
-    train, oracle, test = (read_bios(name)[:config.limit] for name in ("train", "oracle_train", "test"))
+    if config.readout_input == "reconstruction" and readout not in used:
+        raise SaescopeError(f"readout_input reconstruction needs an SAE at {readout}: choose a readout layer of the "
+                            "suite or --readout-input residual")
+    view = used[readout] if config.readout_input == "reconstruction" else None
+    train, oracle, test = (read_bios(name)[:config.limit] for name in (config.train, config.oracle_train, config.test))
     texts = lambda rows: [r["text"] for r in rows]
     labels = lambda rows: np.array([r["profession"] for r in rows])
-    base = {name: pooled(lm, texts(rows), readout).numpy() for name, rows in (("train", train), ("oracle", oracle),
-                                                                                ("test", test))}
+    splits = {"train": train, "oracle": oracle, "test": test}
+    base = {name: pooled(lm, texts(rows), readout, transform=view).numpy() for name, rows in splits.items()}
     probe = fit_probe(base["train"], labels(train), c=config.probe_c)
-    effects = mean_feature_effects(lm, used, texts(train[:config.attribution_bios]), probe_as_readout(probe, readout))
+    effects = mean_feature_effects(lm, used, texts(train[:config.attribution_bios]), probe_as_readout(probe, readout, view))
     candidates = _top(effects, config.top)
     chosen = manual if manual is not None else gender_candidates(
         lm, used, candidates, train[:config.attribution_bios], config.selection, config.swap_threshold, progress)
     lowest = next(iter(used))
-    views = {"shift": _ablated(lm, used, chosen, readout, train, test),
-             "embedding_level": _ablated(lm, used, {lowest: chosen.get(lowest, [])}, readout, train, test),
-             "token_deletion": tuple(pooled(lm, [without_gendered_tokens(t) for t in texts(rows)], readout).numpy()
-                                     for rows in (train, test)),
+    views = {"shift": _ablated(lm, used, chosen, readout, train, test, view),
+             "embedding_level": _ablated(lm, used, {lowest: chosen.get(lowest, [])}, readout, train, test, view),
+             "token_deletion": tuple(pooled(lm, [without_gendered_tokens(t) for t in texts(rows)], readout,
+                                            transform=view).numpy() for rows in (train, test)),
              "concept_bottleneck": _bottleneck(lm, used, effects, chosen, readout, train, test)}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in CONDITIONS}
     for seed in tqdm(range(config.seeds), desc="SHIFT seeds", disable=not progress):
@@ -88,11 +92,12 @@ def run_shift(lm: LoadedModel, saes: Mapping[str, SAE], config: ShiftConfig, pro
         for name, (x_train, x_test) in views.items():
             runs[name].append(_fit_score(x_train, x_test, train, test, idx, seed, config.probe_c))
         random_choice = {h: rng.choice(used[h].d_sae, size=len(f), replace=False).tolist() for h, f in chosen.items()}
-        x_train, x_test = _ablated(lm, used, random_choice, readout, train, test)
+        x_train, x_test = _ablated(lm, used, random_choice, readout, train, test, view)
         runs["random"].append(_fit_score(x_train, x_test, train, test, idx, seed, config.probe_c))
     settings = {"readout": readout, "hooks": list(used), "top": config.top, "seeds": config.seeds,
                 "n_ablated": sum(len(f) for f in chosen.values()), "selection": "manual" if config.features else config.selection,
-                "swap_threshold": config.swap_threshold, "probe_c": config.probe_c}
+                "swap_threshold": config.swap_threshold, "probe_c": config.probe_c,
+                "readout_input": config.readout_input, "data": [config.train, config.oracle_train, config.test]}
     return ShiftResult(runs, chosen, candidates, settings)
 
 
@@ -121,9 +126,10 @@ def _manual(specs: list[str], saes) -> dict[str, list[int]]:
     return chosen
 
 
-def _ablated(lm, saes, chosen, readout, train, test) -> tuple[np.ndarray, np.ndarray]:
+def _ablated(lm, saes, chosen, readout, train, test, view=None) -> tuple[np.ndarray, np.ndarray]:
     intervention = feature_ablation(saes, chosen)
-    return tuple(pooled(lm, [r["text"] for r in rows], readout, intervention).numpy() for rows in (train, test))
+    return tuple(pooled(lm, [r["text"] for r in rows], readout, intervention, transform=view).numpy()
+                 for rows in (train, test))
 
 
 def _bottleneck(lm, saes, effects, chosen, readout, train, test, size: int = 20) -> tuple[np.ndarray, np.ndarray]:

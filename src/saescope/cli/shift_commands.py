@@ -65,3 +65,20 @@ def run(
         console.print(f"{name:>20} {row['profession_acc']:>11.3f} {row['gender_acc']:>8.3f} {row['worst_group_acc']:>12.3f}"
                       + "".join(f" {row[key]:>8.3f}" for key in short), soft_wrap=True)
     console.print(f"wrote {out / 'shift.json'}")
+
+
+@shift_app.command("replica")
+def replica(
+    out: Path = typer.Option(..., help="Output folder (train.jsonl, oracle_train.jsonl, test.jsonl)."),
+    seed: int = typer.Option(1, help="Generator seed (the shipped splits are seed 0 of the full vocabularies)."),
+    flip: bool = typer.Option(False, help="Train on the second half of the training vocabulary, test on the first."),
+) -> None:
+    """Write a replica of the SHIFT data from the training vocabulary alone, to choose settings without the test split.
+
+    Example: saescope shift replica --out rep1 && saescope shift run --train rep1/train.jsonl
+    --oracle-train rep1/oracle_train.jsonl --test rep1/test.jsonl --out rep1/shift
+    """
+    from saescope.bias.shift_data import write_replica
+
+    for path in write_replica(out, seed, flip):
+        console.print(f"wrote {path}")
