@@ -34,7 +34,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    except (PermissionError, FileExistsError, NotADirectoryError) as exc:
+    except OSError as exc:  # a file in the way, no permission, a read-only or virtual file system
         raise SaescopeError(f"cannot write {target}: {exc.strerror or exc} (choose another location)") from None
     tmp_target = tmp / target.name
     try:

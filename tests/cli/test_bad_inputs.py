@@ -68,6 +68,7 @@ def files(tmp_path_factory, lm) -> dict[str, Path]:
 
 
 CASES = [
+    ("shift replica --out under a file", ["shift", "replica", "--out", "{a_file}/rep"], "cannot write"),
     ("cfg.json without d_in", ["sae", "eval", "{no_d_in}"], "field 'd_in' is missing"),
     ("cfg.json with d_in 'abc'", ["sae", "eval", "{d_in_abc}"], "field 'd_in' must be a positive int"),
     ("cfg.json with d_in as a string", ["sae", "eval", "{d_in_string}"], "field 'd_in' must be a positive int"),
@@ -138,3 +139,9 @@ def test_a_prompt_with_bytes_that_are_not_utf8(files):
 
 def test_an_unwritable_cache_folder(files, tmp_path):
     _check(_run(["info"], env={"SAESCOPE_HOME": str(files["a_file"] / "cache")}), "cannot write")
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs a /proc file system")
+def test_a_folder_that_cannot_be_made():
+    """mkdir fails with FileNotFoundError under /proc: still one error line, not a traceback."""
+    _check(_run(["shift", "replica", "--out", "/proc/saescope-none/rep"]), "cannot write")

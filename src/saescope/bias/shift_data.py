@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
 from saescope.resources import data_path
@@ -72,6 +73,8 @@ def replica_vocabulary(half: int) -> dict:
     """Half (0 or 1) of the **training** vocabulary: names, work descriptions, topics, wards and templates split
     in two disjoint halves, so that a replica of the experiment (``write_replica``) has a test split as new to its
     training split as the real test split is, without ever using the test vocabulary."""
+    if half not in (0, 1):
+        raise ValueError(f"half must be 0 or 1, got {half}")
     cut = lambda items: items[:(len(items) + 1) // 2] if half == 0 else items[(len(items) + 1) // 2:]
     train = vocabulary("train")
     return {"names": {g: cut(v) for g, v in train["names"].items()}, "work": {p: cut(v) for p, v in train["work"].items()},
@@ -120,7 +123,7 @@ def write_replica(folder: str | Path, seed: int = 1, flip: bool = False) -> list
                            ("test", bios("test", 100, False, seed, words=other))))
 
 
-def _write(folder: str | Path, splits) -> list[Path]:
+def _write(folder: str | Path, splits: Iterable[tuple[str, list[dict]]]) -> list[Path]:
     from saescope.storage import atomic_path
 
     files = []
