@@ -35,8 +35,11 @@ demo: setup $(BIAS_CACHE)
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
+# The whole suite runs with --dtype auto meaning float32 (tests/conftest.py), whatever the CPU; then the
+# `precision` tier again with auto meaning bfloat16, the paths a native-bfloat16 CPU takes.
 test: lint
 	$(BIN)/pytest -q -n 2 --dist loadfile   # two workers, one core each (tests/conftest.py)
+	SAESCOPE_AUTO_DTYPE=bfloat16 $(BIN)/pytest -q -m precision
 
 test-slow: setup
 	$(BIN)/pytest -q -m slow

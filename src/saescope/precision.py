@@ -9,6 +9,24 @@ bfloat16 only where it is actually faster than float32.
   (CPU, torch version, thread count). On AVX2-only CPUs bf16 matmuls are 10-90x slower than fp32,
   so they get float32 without a benchmark.
 - anything else (MPS, XPU): float32.
+- ``$SAESCOPE_AUTO_DTYPE`` (``float32``, ``bfloat16`` or ``float16``) forces what ``auto`` picks for bulk
+  work on any device, so any machine can run the paths another CPU would take (the tests use it).
+
+**Two purposes, one rule** (``resolve_dtype(..., purpose=...)``):
+
+- ``"bulk"`` passes (activation caching, feature extraction, SAE training, generation, steering, the
+  app, ``serve-llm``): ``auto`` is the fastest precision above. Their outputs are averages over many
+  tokens, which bfloat16 keeps.
+- ``"measure"`` (scores that compare small probability differences, and choices made at thresholds:
+  ``bias eval``, ``bias features``, ``debias`` (its statistics, selection and verdicts), ``circuit
+  find``/``eval``/``patch`` (attribution, patching, faithfulness), ``edit`` edits and scores, ``shift
+  run``, ``sae eval``'s CE/KL): ``auto`` is **float32 on every device**. bfloat16 keeps 8 bits of
+  mantissa, so a log-probability near -30 is off by ~0.1 and p(she) by ~1e-3, and a feature near a
+  threshold can cross it (debias in bfloat16 chose 43 gate features where float32 chose 44, and another
+  layer). An explicit ``--dtype bfloat16`` is honoured and recorded, so the difference can be measured
+  (README, "Precision").
+
+Every JSON a command writes carries ``precision_record(...)``: the dtype, the purpose and this rule.
 
 ``saescope info`` prints the choice and why (``precision_report``).
 """
@@ -16,6 +34,7 @@ bfloat16 only where it is actually faster than float32.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from functools import cache
@@ -29,6 +48,10 @@ from saescope.errors import SaescopeError
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 CHOICES = ("auto", "float32", "bfloat16", "float16")
+AUTO_VARIABLE = "SAESCOPE_AUTO_DTYPE"
+BULK, MEASURE = "bulk", "measure"
+RULES = {BULK: "bulk pass: auto = the fastest precision of the device (bfloat16 only where it is faster)",
+         MEASURE: "measurement: auto = float32 on every device (bfloat16 only when asked for)"}
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -43,9 +66,22 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise SaescopeError(f"unknown dtype {dtype!r}: use one of {', '.join(CHOICES)}") from None
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype:
-    """The dtype to run in: the one asked for, or for ``"auto"``/``None`` the fastest safe one on ``device``."""
-    return parse_dtype(dtype) or auto_dtype(device)
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = "cpu",
+                  purpose: str = BULK) -> torch.dtype:
+    """The dtype to run in: the one asked for; for ``"auto"``/``None``, float32 when ``purpose`` is
+    ``"measure"``, else the fastest safe one on ``device``."""
+    if purpose not in RULES:
+        raise ValueError(f"purpose must be {BULK!r} or {MEASURE!r}, got {purpose!r}")
+    explicit = parse_dtype(dtype)
+    if explicit is not None:
+        return explicit
+    return torch.float32 if purpose == MEASURE else auto_dtype(device)
+
+
+def precision_record(dtype: torch.dtype | str, purpose: str = MEASURE) -> dict[str, str]:
+    """What a command's JSON says of its precision: ``{"dtype", "purpose", "rule"}``."""
+    name = dtype_name(dtype) if isinstance(dtype, torch.dtype) else str(dtype)
+    return {"dtype": name, "purpose": purpose, "rule": RULES[purpose]}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -53,7 +89,19 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def auto_dtype(device: str | torch.device = "cpu") -> torch.dtype:
-    return torch.bfloat16 if precision_report(device)["choice"] == "bfloat16" else torch.float32
+    """What ``auto`` picks for bulk work on ``device`` (``$SAESCOPE_AUTO_DTYPE`` wins when set)."""
+    return DTYPES[precision_report(device)["choice"]]
+
+
+def forced_auto() -> torch.dtype | None:
+    """The dtype ``$SAESCOPE_AUTO_DTYPE`` forces ``auto`` to, or ``None`` when it is unset."""
+    value = os.environ.get(AUTO_VARIABLE, "").strip()
+    if not value:
+        return None
+    forced = parse_dtype(value)
+    if forced is None:
+        raise SaescopeError(f"${AUTO_VARIABLE}={value!r}: name a dtype ({', '.join(CHOICES[1:])}), not auto")
+    return forced
 
 
 def cpu_bf16_flags() -> list[str]:
@@ -72,10 +120,18 @@ def cpu_capability() -> str:
     return capability + (f"+{'+'.join(flags)}" if flags else "")
 
 
-@cache
 def precision_report(device: str | torch.device = "cpu") -> dict[str, Any]:
     """``{"device", "choice", "reason", "capability", ...}``: what ``auto`` picks on ``device`` and why."""
     device = torch.device(device)
+    forced = forced_auto()
+    if forced is not None:
+        return {"device": str(device), "choice": dtype_name(forced), "reason": f"forced by ${AUTO_VARIABLE}",
+                "capability": cpu_capability() if device.type == "cpu" else device.type}
+    return _device_report(device)
+
+
+@cache
+def _device_report(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         ok = torch.cuda.is_bf16_supported()
         return {"device": str(device), "choice": "bfloat16" if ok else "float32",

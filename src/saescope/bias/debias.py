@@ -50,6 +50,7 @@ from saescope.model.activations import sink_mask
 from saescope.model.hooks import capture_with_grad, forward_until, resolve_hook
 from saescope.model.likelihood import encode_texts, last_token_logits, pad_id, pad_rows
 from saescope.model.loading import LoadedModel
+from saescope.precision import MEASURE, precision_record
 from saescope.sae.core import SAE
 from saescope.steering import FeatureEdit, FeatureGate, FeatureSteering, Intervention, SubspaceErasure, VectorSteering
 from saescope.steering.contrast.pairs import pairs_path, read_pairs
@@ -71,6 +72,7 @@ class DebiasPlan:
     candidates: pd.DataFrame = field(repr=False)
     feature_table: pd.DataFrame = field(repr=False)
     by_label: dict[str, Intervention] = field(default_factory=dict, repr=False)  # every candidate
+    precision: dict[str, str] = field(default_factory=dict)  # the dtype it was chosen in, and the rule
 
 
 def _feature_levels(table: pd.DataFrame, features: list[int]) -> dict[int, float]:
@@ -212,7 +214,10 @@ def plan_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = N
                 selection: SelectionPrompts | None = None, **fields: Any) -> DebiasPlan:
     """Rank the gender features, build every candidate, score them on training data only, choose one.
 
-    ``config`` (or a method name, or keyword ``fields`` of ``DebiasConfig``) says how. Example::
+    ``config`` (or a method name, or keyword ``fields`` of ``DebiasConfig``) says how. Everything is
+    computed on ``lm`` in its precision; give it a float32 model (``load_model(dtype="float32")``, what
+    ``saescope debias`` loads by default): the gate features sit at thresholds, and a bfloat16 model
+    chooses another gate and intervention (README, "Precision"). Example::
 
         plan = plan_debias(lm, sae, "erase")
         plan.candidate, plan.candidates[["candidate", "dev_reduction", "chosen"]]
@@ -249,4 +254,5 @@ def plan_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = N
     for _, _, intervention in candidates:
         intervention.model_name = lm.name
     label, used, intervention = candidates[pick]
-    return DebiasPlan(config.method, used, label, intervention, frame, table, {c[0]: c[2] for c in candidates})
+    return DebiasPlan(config.method, used, label, intervention, frame, table, {c[0]: c[2] for c in candidates},
+                      precision_record(lm.dtype, MEASURE))

@@ -41,7 +41,7 @@ from saescope.model.hooks import Applicable
 from saescope.model.likelihood import final_hidden, head_logits, next_token_logprobs_of, summed_ce, summed_kl
 from saescope.model.loading import LoadedModel
 from saescope.model.prefix_replay import PrefixReplay, first_touched_layer
-from saescope.precision import dtype_name
+from saescope.precision import MEASURE, dtype_name, precision_record
 
 TARGETS = {
     "mean_abs_dev_reduction": ">= 0.70 (mean |p_she - 0.5| reduced by at least 70%)",
@@ -112,7 +112,8 @@ class BiasEvaluation:
                 "intervened": None if self.intervened is None else asdict(self.intervened),
                 "kl_div": self.kl_div, "changes": self.changes, "targets": TARGETS if self.changes else {},
                 "targets_met": self.targets_met, "seconds": self.seconds, "sources": self.sources,
-                "cached_base": self.cached_base, "dtype": self.dtype}
+                "cached_base": self.cached_base, "dtype": self.dtype,
+                "precision": precision_record(self.dtype, MEASURE)}
 
     def summary_rows(self) -> list[tuple[str, float, float | None]]:
         """``(metric, base, intervened)`` rows for tables and reports."""

@@ -34,10 +34,11 @@ from saescope.bias.gender_vector_config import GenderVectorConfig
 from saescope.editing.config import RomeConfig
 from saescope.editing.gender_vector import box_vector, choose_scale, delta_classifier, flip_test, name_updates
 from saescope.editing.names import ANSWERS, OTHER, PROMPT, gendered_names, split_names
-from saescope.editing.request import EditRequest
+from saescope.editing.request import EditRequest, fill_subject
 from saescope.editing.rome import rome_edits
 from saescope.errors import SaescopeError
 from saescope.model.loading import LoadedModel
+from saescope.precision import MEASURE, precision_record
 from saescope.storage import atomic_path, write_json
 
 
@@ -71,7 +72,8 @@ def run_gender_vector_study(lm: LoadedModel, out: str | Path, config: GenderVect
                         directions["box_scaled"], config.seed)
     side = bias_side_effects(lm, headline) if config.bias_side_effects else {}
     box = flips.set_index("direction").loc["box_scaled"]
-    summary = {"model": lm.name, "layer": layer, "names_per_gender": config.names,
+    summary = {"model": lm.name, "precision": precision_record(lm.dtype, MEASURE), "layer": layer,
+               "names_per_gender": config.names,
                "discovery": len(discovery), "heldout": len(heldout), "classifier_acc": classifier.accuracy,
                "classifier_test": classifier.test, "edits_reaching_target": found,
                "flip_f2m": float(box.f2m), "flip_m2f": float(box.m2f), "noop_same_gender": float(box.noop),
@@ -93,7 +95,7 @@ def traced_layer(lm: LoadedModel, discovery: pd.DataFrame) -> int:
     from saescope.editing.tracing import causal_trace
 
     picks = pd.concat([g.head(2) for _, g in discovery.groupby("gender")])
-    effects = [causal_trace(lm, PROMPT.format(n), n, kinds=("mlp",)) for n in picks.name]
+    effects = [causal_trace(lm, fill_subject(PROMPT, n), n, kinds=("mlp",)) for n in picks.name]
     return int(torch.stack([t.effects["mlp"][:, t.subject[-1]] for t in effects]).mean(0).argmax())
 
 

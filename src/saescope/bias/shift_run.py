@@ -25,12 +25,13 @@ from saescope.bias.shift import (
     scores,
     without_gendered_tokens,
 )
-from saescope.bias.shift_data import read_bios
+from saescope.bias.shift_data import check_split, read_bios
 from saescope.bias.shift_selection import gender_candidates
 from saescope.circuits.attribution import mean_feature_effects
 from saescope.errors import SaescopeError
 from saescope.model.hooks import execution_order, resolve_hook
 from saescope.model.loading import LoadedModel
+from saescope.precision import MEASURE, precision_record
 from saescope.sae.core import SAE
 from saescope.steering.features import feature_ablation
 
@@ -68,6 +69,11 @@ def run_shift(lm: LoadedModel, saes: Mapping[str, SAE], config: ShiftConfig, pro
                             "suite or --readout-input residual")
     view = used[readout] if config.readout_input == "reconstruction" else None
     train, oracle, test = (read_bios(name)[:config.limit] for name in (config.train, config.oracle_train, config.test))
+    for rows, name, balanced in ((train, "training", False), (oracle, "oracle training", True), (test, "test", True)):
+        check_split(rows, name, balanced)
+    if len(oracle) != len(train):
+        raise SaescopeError(f"the oracle training split has {len(oracle)} biographies and the training split {len(train)}: "
+                            "they must be the same size (the probes are fit on the same resampled rows)")
     texts = lambda rows: [r["text"] for r in rows]
     labels = lambda rows: np.array([r["profession"] for r in rows])
     splits = {"train": train, "oracle": oracle, "test": test}
@@ -97,12 +103,16 @@ def run_shift(lm: LoadedModel, saes: Mapping[str, SAE], config: ShiftConfig, pro
     settings = {"readout": readout, "hooks": list(used), "top": config.top, "seeds": config.seeds,
                 "n_ablated": sum(len(f) for f in chosen.values()), "selection": "manual" if config.features else config.selection,
                 "swap_threshold": config.swap_threshold, "probe_c": config.probe_c,
-                "readout_input": config.readout_input, "data": [config.train, config.oracle_train, config.test]}
+                "readout_input": config.readout_input, "data": [config.train, config.oracle_train, config.test],
+                "precision": precision_record(lm.dtype, MEASURE)}
     return ShiftResult(runs, chosen, candidates, settings)
 
 
 def _fit_score(x_train, x_test, train_rows, test_rows, idx, seed, c) -> dict[str, float]:
     labels = np.array([r["profession"] for r in train_rows])
+    if len(set(labels[idx].tolist())) < 2:
+        raise SaescopeError(f"the 80 % resample (seed {seed}) of the {len(train_rows)} training biographies has one "
+                            "profession only: use more biographies (a larger --limit)")
     probe = fit_probe(x_train[idx], labels[idx], seed, c)
     return scores(probe, x_test, test_rows)
 

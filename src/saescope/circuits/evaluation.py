@@ -23,6 +23,7 @@ from saescope.circuits.find import find_circuit
 from saescope.circuits.graph import Circuit
 from saescope.circuits.nodes import Dictionary, IdentityDictionary
 from saescope.model.loading import LoadedModel
+from saescope.precision import MEASURE, precision_record
 from saescope.reports import figure, save_png
 from saescope.storage import write_json
 
@@ -39,11 +40,15 @@ class CircuitEvaluation:
     ablation: str
     pairs: str
     settings: dict[str, Any] = field(default_factory=dict)
+    precision: dict[str, str] = field(default_factory=dict)  # the dtype the metrics were measured in, and the rule
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     def save(self, folder: str | Path) -> list[Path]:
         """``faithfulness.json`` and ``faithfulness.png`` in ``folder``."""
         folder = Path(folder)
-        files = [write_json(folder / f"faithfulness_{self.ablation}.json", asdict(self))]
+        files = [write_json(folder / f"faithfulness_{self.ablation}.json", self.to_dict())]
         fig, ax = figure(5.5, 3.6)
         nodes = [r["nodes"] for r in self.rows]
         ax.plot(nodes, [r["faithfulness"] for r in self.rows], "o-", label="SAE circuit: faithfulness")
@@ -79,7 +84,8 @@ def evaluate_circuit(lm: LoadedModel, circuit: Circuit, pairs: list[Pair], pairs
         for row, point in zip(rows, component_points):
             row["component_faithfulness"] = point.faithfulness
             row["component_completeness"] = point.completeness
-    return CircuitEvaluation(rows, reference, ablation, pairs_name, dict(circuit.settings))
+    return CircuitEvaluation(rows, reference, ablation, pairs_name, dict(circuit.settings),
+                             precision_record(lm.dtype, MEASURE))
 
 
 def _basis(lm: LoadedModel, circuit: Circuit) -> dict[str, Dictionary]:

@@ -31,6 +31,7 @@ from saescope.circuits.graph import METRIC, Circuit, Edge, Node, select_nodes
 from saescope.circuits.nodes import Dictionary, ordered_hooks
 from saescope.errors import SaescopeError
 from saescope.model.loading import LoadedModel
+from saescope.precision import MEASURE, precision_record
 
 
 def pair_batches(lm: LoadedModel, pairs: list[Pair], batch_size: int,
@@ -74,7 +75,7 @@ def find_circuit(lm: LoadedModel, dictionaries: Mapping[str, Dictionary], pairs:
     nodes = select_nodes(hooks, features, errors, config.node_threshold)[:config.max_nodes]
     nodes = [n if config.aggregation == "none" else _all_positions(n) for n in nodes]
     edges = _edges(lm, dictionaries, hooks, runs, nodes, n_pairs, config.edge_threshold, progress) if with_edges else []
-    return Circuit(hooks, nodes, edges, settings=_settings(config, metric),
+    return Circuit(hooks, nodes, edges, settings={**_settings(config, metric), "precision": precision_record(lm.dtype, MEASURE)},
                    saes={h: describe(d) for h, d in dictionaries.items()},
                    data={"pairs": data, "limit": limit, "n_pairs": n_pairs, "dropped_unequal_length": len(dropped),
                          "prompt_tokens": sorted({b.clean_ids.shape[1] for b in batches})},

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from saescope.bias.config import BiasDataFiles, DebiasConfig
-from saescope.cli.common import DTYPE_HELP, SAE_HELP, config_options, console, load_model_and_sae, print_json
+from saescope.cli.common import MEASURE_DTYPE_HELP, SAE_HELP, config_options, console, load_model_and_sae, print_json
 from saescope.errors import SaescopeError
 
 bias_app = typer.Typer(no_args_is_help=True, help="Measure gender bias and find the SAE features behind it.")
@@ -55,7 +55,7 @@ def bias_eval(
     model: str = typer.Option(None, help="Hub id or local folder; default: the embedded model."),
     out: Path = typer.Option(None, help="Write metrics.json and report.html to this folder."),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     files: BiasDataFiles = None,
 ) -> None:
@@ -66,10 +66,11 @@ def bias_eval(
     from saescope.bias.evaluation import evaluate
     from saescope.cli.common import load_applicable
     from saescope.model.loading import load_model
+    from saescope.precision import MEASURE
 
     data = files.load()
     loaded = load_applicable(intervention) if intervention is not None else None
-    lm = load_model(model, device=device, dtype=dtype)
+    lm = load_model(model, device=device, dtype=dtype, purpose=MEASURE)
     result = evaluate(lm, loaded, data, ce_tokens=ce_tokens, progress=not json_out)
     if out is not None:
         _write_outputs(out, result, "saescope bias eval", loaded,
@@ -85,7 +86,7 @@ def bias_features(
     sae: str = typer.Option("default", help=SAE_HELP),
     contexts: int = typer.Option(2, help="Top contexts per feature to print (needs --run)."),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """SAE features ranked by gender association, split into stereotype and definitional gender.
@@ -101,7 +102,7 @@ def bias_features(
     if kind not in (None, "stereotype", "definitional", "both"):
         raise SaescopeError(f"unknown --kind {kind!r}: use stereotype, definitional or both")
     feature_run = FeatureRun.load(run) if run is not None else None
-    lm, sae_module, hook = load_model_and_sae(sae, None, None, device, dtype)
+    lm, sae_module, hook = load_model_and_sae(sae, None, None, device, dtype, purpose="measure")
     table = rank_gender_features(lm, sae_module, hook)
     table = table[table.kind != "none"] if kind is None else table[table.kind == kind]
     chosen = [int(f) for f in table.feature.head(top)]
@@ -129,7 +130,7 @@ def debias(
     sae: str = typer.Option("default", help=SAE_HELP),
     ce_tokens: int = typer.Option(8192, help="Held-out tokens for CE loss and KL."),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json"),
     config: DebiasConfig = None,
     files: BiasDataFiles = None,
@@ -145,14 +146,14 @@ def debias(
 
     data = files.load()
     feature_run = FeatureRun.load(run) if run is not None else None
-    lm, sae_module, hook = load_model_and_sae(sae, None, config.hook, device, dtype)
+    lm, sae_module, hook = load_model_and_sae(sae, None, config.hook, device, dtype, purpose="measure")
     plan = plan_debias(lm, sae_module, config, hook=hook)
     summary = features_summary(lm, sae_module, plan.feature_table, plan.features, feature_run)
     result = evaluate(lm, plan.intervention, data, ce_tokens=ce_tokens, progress=not json_out)
     method = config.method
     _write_outputs(out, result, f"saescope debias --method {method}", plan.intervention, summary, plan.candidates,
                    {"method": method, "features": ",".join(map(str, plan.features)) or "(gender vector)",
-                    "candidate": plan.candidate, "SAE": sae})
+                    "candidate": plan.candidate, "SAE": sae, "precision": plan.precision["dtype"]})
     if json_out:
         print_json({**result.to_dict(), "method": method, "features": plan.features, "candidate": plan.candidate,
                     "out": str(out)})

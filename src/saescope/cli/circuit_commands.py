@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
 
 from saescope.circuits.config import CircuitConfig
-from saescope.cli.common import DTYPE_HELP, config_options, console, parse_floats, parse_ids, print_json
+from saescope.cli.common import MEASURE_DTYPE_HELP, config_options, console, parse_floats, parse_ids, print_json
 from saescope.errors import SaescopeError
 
 circuit_app = typer.Typer(no_args_is_help=True, help="Sparse feature circuits: find, evaluate, plot, check.")
@@ -17,9 +18,10 @@ PAIRS_HELP = ("Shipped pair set (sva_simple_train, sva_simple_test, sva_nounpp_*
 
 
 def _model(model: str | None, device: str, dtype: str):
+    """Circuits are measurements (attribution, patching, faithfulness): ``auto`` is float32 everywhere."""
     from saescope.model.loading import load_model
 
-    return load_model(model, device=device, dtype=dtype)
+    return load_model(model, device=device, dtype=dtype, purpose="measure")
 
 
 def _circuit(folder: Path):
@@ -40,7 +42,7 @@ def find(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a circuit already in OUT."),
     model: str = typer.Option(None, help="Model; default: the embedded one."),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     config: CircuitConfig = None,
 ) -> None:
     """Find the circuit of a set of prompt pairs over the SAE suite's features and error terms.
@@ -76,7 +78,7 @@ def evaluate(
     components: bool = typer.Option(True, "--components/--no-components", help="Also the component circuit of each size."),
     model: str = typer.Option(None),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Faithfulness and completeness of a circuit on held-out pairs (table, JSON and PNG in the folder).
@@ -88,13 +90,13 @@ def evaluate(
 
     circuit = _circuit(folder)
     values = parse_floats(thresholds, "--thresholds")
-    if not values or any(v < 0 for v in values):
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
         raise SaescopeError(f"--thresholds must be non-negative numbers, got {thresholds!r}")
     rows = read_pairs(pairs, limit)
     result = evaluate_circuit(_model(model, device, dtype), circuit, rows, pairs, values, ablation, components)
     files = result.save(folder)
     if json_out:
-        print_json(result)
+        print_json(result.to_dict())
         return
     console.print(f"m(model) {result.reference['metric_model']:+.3f}   m(all ablated) {result.reference['metric_empty']:+.3f}")
     console.print(f"{'threshold':>10} {'nodes':>6} {'faithful':>9} {'complete':>9} {'components':>11}")
@@ -123,6 +125,9 @@ def plot(
     from saescope.circuits.plot import node_labels, write_plots
     from saescope.features.run import FeatureRun
 
+    for name, value in (("--node-threshold", node_threshold), ("--edge-threshold", edge_threshold)):
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise SaescopeError(f"{name} must be a non-negative number, got {value}")
     circuit = _circuit(folder).prune(node_threshold=node_threshold, edge_threshold=edge_threshold)
     runs = {}
     for item in run or []:
@@ -130,6 +135,9 @@ def plot(
         if not sep or hook not in circuit.hooks:
             raise SaescopeError(f"--run must be HOOK=RUN with HOOK one of {', '.join(circuit.hooks)}, got {item!r}")
         runs[hook] = FeatureRun.load(path)
+        if runs[hook].manifest.get("hook") != hook:
+            raise SaescopeError(f"the RUN {path} was extracted at {runs[hook].manifest.get('hook')}, not at {hook}: "
+                                "give each hook point the RUN of its own SAE")
     lm = _model(model, device, "auto")
     labels = node_labels(lm, dictionaries_for(circuit, lm), circuit, runs)
     files, note = write_plots(circuit, folder, labels)
@@ -148,7 +156,7 @@ def patch(
     layers: str = typer.Option(None, help="Only these layers of the suite."),
     model: str = typer.Option(None),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Exact activation patching of one pair's top nodes vs attribution patching and IG (Pearson r, signs).
@@ -170,7 +178,9 @@ def patch(
     dictionaries = load_dictionaries(saes, lm, parse_ids(layers, "--layers"))
     check = check_against_patching(lm, dictionaries, batches[0], top=top, steps=steps)
     if json_out:
-        print_json(check.to_dict())
+        from saescope.precision import MEASURE, precision_record
+
+        print_json({**check.to_dict(), "precision": precision_record(lm.dtype, MEASURE)})
         return
     for method in ("ig", "atp"):
         console.print(f"{method:>4}: pearson r {check.pearson[method]:.3f}, sign agreement {check.sign_agreement[method]:.2%} "

@@ -24,6 +24,8 @@ console = Console(stderr=False, highlight=False)
 SAE_HELP = ("'default' (the bundled layer-12 SAE), default/blocks.L.hook_resid_post (the suite), an SAE folder, "
             "a sae-lens RELEASE/SAE_ID or hf:OWNER/REPO/FOLDER.")
 DTYPE_HELP = "auto (bfloat16 only where it is faster; see `saescope info`) | float32 | bfloat16 | float16."
+MEASURE_DTYPE_HELP = ("auto (float32: scores are measured in float32 on every device) | float32 | bfloat16 | float16. "
+                      "The precision is recorded in the JSON output.")
 
 
 def print_json(obj: Any) -> None:
@@ -77,8 +79,10 @@ def config_options(config_cls: type, flags: dict[str, str] | None = None, exclud
     return decorate
 
 
-def load_model_and_sae(sae_path: str, model: str | None, hook: str | None, device: str, dtype: str | None = "auto"):
+def load_model_and_sae(sae_path: str, model: str | None, hook: str | None, device: str, dtype: str | None = "auto",
+                       purpose: str = "bulk"):
     """Load the SAE, then the model it was trained on (unless ``model`` says otherwise), and check they fit.
+    ``purpose`` says what ``dtype="auto"`` means (``saescope.precision``: "bulk" or "measure").
 
     Returns ``(lm, sae, hook_name)``.
     """
@@ -89,7 +93,7 @@ def load_model_and_sae(sae_path: str, model: str | None, hook: str | None, devic
     if (hook or sae.cfg.hook_name) is None:
         raise SaescopeError(f"the SAE at {sae_path!r} does not name its hook point: pass --hook")
     model_name = model or (None if sae.cfg.model_name in (None, EMBEDDED_MODEL) else sae.cfg.model_name)
-    lm = load_model(model_name, device=device, dtype=dtype)
+    lm = load_model(model_name, device=device, dtype=dtype, purpose=purpose)
     return lm, sae, lm.check_sae(sae, hook)
 
 

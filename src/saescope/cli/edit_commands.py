@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from saescope.bias.gender_vector_config import GenderVectorConfig
-from saescope.cli.common import DTYPE_HELP, config_options, console, print_json
+from saescope.cli.common import MEASURE_DTYPE_HELP, config_options, console, print_json
 from saescope.editing.config import RomeConfig
 
 PROMPT_OPTION = typer.Option(..., help="The prompt with {} where the subject goes, e.g. 'Name: {}. Gender:'.")
@@ -37,7 +37,7 @@ def trace(
     samples: int = typer.Option(5, help="Noise draws averaged per restoration."),
     model: str = typer.Option(None),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Corrupt the subject, restore each layer's state, and map where the answer comes back.
@@ -51,7 +51,7 @@ def trace(
     _folder(out)
     if samples < 1 or not noise > 0 or noise > 1e3:
         raise SaescopeError("--samples must be >= 1 and --noise a positive number (default 3)")
-    lm = load_model(model, device=device, dtype=dtype)
+    lm = load_model(model, device=device, dtype=dtype, purpose="measure")
     result = causal_trace(lm, prompt, subject, answer, noise, samples,
                           kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()))
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,7 @@ def rome(
     neighbours: str = NEIGHBOURS_OPTION,
     model: str = typer.Option(None),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     config: RomeConfig = None,
 ) -> None:
@@ -93,7 +93,7 @@ def rome(
 
     _folder(out)
     request = EditRequest(prompt, subject, target)
-    lm = load_model(model, device=device, dtype=dtype)
+    lm = load_model(model, device=device, dtype=dtype, purpose="measure")
     edit = rome_edit(lm, request, config, progress=True)
     _score_and_save(lm, edit, out, paraphrases, neighbours, json_out)
 
@@ -101,16 +101,20 @@ def rome(
 def _score_and_save(lm, edit, out: Path | None, paraphrases: str | None, neighbours: str | None,
                     json_out: bool) -> None:
     from saescope.editing.evaluation import edit_scores
+    from saescope.precision import MEASURE, precision_record
     from saescope.storage import write_json
 
     scores = edit_scores(lm, edit, [p.strip() for p in (paraphrases or "").split("|") if p.strip()],
                          [n.strip() for n in (neighbours or "").split(",") if n.strip()])
+    precision = precision_record(lm.dtype, MEASURE)
     if out is not None:
         edit.info["scores"] = scores
+        edit.info["precision"] = precision
         edit.save(out)
-        write_json(out / "scores.json", scores)
+        write_json(out / "scores.json", {**scores, "precision": precision})
     if json_out:
-        print_json({"layer": edit.layer, "module": edit.module, "method": edit.method, "scores": scores})
+        print_json({"layer": edit.layer, "module": edit.module, "method": edit.method, "scores": scores,
+                    "precision": precision})
         return
     console.print(f"{edit.method} edit of {edit.module}; |delta| {edit.info.get('delta_norm', float('nan')):.1f}")
     for name, value in scores.items():
@@ -133,7 +137,7 @@ def fine_tune(
     neighbours: str = NEIGHBOURS_OPTION,
     model: str = typer.Option(None),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """FT-L: constrained fine-tuning of one MLP output projection (the ROME paper's baseline), scored.
@@ -149,7 +153,7 @@ def fine_tune(
     if steps < 1 or not lr > 0 or lr > 1:
         raise SaescopeError("--steps must be >= 1 and --lr a number in (0, 1]")
     request = EditRequest(prompt, subject, target)
-    lm = load_model(model, device=device, dtype=dtype)
+    lm = load_model(model, device=device, dtype=dtype, purpose="measure")
     edit = ft_l_edit(lm, request, layer, epsilon, steps, lr)
     _score_and_save(lm, edit, out, paraphrases, neighbours, json_out)
 
@@ -161,7 +165,7 @@ def evaluate(
     neighbours: str = NEIGHBOURS_OPTION,
     model: str = typer.Option(None, help="Hub id or local folder; default: the embedded model."),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Score a saved edit: efficacy, paraphrase, specificity, target probability, CE/KL.
@@ -172,7 +176,7 @@ def evaluate(
     from saescope.model.loading import load_model
 
     loaded = load_edit(edit)
-    lm = load_model(model, device=device, dtype=dtype)
+    lm = load_model(model, device=device, dtype=dtype, purpose="measure")
     _score_and_save(lm, loaded, None, paraphrases, neighbours, json_out)
 
 
@@ -182,7 +186,7 @@ def gender_vector(
     out: Path = typer.Option(..., help="Output folder (report.html, summary.json, directions.csv, ...)."),
     model: str = typer.Option(None),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
     config: GenderVectorConfig = None,
 ) -> None:
@@ -196,7 +200,7 @@ def gender_vector(
     from saescope.model.loading import load_model
 
     _folder(out)
-    lm = load_model(model, device=device, dtype=dtype)
+    lm = load_model(model, device=device, dtype=dtype, purpose="measure")
     summary = run_gender_vector_study(lm, out, config, progress=not json_out)
     if json_out:
         print_json(summary)

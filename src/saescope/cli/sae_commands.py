@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from saescope.cli.common import DTYPE_HELP, SAE_HELP, config_options, console, load_model_and_sae, parse_ids, print_json
+from saescope.cli.common import (
+    DTYPE_HELP,
+    MEASURE_DTYPE_HELP,
+    SAE_HELP,
+    config_options,
+    console,
+    load_model_and_sae,
+    parse_ids,
+    print_json,
+)
 from saescope.sae.suite_config import SuiteConfig
 from saescope.sae.train_config import TrainConfig
 
@@ -67,26 +76,28 @@ def evaluate(
     corpus: str = typer.Option("embedded", help="'embedded' (its held-out split), or a .txt/.jsonl file."),
     batch_size: int = typer.Option(8, help="Windows per forward pass."),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Standard SAE metrics (SAELens names) on held-out text.
 
     Example: saescope sae eval default --tokens 50000 --json
     """
-    from saescope.precision import dtype_name
+    from saescope.precision import MEASURE, dtype_name, precision_record
     from saescope.sae.evaluation import evaluate_sae
 
-    lm, sae_module, hook_name = load_model_and_sae(sae, model, hook, device, dtype)
+    lm, sae_module, hook_name = load_model_and_sae(sae, model, hook, device, dtype, MEASURE)
     split = "heldout" if corpus == "embedded" else "all"
     result = evaluate_sae(lm, sae_module, hook_name, tokens=tokens, corpus=corpus, split=split,
                           batch_size=batch_size, progress=not json_out).to_dict()
     result["dtype"] = dtype_name(lm.dtype)
+    result["precision"] = precision_record(lm.dtype, MEASURE)
     if json_out:
         print_json(result)
         return
     for key, value in result.items():
-        console.print(f"{key:>22}  {value:.4f}" if isinstance(value, float) else f"{key:>22}  {value}")
+        if key != "precision":
+            console.print(f"{key:>22}  {value:.4f}" if isinstance(value, float) else f"{key:>22}  {value}")
 
 
 @sae_app.command("top")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from saescope.bias.shift_config import ShiftConfig
-from saescope.cli.common import DTYPE_HELP, config_options, console, print_json
+from saescope.cli.common import MEASURE_DTYPE_HELP, config_options, console, print_json
 
 shift_app = typer.Typer(no_args_is_help=True, help="SHIFT: remove a probe's reliance on gender features.")
 
@@ -20,7 +20,7 @@ def run(
     saes: str = typer.Option("default", help="'default' (the shipped suite) or a suite folder."),
     model: str = typer.Option(None),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     config: ShiftConfig = None,
 ) -> None:
@@ -43,7 +43,7 @@ def run(
         raise SaescopeError(f"{out} is a file: --out must name a folder")
     if features:
         config = replace(config, features=[f.strip() for f in features.split(",") if f.strip()])
-    lm = load_model(model, device=device, dtype=dtype)
+    lm = load_model(model, device=device, dtype=dtype, purpose="measure")
     suite = load_suite(saes, device=device)
     result = run_shift(lm, suite, config)
     report = {"summary": result.summary, "runs": result.runs, "ablated": result.ablated,
@@ -72,6 +72,7 @@ def replica(
     out: Path = typer.Option(..., help="Output folder (train.jsonl, oracle_train.jsonl, test.jsonl)."),
     seed: int = typer.Option(1, help="Generator seed (the shipped splits are seed 0 of the full vocabularies)."),
     flip: bool = typer.Option(False, help="Train on the second half of the training vocabulary, test on the first."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the split files already in OUT."),
 ) -> None:
     """Write a replica of the SHIFT data from the training vocabulary alone, to choose settings without the test split.
 
@@ -80,5 +81,5 @@ def replica(
     """
     from saescope.bias.shift_data import write_replica
 
-    for path in write_replica(out, seed, flip):
+    for path in write_replica(out, seed, flip, overwrite):
         console.print(f"wrote {path}")

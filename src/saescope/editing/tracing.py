@@ -28,6 +28,7 @@ from saescope.editing.request import locate_subject
 from saescope.errors import SaescopeError
 from saescope.model.hooks import capture, intervene
 from saescope.model.loading import LoadedModel
+from saescope.precision import MEASURE, dtype_name, precision_record
 from saescope.storage import write_json
 
 KINDS = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
@@ -43,6 +44,7 @@ class TraceResult:
     p_clean: float
     p_corrupt: float
     effects: dict[str, Tensor] = field(default_factory=dict)
+    dtype: str = "float32"  # the precision it was measured in
 
     def best_layer(self, kind: str = "mlp") -> int:
         """The layer with the largest effect at the subject's last token."""
@@ -52,7 +54,8 @@ class TraceResult:
         return {"tokens": self.tokens, "subject_positions": self.subject, "answer": self.answer,
                 "p_clean": self.p_clean, "p_corrupt": self.p_corrupt,
                 "effects": {k: v.tolist() for k, v in self.effects.items()},
-                "best_layer": {k: self.best_layer(k) for k in self.effects}}
+                "best_layer": {k: self.best_layer(k) for k in self.effects},
+                "precision": precision_record(self.dtype, MEASURE)}
 
     def save_json(self, path: str | Path) -> Path:
         return write_json(path, self.to_dict())
@@ -92,7 +95,7 @@ def causal_trace(lm: LoadedModel, prompt: str, subject: str, answer: str | None 
     generator = torch.Generator().manual_seed(seed)
     draws = (torch.randn(samples, len(subject_positions), lm.d_model, generator=generator) * scale).to(lm.device)
     result = TraceResult([lm.tokenizer.decode([i]) for i in ids], subject_positions,
-                         lm.tokenizer.decode([answer_id]), float(probs[answer_id]), 0.0)
+                         lm.tokenizer.decode([answer_id]), float(probs[answer_id]), 0.0, dtype=dtype_name(lm.dtype))
     result.p_corrupt = _corrupted_probs(lm, ids_t, embed, subject_positions, draws, {}, [], answer_id).mean().item()
     for kind in kinds:
         configs = [(layer, pos) for layer in range(lm.n_layers) for pos in range(len(ids))]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from saescope.errors import SaescopeError
-from saescope.precision import parse_dtype, resolve_dtype  # noqa: F401 - parse_dtype re-exported
+from saescope.precision import BULK, parse_dtype, resolve_dtype  # noqa: F401 - parse_dtype re-exported
 from saescope.storage import atomic_path, saescope_home
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
@@ -75,10 +75,11 @@ class LoadedModel:
 
 
 def load_model(name_or_path: str | Path | None = None, device: str = "cpu",
-               dtype: str | torch.dtype | None = "auto") -> LoadedModel:
+               dtype: str | torch.dtype | None = "auto", purpose: str = BULK) -> LoadedModel:
     """Load a causal LM by hub id or local folder; ``None`` or ``"default"`` loads the embedded model.
 
-    ``dtype="auto"`` (or ``None``) runs in bfloat16 only where that is faster (``saescope.precision``).
+    ``dtype="auto"`` (or ``None``) runs in bfloat16 only where that is faster, or in float32 when
+    ``purpose="measure"`` (``saescope.precision``).
 
     Example::
 
@@ -93,7 +94,7 @@ def load_model(name_or_path: str | Path | None = None, device: str = "cpu",
         torch.device(device)
     except (RuntimeError, TypeError):
         raise SaescopeError(f"cannot move the model to device {device!r}: unknown device (use cpu, cuda, cuda:1, mps)") from None
-    torch_dtype = resolve_dtype(dtype, device)
+    torch_dtype = resolve_dtype(dtype, device, purpose)
     if name_or_path in (None, "default", EMBEDDED_MODEL):
         folder, name = embedded_model_path(), EMBEDDED_MODEL
     else:
