@@ -2,7 +2,16 @@
 
 
 class SaescopeError(Exception):
-    """A user-facing error: bad input, missing file, wrong shape. The message says what to do."""
+    """A user-facing error: bad input, missing file, wrong shape. The message says what to do.
+    ``exit_code`` (default 2) is what the CLI exits with; an empty message prints nothing (the error
+    was already shown, e.g. by the worker processes of ``--workers``)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str = "", exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 def check_text(text: str, what: str = "prompt") -> str:

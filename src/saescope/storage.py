@@ -120,9 +120,12 @@ class Checkpoint:
         ckpt.save({"x": tensor}, {"step": 10}); tensors, info = ckpt.load(); ckpt.clear()
     """
 
-    def __init__(self, out: str | Path, finished: str, name: str = "checkpoint") -> None:
+    def __init__(self, out: str | Path, finished: str, name: str = "checkpoint",
+                 settings: dict[str, Any] | None = None) -> None:
         self.out, self.finished = Path(out), finished
         self.folder = self.out / name  # one per rank in distributed jobs (``checkpoint-rank0-of-2``)
+        self.settings = json_ready(settings or {})
+        """The run's settings: saved with every checkpoint; ``load`` refuses a checkpoint written with others."""
 
     def exists(self) -> bool:
         return (self.folder / "state.json").is_file()
@@ -154,7 +157,7 @@ class Checkpoint:
         with atomic_path(self.folder) as tmp:
             tmp.mkdir()
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
-            (tmp / "state.json").write_text(json.dumps(json_ready(info), indent=2) + "\n")
+            (tmp / "state.json").write_text(json.dumps(json_ready({**info, "settings": self.settings}), indent=2) + "\n")
 
     def load(self) -> tuple[dict[str, Any], dict[str, Any]]:
         from safetensors.torch import load_file
@@ -165,6 +168,13 @@ class Checkpoint:
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same user problem
             raise SaescopeError(f"the checkpoint in {self.folder} is unreadable ({type(exc).__name__}): "
                                 "delete it to start over") from None
+        saved = info.pop("settings", None)
+        if saved is not None:  # checkpoints from before settings were saved are taken as they are
+            for key in sorted(set(saved) | set(self.settings)):
+                if saved.get(key) != self.settings.get(key):
+                    raise SaescopeError(f"cannot resume: the checkpoint in {self.folder} was written with {key} "
+                                        f"{saved.get(key)!r}, not {self.settings.get(key)!r}: resume with the same "
+                                        "settings, or choose another output folder")
         return tensors, info
 
     def clear(self) -> None:

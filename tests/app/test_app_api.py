@@ -12,6 +12,7 @@ from saescope.app.server import create_app
 from saescope.app.state import AppState
 from saescope.model.generation import generate
 
+LOCAL = "http://127.0.0.1"  # the app answers loopback Host names only (TestClient's default is "testserver")
 STEER = {"run": "run", "prompt": "The nurse said that", "edits": [{"feature": 5, "op": "add", "value": 40.0}],
          "max_new_tokens": 8}
 
@@ -24,7 +25,7 @@ def state(app_run):
 
 @pytest.fixture(scope="module")
 def client(state):
-    return TestClient(create_app(state, AppConfig(max_new_tokens=16)))
+    return TestClient(create_app(state, AppConfig(max_new_tokens=16)), base_url=LOCAL)
 
 
 def test_runs_features_and_one_feature(client, app_run):
@@ -113,7 +114,7 @@ def test_a_full_queue_answers_503(state):
     release = threading.Event()
     occupy(app.state.jobs, release)
     try:
-        answer = TestClient(app).post("/api/steer", json=STEER)
+        answer = TestClient(app, base_url=LOCAL).post("/api/steer", json=STEER)
         assert answer.status_code == 503 and answer.headers["retry-after"] == "2"
     finally:
         release.set()
@@ -126,7 +127,7 @@ def test_a_full_queue_answers_503(state):
 
 
 def test_a_token_guards_every_route(state):
-    guarded = TestClient(create_app(state, token="s3cret"))
+    guarded = TestClient(create_app(state, token="s3cret"), base_url=LOCAL)
     assert guarded.get("/api/runs").status_code == 401
     assert guarded.get("/api/runs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert guarded.get("/?token=s3cret").status_code == 200
@@ -141,3 +142,24 @@ def test_pages_render(client):
     assert 'id="steer-form"' in client.get("/steer").text
     assert client.get("/reports/bias-report").text.count("Bias report") == 1
     assert client.get("/openapi.json").json()["paths"]["/api/steer"]
+
+
+def test_other_host_names_are_refused_and_large_bodies_too(state):
+    """DNS rebinding: a page on another origin reaches the loopback server under its own name (the Host header)."""
+    app = create_app(state, AppConfig(max_new_tokens=16))
+    for base in ("http://rebind.attacker.example", "http://rebind.attacker.example:8000", "http://testserver"):
+        answer = TestClient(app, base_url=base).get("/api/runs")
+        assert answer.status_code == 421 and "not served here" in answer.json()["detail"], base
+    for base in ("http://localhost:8000", "http://127.0.0.1", "http://[::1]:8000"):
+        assert TestClient(app, base_url=base).get("/api/runs").status_code == 200, base
+    named = create_app(state, AppConfig(allowed_hosts="lab.example.org"))
+    assert TestClient(named, base_url="http://lab.example.org").get("/api/runs").status_code == 200
+    big = TestClient(app, base_url=LOCAL).post("/api/steer", content=b"{" + b" " * (2 << 20) + b"}",
+                                                headers={"content-type": "application/json"})
+    assert big.status_code == 413
+
+
+def test_the_api_page_works_offline(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/api/steer" in page.text and "cdn" not in page.text.lower()
+    assert client.get("/redoc").status_code == 404 and client.get("/openapi.json").json()["paths"]

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -76,4 +77,49 @@ def test_search_open_steer_and_read_a_report_in_chromium(live):
         page.goto(url)
         page.click("#reports a")
         assert page.inner_text("#bias") == "Bias report"
+        browser.close()
+
+
+def _browser(p):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed (as root: apt-get install chromium)")
+    return p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+
+
+def test_the_pages_resist_injection_check_the_form_and_filter_fast(live):
+    """A feature id from the URL is never HTML; Sweep checks the form as Compare does; the feature filter of
+    thousands of rows answers a keystroke in well under a second (it froze for minutes reading innerText per row)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, run = live
+    with sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        evil = '1"><img src=x onerror="window.PWNED=1">'
+        page.goto(f"{url}/steer?run=run&feature={quote(evil)}")
+        assert page.input_value(".feature") == "" and page.locator("img").count() == 0
+        assert page.evaluate("window.PWNED") is None
+        requests.clear()
+        page.click("#sweep")  # the feature box is empty: nothing is steered (it used to steer feature 0)
+        page.wait_for_timeout(300)
+        assert not [r for r in requests if "/api/steer" in r] and page.inner_text("#status") == ""
+        page.goto(f"{url}/runs/run")
+        n_rows = page.locator("#features tbody tr").count()
+        assert n_rows > 1000
+        words = [t.strip().lower() for t in run.top_tokens[run.top_tokens["rank"] == 0].token if t.strip().isalpha()]
+        token = words[0]
+        started = time.monotonic()
+        page.fill("#filter", token)
+        page.wait_for_function("[...document.querySelectorAll('#features tbody tr')].some(r => r.style.display === 'none')")
+        elapsed = time.monotonic() - started
+        shown = page.evaluate("[...document.querySelectorAll('#features tbody tr')].filter(r => r.style.display !== 'none')"
+                              ".map(r => r.cells[8].textContent.toLowerCase() + ' ' + r.cells[9].textContent.toLowerCase())")
+        assert shown and all(token in text for text in shown) and elapsed < 5, elapsed
+        page.fill("#filter", "")
+        page.wait_for_function(f"[...document.querySelectorAll('#features tbody tr')].filter(r => r.style.display !== 'none')"
+                               f".length === {n_rows}")
+        page.goto(f"{url}/docs")
+        assert "/api/steer" in page.inner_text("#endpoints")
         browser.close()

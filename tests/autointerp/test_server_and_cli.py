@@ -70,13 +70,30 @@ def test_the_server_refuses_bad_requests_with_openai_errors(server):
            {"model": name, "messages": [{"role": "user", "content": "hi"}], "n": 2},
            {"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**9},
            {"model": name, "messages": [{"role": "user", "content": "x" * 70_000}]}]
+    many = [{"role": "user", "content": ""}] * 1600  # was 8,025 prompt tokens and 50 s of both cores
+    long = [{"role": "user", "content": "word " * 3000}]  # under the character bound, over the token bound
+    bad += [{"model": name, "messages": many}, {"model": name, "messages": long}]
     for body in bad:
         answer = httpx.post(f"{url}/chat/completions", json=body, timeout=30)
         assert answer.status_code in (400, 404) and "message" in answer.json()["error"], body
+    assert "tokens" in httpx.post(f"{url}/chat/completions", json=bad[-1], timeout=30).json()["error"]["message"]
+    huge = httpx.post(f"{url}/chat/completions", content=b"x" * (1 << 20), headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and "larger than" in huge.json()["error"]["message"]
     broken = httpx.post(f"{url}/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert broken.status_code == 400
     with pytest.raises(SaescopeError, match="does not serve 'nope'"):
         OpenAIChatClient(url, "nope").check()
+
+
+def test_only_loopback_host_names_are_served(server):
+    """DNS rebinding: a page on another site reaches 127.0.0.1 through its own name, which the browser sends as Host."""
+    url, _ = server
+    port = url.split(":")[2].split("/")[0]
+    for host in ("rebind.attacker.example", f"rebind.attacker.example:{port}", "10.0.0.1"):
+        answer = httpx.get(f"{url}/models", headers={"host": host}, timeout=10)
+        assert answer.status_code == 421 and "not served here" in answer.json()["error"]["message"], host
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "LOCALHOST"):
+        assert httpx.get(f"{url}/models", headers={"host": host}, timeout=10).status_code == 200, host
 
 
 def test_an_unreachable_server_and_a_missing_key_are_one_line_errors(monkeypatch):
@@ -133,6 +150,12 @@ def test_explain_score_show_search_from_the_command_line(run, server, tmp_path):
     (["score", "{run}", "--scorer", "telepathy"], "unknown scorer"),
     (["explain", "{run}", "--features", "4000", "--explainer", "none"], "out of range"),
     (["explain", "{run}", "--features", "top:nonsense:5", "--explainer", "none"], "unknown column"),
+    (["explain", "{run}", "--features", "0-999999999", "--explainer", "none"], "out of range"),  # not expanded first
+    (["features", "sample", "{run}", "--features", "0-999999999"], "out of range"),
+    (["explain", "{run}", "--features", "5-3", "--explainer", "none"], "is empty"),
+    (["explain", "{run}", "--features", "0-1", "--explainer", "local", "--cache", "{run}"], "is a folder"),
+    (["explain", "{run}", "--features", "0-1", "--explainer", "local", "--cache", "{run}/manifest.json"],
+     "not a usable SQLite file"),
     (["explain", "{run}", "--features", "0-1", "--explainer", "openai", "--explainer-model", "m",
       "--base-url", "http://127.0.0.1:9/v1", "--timeout", "2"], "cannot reach"),
 ])

@@ -73,3 +73,24 @@ def test_layered_svg_scales_edges_by_effect(circuit):
     svg = layered_svg(circuit, {})
     widths = [float(part.split('"')[0]) for part in svg.split('stroke-width="')[1:]]
     assert max(widths) == pytest.approx(5.0) and min(widths) > 0.5
+
+
+def test_an_explanation_cannot_break_out_of_the_page_script(circuit, tmp_path):
+    """Explanations are any LLM's text: ``</script>`` in one must stay text (stored XSS), in the file and in Chromium."""
+    evil = "</script><script>window.PWNED = 1</script><img src=x onerror='window.PWNED = 2'>"
+    labels = {key: {**value, "explanation": evil, "label": evil} for key, value in LABELS.items()}
+    write_plots(circuit, tmp_path, labels)
+    page_text = (tmp_path / "circuit.html").read_text()
+    assert "</script><script>window.PWNED" not in page_text and "<img src=x" not in page_text
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto((tmp_path / "circuit.html").as_uri())
+        page.locator(f'g.node[data-key="{B}/3870"]').click()
+        assert page.locator("#detail-explanation").inner_text() == f"Explanation: {evil}"  # shown as text
+        assert page.evaluate("window.PWNED") is None
+        browser.close()

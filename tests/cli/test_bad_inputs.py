@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from saescope.errors import SaescopeError
 from saescope.sae.core import SAE, SAEConfig
 from saescope.sae.formats import save_sae
 
@@ -61,10 +64,49 @@ def files(tmp_path_factory, lm) -> dict[str, Path]:
         {**pair, "clean": "The old friends", "patch": "The old friend"}) + "\n")
     (root / "latin1.txt").write_bytes("café au lait\n\nna\xefve".encode("latin-1") * 50)
     (root / "latin1_prompts.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    out.update(_circuits(root, good), **_bios(root), **_edits(root))
+    (root / "rep_existing").mkdir()
+    (root / "rep_existing" / "train.jsonl").write_text("{}\n")
+    (root / "registry.yaml").write_text("my-release: [1, 2]\n")
+    out.update(run=run.path, rep_existing=root / "rep_existing")
     return {**out, "bad_edit": root / "bad_edit", "sae": good, "narrow_sae": narrow, "multi_token": root / "multi_token.jsonl",
             "empty_pairs": root / "empty.jsonl", "two_lengths": root / "two_lengths.jsonl",
             "run_without_stats": broken, "run_damaged": damaged, "a_file": root / "a_file",
             "latin1": root / "latin1.txt", "latin1_prompts": root / "latin1_prompts.txt", "root": root}
+
+
+def _circuits(root: Path, sae_folder: Path) -> dict[str, Path]:
+    from saescope.circuits.graph import METRIC, Circuit, Edge, Node
+    from saescope.sae.core import sae_fingerprint
+    from saescope.sae.formats import load_sae
+
+    hook, other = "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"
+    saes = {hook: {"source": str(sae_folder), "fingerprint": sae_fingerprint(load_sae(str(sae_folder)))}}
+    settings, data = {"method": "atp", "aggregation": "sum"}, {"pairs": "sva_simple_test", "n_pairs": 1}
+    node = Node(hook, 3, None, 0.5)
+    good = Circuit([hook], [node], [Edge(node.key, METRIC, 0.5)], settings, saes, data).save(root / "c_good")
+    wide = Circuit([hook], [Node(hook, 99999, None, 0.5)], [], settings, saes, data).save(root / "c_wide")
+    elsewhere = Circuit([other], [Node(other, 3, None, 0.5)], [], settings, {other: saes[hook]}, data)
+    elsewhere.save(root / "c_other")
+    dangling = Circuit([hook], [Node(hook, 3, None, 0.5)], [Edge(f"{hook}/7", METRIC, 0.5)], settings, saes, data)
+    dangling.save(root / "c_dangling")  # save does not check; load must
+    return {"c_good": good, "c_wide": wide, "c_other": root / "c_other", "c_dangling": root / "c_dangling"}
+
+
+def _bios(root: Path) -> dict[str, Path]:
+    rows = [{"text": f"Alex {i} works.", "profession": i % 2, "gender": (i // 2) % 2} for i in range(8)]
+    (root / "labels.jsonl").write_text("".join(json.dumps({**r, "profession": 2}) + "\n" for r in rows))
+    (root / "one_class.jsonl").write_text("".join(json.dumps({**r, "profession": 1}) + "\n" for r in rows))
+    return {"bad_labels": root / "labels.jsonl", "one_class": root / "one_class.jsonl"}
+
+
+def _edits(root: Path) -> dict[str, Path]:
+    from saescope.editing.request import EditRequest
+    from saescope.editing.weight_edit import WeightEdit
+
+    u, v = torch.ones(576), torch.ones(1536)
+    edit = WeightEdit("model.layers.9.mlp.down_proj", 3, u, v, EditRequest("Name: {}.", "Ben", " F"), torch.outer(u, v))
+    return {"mismatched_edit": edit.save(root / "mismatched_edit")}
 
 
 CASES = [
@@ -112,6 +154,25 @@ CASES = [
                                             "--out", "{root}/f"], "epsilon"),
     ("a gender-vector study with too few names", ["edit", "gender-vector", "--names", "3", "--out", "{root}/g"],
      "at least 10"),
+    ("a circuit node beyond the SAE's width", ["circuit", "eval", "{c_wide}", "--limit", "1"], "out of range"),
+    ("a circuit node beyond the SAE's width (plot)", ["circuit", "plot", "{c_wide}"], "out of range"),
+    ("a circuit node beyond the SAE's width (export)", ["circuit", "export", "{c_wide}"], "out of range"),
+    ("an edge to a node the circuit lacks", ["circuit", "plot", "{c_dangling}"], "does not have"),
+    ("circuit find with --limit 0", ["circuit", "find", "--limit", "0", "--out", "{root}/c"], "at least 1"),
+    ("circuit find with --limit -1", ["circuit", "find", "--limit", "-1", "--out", "{root}/c"], "at least 1"),
+    ("circuit eval thresholds nan, inf", ["circuit", "eval", "{c_good}", "--thresholds", "nan,inf"], "non-negative"),
+    ("circuit plot with a negative threshold", ["circuit", "plot", "{c_good}", "--node-threshold", "-1"], "non-negative"),
+    ("circuit plot with another hook point's RUN", ["circuit", "plot", "{c_other}", "--run",
+                                                    "blocks.2.hook_resid_post={run}"], "was extracted at blocks.1"),
+    ("an edit whose module and layer disagree", ["edit", "eval", "{mismatched_edit}"], "is in layer 9 but layer says 3"),
+    ("shift replica over existing splits", ["shift", "replica", "--out", "{rep_existing}"], "--overwrite"),
+    ("shift labels outside 0/1", ["shift", "run", "--train", "{bad_labels}", "--out", "{root}/s"], "must be 0 or 1"),
+    ("a one-class shift training file", ["shift", "run", "--train", "{one_class}", "--oracle-train", "{one_class}",
+                                         "--out", "{root}/s"], "all have profession 1"),
+    ("shift run with --limit 1", ["shift", "run", "--limit", "1", "--out", "{root}/s"], "at least 4"),
+    ("shift run with --limit 0", ["shift", "run", "--limit", "0", "--out", "{root}/s"], "at least 4"),
+    ("shift run with --seeds 0", ["shift", "run", "--seeds", "0", "--out", "{root}/s"], "seeds must be at least 1"),
+    ("features sample of a billion features", ["features", "sample", "{run}", "--features", "0-999999999"], "out of range"),
 ]
 
 
@@ -145,3 +206,49 @@ def test_an_unwritable_cache_folder(files, tmp_path):
 def test_a_folder_that_cannot_be_made():
     """mkdir fails with FileNotFoundError under /proc: still one error line, not a traceback."""
     _check(_run(["shift", "replica", "--out", "/proc/saescope-none/rep"]), "cannot write")
+
+
+def test_a_malformed_sae_registry(files):
+    _check(_run(["sae", "eval", "my-release/some-id"], env={"SAESCOPE_SAE_REGISTRY": str(files["root"] / "registry.yaml")}),
+           "must be a mapping with repo_id")
+
+
+def test_braces_in_an_edit_prompt_are_text():
+    from saescope.editing.request import EditRequest, fill_subject
+
+    assert EditRequest("Gender {M/F}: {}", "Ben", " F").text == "Gender {M/F}: Ben"
+    assert fill_subject("{0.__class__} {}", "Ben") == "{0.__class__} Ben"
+    with pytest.raises(SaescopeError, match="exactly once"):
+        EditRequest("Name: {} and {}", "Ben", " F")
+
+
+def test_circuit_eval_json_parses(files):
+    result = _run(["circuit", "eval", str(files["c_good"]), "--limit", "2", "--thresholds", "0.1", "--no-components",
+                   "--json"])
+    assert result.returncode == 0, result.stderr.decode()
+    parsed = json.loads(result.stdout)
+    assert parsed["rows"][0]["node_threshold"] == 0.1 and parsed["precision"]["dtype"] == "float32"
+
+
+def test_ctrl_c_exits_130_with_a_message(tmp_path):
+    """typer returns 130 on Ctrl-C outside standalone mode; it used to be dropped (exit 0, no message)."""
+    process = subprocess.Popen([sys.executable, "-m", "saescope.cli.main", "edit", "trace", "--prompt", "Name: Ben. Gender:",
+                                "--subject", "Ben", "--samples", "200", "--out", str(tmp_path / "t")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not _model_loaded(process.pid):
+        time.sleep(0.5)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()
+    assert "interrupted" in stderr.decode() and "Traceback" not in stderr.decode()
+
+
+def _model_loaded(pid: int) -> bool:
+    """The process has mapped the model's weights (so it is generating, not importing)."""
+    try:
+        return "model.safetensors" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return True

@@ -34,6 +34,10 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path):
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted after" in stderr and "--resume" in stderr
     assert (tmp_path / "run" / "checkpoint" / "state.json").exists()
+    other = [a if a != "64" else "32" for a in args]  # --context 32 on a context-64 checkpoint: refused, named
+    mixed = subprocess.run([*other, "--resume"], capture_output=True, text=True, timeout=600)
+    assert mixed.returncode == 2 and "Traceback" not in mixed.stderr, mixed.stderr
+    assert mixed.stderr.strip().splitlines()[-1].startswith("error: cannot resume") and "context 64" in mixed.stderr
     resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "run" / "manifest.json").exists() and not (tmp_path / "run" / "checkpoint").exists()

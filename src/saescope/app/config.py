@@ -33,6 +33,12 @@ class AppConfig:
     """Precision of the model."""
     workers: int = 0
     """Server processes (0: one per core, at most 2). Each loads the RUNs, and the model when it first steers."""
+    allowed_hosts: str = ""
+    """Host names the app answers besides loopback and the bound address, comma-separated (others get 421)."""
+
+    @property
+    def allowed_host_names(self) -> list[str]:
+        return [h.strip() for h in self.allowed_hosts.split(",") if h.strip()]
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

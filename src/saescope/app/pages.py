@@ -51,3 +51,17 @@ def report(request: Request, name: str) -> FileResponse:
     if name not in reports:
         raise HTTPException(404, f"no report named {name!r}")
     return FileResponse(reports[name], media_type="text/html")
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def api_docs(request: Request) -> str:
+    """The API, listed from the OpenAPI schema (offline: no Swagger UI scripts from a CDN)."""
+    schema = request.app.openapi()
+    endpoints = [{"method": method.upper(), "path": path, "summary": op.get("summary", ""),
+                  "description": op.get("description", ""),
+                  "parameters": [p["name"] + ("" if not p.get("required") else " (required)") for p in op.get("parameters", [])],
+                  "body": next(iter(op.get("requestBody", {}).get("content", {}).get("application/json", {})
+                                    .get("schema", {}).values()), "")}
+                 for path, item in schema["paths"].items() for method, op in item.items()
+                 if path.startswith("/api/")]
+    return render("app_docs.html", title=schema["info"]["title"], endpoints=endpoints)

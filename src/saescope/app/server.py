@@ -3,7 +3,11 @@
 Bound to 127.0.0.1 by default. With a token (``--token`` or ``$SAESCOPE_APP_TOKEN``; required for any
 other address), every request needs ``Authorization: Bearer <token>`` or the cookie a browser gets by
 opening any page once with ``?token=<token>``. No CORS headers are sent, so other sites' pages cannot
-read the API.
+read the API. Requests whose ``Host`` is not loopback, the bound address or an ``--allowed-hosts`` name
+are refused (DNS rebinding; ``saescope.http_guard``), and so are bodies over 1 MB.
+
+``/docs`` is a small API page rendered here from the OpenAPI schema (FastAPI's Swagger UI and ReDoc
+load their scripts from a CDN, so they are switched off: the app works offline).
 """
 
 import hmac
@@ -15,8 +19,8 @@ from pathlib import Path
 from saescope.app.config import AppConfig
 from saescope.app.jobs import JobQueue
 from saescope.app.state import AppState
-from saescope.autointerp.http_client import LOOPBACK_HOSTS
 from saescope.errors import SaescopeError
+from saescope.http_guard import LOOPBACK_HOSTS, GuardMiddleware, allowed_hosts
 
 COOKIE = "saescope_token"
 
@@ -35,7 +39,8 @@ def create_app(state: AppState, config: AppConfig | None = None, token: str | No
     from saescope.app import api, pages
 
     config = config or AppConfig()
-    app = FastAPI(title="saescope", description="Features, search and steering over local RUNs.")
+    app = FastAPI(title="saescope", description="Features, search and steering over local RUNs.", docs_url=None,
+                  redoc_url=None)
     app.state.saescope, app.state.config, app.state.jobs = state, config, JobQueue(config.queue_size)
 
     async def authorize(request: Request, call_next):
@@ -59,7 +64,12 @@ def create_app(state: AppState, config: AppConfig | None = None, token: str | No
 
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.add_middleware(GuardMiddleware, hosts=allowed_hosts(config.host, config.allowed_host_names),
+                       max_body_bytes=MAX_BODY_BYTES)
     return app
+
+
+MAX_BODY_BYTES = 1 << 20
 
 
 SPEC_VARIABLE = "SAESCOPE_APP_SPEC"  # how ``serve`` tells each worker process what to load

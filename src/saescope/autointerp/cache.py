@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from saescope.autointerp.client import ChatRequest, Completion, LLMClient, LLMError, Usage
+from saescope.errors import SaescopeError
 from saescope.storage import saescope_home
 
 
@@ -30,11 +31,17 @@ class CachedClient:
         self.inner, self.model = inner, inner.model
         self.usage = usage or Usage()
         self.path = Path(path) if path else default_cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise SaescopeError(f"the answer cache {self.path} is a folder: name an SQLite file, e.g. {self.path / 'llm.sqlite'}")
         self.lock = threading.Lock()
-        self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self.db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, completion TEXT NOT NULL)")
-        self.db.commit()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            self.db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, completion TEXT NOT NULL)")
+            self.db.commit()
+        except (sqlite3.Error, OSError) as exc:  # sqlite3.DatabaseError: "file is not a database"
+            raise SaescopeError(f"the answer cache {self.path} is not a usable SQLite file ({exc}): "
+                                "name another --cache or delete it") from None
 
     def complete_many(self, requests: list[ChatRequest]) -> list[Completion | LLMError]:
         keys = [r.key(self.model) for r in requests]

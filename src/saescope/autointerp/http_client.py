@@ -21,8 +21,7 @@ from urllib.parse import urlparse
 
 from saescope.autointerp.client import ChatRequest, Completion, LLMError
 from saescope.errors import SaescopeError
-
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+from saescope.http_guard import LOOPBACK_HOSTS
 
 
 def api_key(base_url: str | None, env: str = "OPENAI_API_KEY") -> str:

@@ -9,6 +9,10 @@ Decisions:
 - Bound to 127.0.0.1 unless told otherwise; with ``token`` set, every request needs
   ``Authorization: Bearer <token>``.
 - No ``from __future__ import annotations`` here: FastAPI must see the request models of ``llm_app`` as classes.
+- Every request is bounded before it reaches the model: the body (``MAX_BODY_BYTES``, 413), the number
+  of messages (``MAX_MESSAGES``), the characters, and the prompt's tokens after the chat template
+  (``max_prompt_tokens``, and never more than the model's context minus ``max_tokens``): 400 otherwise.
+  The ``Host`` header must be loopback, the bound address or an allowed name (``saescope.http_guard``).
 - Errors use OpenAI's shape ``{"error": {"message", "type"}}``; supported: ``n = 1``, no streaming,
   ``logprobs`` with up to 20 ``top_logprobs`` of the first generated token.
 """
@@ -22,11 +26,14 @@ from concurrent.futures import Future
 from typing import Literal
 
 from saescope.autointerp.client import ChatRequest, Completion, LLMError
-from saescope.autointerp.http_client import LOOPBACK_HOSTS
 from saescope.autointerp.local_client import LocalChatClient
 from saescope.errors import SaescopeError
+from saescope.http_guard import LOOPBACK_HOSTS, GuardMiddleware
+from saescope.http_guard import allowed_hosts as http_allowed_hosts
 
 MAX_PROMPT_CHARS = 64_000
+MAX_MESSAGES = 64
+MAX_BODY_BYTES = 256 * 1024
 
 
 class BatchingWorker:
@@ -70,7 +77,7 @@ def _chat_body(token_limit: int) -> type:
 
     class ChatBody(BaseModel):
         model: str
-        messages: list[Message] = Field(min_length=1)
+        messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
         max_tokens: int | None = Field(default=None, ge=1, le=token_limit)
         max_completion_tokens: int | None = Field(default=None, ge=1, le=token_limit)
         temperature: float = Field(default=1.0, ge=0.0, le=2.0)
@@ -89,7 +96,8 @@ def _error(status: int, message: str, kind: str = "invalid_request_error", heade
 
 
 def llm_app(client: LocalChatClient, token: str | None = None, batch_size: int = 8, token_limit: int = 1024,
-            queue_size: int = 64):
+            queue_size: int = 64, max_prompt_tokens: int = 2048, host: str = "127.0.0.1",
+            allowed_hosts: list[str] | tuple[str, ...] = ()):
     """The FastAPI application (``uvicorn.run(llm_app(...))``)."""
     try:
         from fastapi import FastAPI, Request
@@ -99,7 +107,11 @@ def llm_app(client: LocalChatClient, token: str | None = None, batch_size: int =
     ChatBody = _chat_body(token_limit)
 
     worker = BatchingWorker(client, batch_size, queue_size=queue_size)
-    app = FastAPI(title="saescope serve-llm", description="OpenAI-compatible chat completions for a local model.")
+    app = FastAPI(title="saescope serve-llm", description="OpenAI-compatible chat completions for a local model.",
+                  docs_url=None, redoc_url=None)
+    app.add_middleware(GuardMiddleware, hosts=http_allowed_hosts(host, allowed_hosts), max_body_bytes=MAX_BODY_BYTES,
+                       error=lambda status, message: {"error": {"message": message, "type": "invalid_request_error"}})
+    context = int(getattr(client.lm.model.config, "max_position_embeddings", 0) or 1 << 30)
 
     @app.middleware("http")
     async def authorize(request: Request, call_next):
@@ -126,6 +138,11 @@ def llm_app(client: LocalChatClient, token: str | None = None, batch_size: int =
         request = ChatRequest(tuple((m.role, m.content) for m in body.messages),
                               max_tokens=body.max_completion_tokens or body.max_tokens or 256,
                               temperature=body.temperature, top_logprobs=(body.top_logprobs or 1) if body.logprobs else 0)
+        limit = min(max_prompt_tokens, context - request.max_tokens)
+        n_tokens = len(client.prompt_ids(request))
+        if n_tokens > limit:
+            return _error(400, f"the prompt is {n_tokens} tokens: at most {limit} are served here "
+                               f"(max_prompt_tokens {max_prompt_tokens}, context {context} minus max_tokens)")
         try:
             future = worker.submit(request)
         except queue.Full:
@@ -153,10 +170,13 @@ def _response(model: str, answer: Completion, request: ChatRequest) -> dict:
 
 
 def serve_llm(client: LocalChatClient, host: str = "127.0.0.1", port: int = 8011, token: str | None = None,
-              batch_size: int = 8) -> None:
+              batch_size: int = 8, max_prompt_tokens: int = 2048, allowed_hosts: list[str] | tuple[str, ...] = ()) -> None:
     """Serve until Ctrl-C."""
     import uvicorn
 
     if host not in LOOPBACK_HOSTS and not token:
         raise SaescopeError(f"serving on {host} (not loopback) needs a token: set SAESCOPE_LLM_TOKEN")
-    uvicorn.run(llm_app(client, token, batch_size), host=host, port=port, log_level="warning")
+    if max_prompt_tokens < 1:
+        raise SaescopeError(f"max_prompt_tokens must be positive, got {max_prompt_tokens}")
+    uvicorn.run(llm_app(client, token, batch_size, max_prompt_tokens=max_prompt_tokens, host=host,
+                        allowed_hosts=allowed_hosts), host=host, port=port, log_level="warning")

@@ -45,7 +45,7 @@ def generations(lm: LoadedModel, updates: list[SubjectUpdate], vector: Tensor, s
     that adds ``vector`` at the name, and the model's gender answer both times."""
     shown = []
     for update in updates:
-        prompt = update.request.prompt.format(update.request.subject)
+        prompt = update.request.text
         edit = update.edit(vector)
         plain = generate(lm, [prompt], None, max_new_tokens, 0.8, 1, seed)[0][0]
         edited = generate(lm, [prompt], edit, max_new_tokens, 0.8, 1, seed)[0][0]

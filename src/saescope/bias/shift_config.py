@@ -63,3 +63,8 @@ class ShiftConfig:
             raise SaescopeError(f"probe_c must be a positive number, got {self.probe_c}")
         if not (math.isfinite(self.swap_threshold) and self.swap_threshold > 0):
             raise SaescopeError(f"swap_threshold must be a positive number, got {self.swap_threshold}")
+        for name in ("seeds", "top", "attribution_bios"):
+            if getattr(self, name) < 1:
+                raise SaescopeError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 4:
+            raise SaescopeError(f"limit must be at least 4 (one biography per profession and gender), got {self.limit}")

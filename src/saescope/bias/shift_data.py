@@ -113,10 +113,17 @@ def write_bios(folder: str | Path, seed: int = 0) -> list[Path]:
                            ("test", bios("test", 100, False, seed))))
 
 
-def write_replica(folder: str | Path, seed: int = 1, flip: bool = False) -> list[Path]:
+def write_replica(folder: str | Path, seed: int = 1, flip: bool = False, overwrite: bool = False) -> list[Path]:
     """A replica of the experiment from the training vocabulary alone, for choosing settings without the test
     split: ``train`` and ``oracle_train`` as ``write_bios`` writes them but from one half of the training
-    vocabulary (``replica_vocabulary``), ``test`` from the other half (``flip`` swaps the halves)."""
+    vocabulary (``replica_vocabulary``), ``test`` from the other half (``flip`` swaps the halves).
+    Refuses to replace split files already in ``folder`` unless ``overwrite``."""
+    from saescope.errors import SaescopeError
+
+    existing = [name for name in ("train", "oracle_train", "test") if (Path(folder) / f"{name}.jsonl").exists()]
+    if existing and not overwrite:
+        raise SaescopeError(f"{folder} already holds {', '.join(f'{n}.jsonl' for n in existing)}: pass --overwrite "
+                            "or choose another --out")
     own, other = (replica_vocabulary(1), replica_vocabulary(0)) if flip else (replica_vocabulary(0), replica_vocabulary(1))
     return _write(folder, (("train", bios("train", 100, True, seed, 0.5, own)),
                            ("oracle_train", bios("train", 100, False, seed, 0.5, own)),
@@ -153,6 +160,19 @@ def read_bios(name: str) -> list[dict]:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             raise SaescopeError(f"{path}, line {line}: expected a JSON object with text, profession (0/1) and "
                                 "gender (0/1)") from None
+        if rows[-1]["profession"] not in (0, 1) or rows[-1]["gender"] not in (0, 1) or not rows[-1]["text"].strip():
+            raise SaescopeError(f"{path}, line {line}: profession and gender must be 0 or 1 and text non-empty, got "
+                                f"profession {rows[-1]['profession']}, gender {rows[-1]['gender']}")
     if not rows:
         raise SaescopeError(f"{path}: no biographies")
     return rows
+
+
+def check_split(rows: list[dict], name: str, oracle: bool = False) -> None:
+    """A split a probe can be trained on or scored with: both professions, and (oracle) both genders."""
+    from saescope.errors import SaescopeError
+
+    for column in ("profession", "gender") if oracle else ("profession",):
+        if len({r[column] for r in rows}) < 2:
+            raise SaescopeError(f"the {name} biographies ({len(rows)}) all have {column} {rows[0][column]}: "
+                                f"a probe needs both classes (a larger --limit, or another file)")

@@ -64,6 +64,8 @@ class PairBatch:
 
 def read_pairs(source: str | Path, limit: int | None = None) -> list[Pair]:
     """Pairs from a shipped set name (``sva_simple_train``) or a JSONL file; ``limit`` keeps the first ones."""
+    if limit is not None and limit < 1:
+        raise SaescopeError(f"the pair limit must be at least 1, got {limit}")
     path = shipped_or_path(str(source), "circuits", ".jsonl")
     if not path.is_file():
         raise SaescopeError(f"pair file {str(source)!r} does not exist (shipped sets: sva_simple_train, sva_simple_test, "

@@ -71,4 +71,8 @@ def dictionaries_for(circuit: Circuit, lm: LoadedModel) -> dict[str, Dictionary]
             raise SaescopeError(f"the SAE at {info['source']} is not the one the circuit was found with "
                                 f"(fingerprint {sae_fingerprint(sae)} != {info.get('fingerprint')})")
         out[hook] = sae
+    for node in circuit.nodes:
+        if not node.is_error and node.index >= out[node.hook].d_sae:
+            raise SaescopeError(f"node {node.key} is out of range: the dictionary at {node.hook} has "
+                                f"{out[node.hook].d_sae} features (0-{out[node.hook].d_sae - 1})")
     return out

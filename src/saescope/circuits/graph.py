@@ -132,9 +132,24 @@ class Circuit:
                 tensors = load_file(str(folder / EFFECTS_FILE))
             except Exception as exc:  # noqa: BLE001 - safetensors raises several types on corrupt files
                 raise SaescopeError(f"cannot read {folder / EFFECTS_FILE}: corrupt or truncated ({exc})") from None
+        _check_graph(file, hooks, nodes, edges)
         features = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("features/")}
         errors = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("errors/")}
         return cls(hooks, nodes, edges, settings, dict(raw.get("saes", {})), dict(raw.get("data", {})), features, errors)
+
+
+def _check_graph(file: Path, hooks: list[str], nodes: list[Node], edges: list[Edge]) -> None:
+    """Every node at one of the hook points, indices -1 (error) or more, every edge between known nodes."""
+    keys = {n.key for n in nodes} | {METRIC}
+    for node in nodes:
+        if node.hook not in hooks or node.index < -1 or (node.position is not None and node.position < 0):
+            raise SaescopeError(f"{file}: node {node.key} is not at a hook point of the circuit or has a negative "
+                                "index/position; write it again with saescope circuit find")
+    for edge in edges:
+        missing = [end for end in (edge.source, edge.target) if end not in keys]
+        if missing:
+            raise SaescopeError(f"{file}: an edge names node {missing[0]!r}, which the circuit does not have; "
+                                "write it again with saescope circuit find")
 
 
 def select_nodes(hooks: list[str], features: dict[str, Tensor], errors: dict[str, Tensor],

@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import html
-import json
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -151,7 +150,7 @@ def write_plots(circuit: Circuit, folder: str | Path, labels: Mapping[str, Mappi
         files.append(_write(folder / "circuit.svg", layered_svg(circuit, labels)))
         note = f"{INSTALL_DOT}: wrote circuit.dot and a built-in layout in circuit.svg"
     page = render("circuit.html", svg=layered_svg(circuit, labels), circuit=circuit,
-                  nodes_json=json.dumps({k: dict(v) for k, v in labels.items()}),
+                  nodes={k: dict(v) for k, v in labels.items()},  # tojson in the template: no </script> breaks out
                   node_rows=sorted(circuit.nodes, key=lambda n: -abs(n.effect)))
     files.append(_write(folder / "circuit.html", page))
     return files, note

@@ -89,6 +89,9 @@ def serve_llm_command(
     host: str = typer.Option("127.0.0.1", help="Address to bind (not loopback: a token is required)."),
     port: int = typer.Option(8011),
     batch_size: int = typer.Option(8, help="Requests answered together."),
+    max_prompt_tokens: int = typer.Option(2048, help="Longest prompt served, in tokens after the chat template."),
+    allowed_hosts: str = typer.Option("", help="Host names answered besides loopback and --host, comma-separated "
+                                      "(others get 421: DNS rebinding)."),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
 ) -> None:
@@ -101,8 +104,9 @@ def serve_llm_command(
     from saescope.errors import SaescopeError
     from saescope.model.loading import load_model
 
-    if not 0 < port < 65536 or batch_size <= 0:
-        raise SaescopeError("--port must be 1-65535 and --batch-size positive")
+    if not 0 < port < 65536 or batch_size <= 0 or max_prompt_tokens <= 0:
+        raise SaescopeError("--port must be 1-65535, --batch-size and --max-prompt-tokens positive")
     client = LocalChatClient(load_model(model, device, dtype), batch_size)
     console.print(f"serving {client.model} at http://{host}:{port}/v1", highlight=False)
-    serve_llm(client, host, port, os.environ.get("SAESCOPE_LLM_TOKEN") or None, batch_size)
+    serve_llm(client, host, port, os.environ.get("SAESCOPE_LLM_TOKEN") or None, batch_size, max_prompt_tokens,
+              [h.strip() for h in allowed_hosts.split(",") if h.strip()])

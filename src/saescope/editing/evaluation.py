@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from saescope.corpus import first_windows
+from saescope.editing.request import fill_subject
 from saescope.editing.weight_edit import WeightEdit
 from saescope.model.likelihood import ce_and_kl, continuation_logprob, span_logprobs
 from saescope.model.loading import LoadedModel
@@ -39,8 +40,8 @@ def edit_scores(lm: LoadedModel, edit: WeightEdit, paraphrases: list[str] | None
     before = continuation_logprob(lm, prompt_ids[0].tolist(), target_ids)
     windows = first_windows(lm.tokenizer, ce_tokens, "heldout", "embedded", 128).to(lm.device)
     ce_before, _, clean_logp = ce_and_kl(lm, windows)
-    neighbour_texts = [request.prompt.format(n) for n in neighbours or []]
-    para_texts = [p.format(request.subject) for p in paraphrases or []]
+    neighbour_texts = [fill_subject(request.prompt, n) for n in neighbours or []]
+    para_texts = [fill_subject(p, request.subject, "paraphrase") for p in paraphrases or []]
     plain_pref = [m > 0 for m in _target_margins(lm, neighbour_texts, request.target, original)] if neighbours else []
     with edit.apply(lm):
         after = continuation_logprob(lm, prompt_ids[0].tolist(), target_ids)

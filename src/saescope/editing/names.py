@@ -17,6 +17,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from saescope.editing.request import fill_subject
 from saescope.errors import SaescopeError
 from saescope.model.likelihood import next_token_logprobs
 from saescope.model.loading import LoadedModel
@@ -48,7 +49,7 @@ def answer_ids(lm: LoadedModel) -> dict[str, int]:
 def male_margins(lm: LoadedModel, names: list[str], prompt: str = PROMPT) -> torch.Tensor:
     """``log P(" Male") - log P(" Female")`` after ``prompt`` for each name (> 0: the model says male)."""
     ids = answer_ids(lm)
-    logp = next_token_logprobs(lm, [prompt.format(name) for name in names], [ids["male"], ids["female"]])
+    logp = next_token_logprobs(lm, [fill_subject(prompt, name) for name in names], [ids["male"], ids["female"]])
     return logp[:, 0] - logp[:, 1]
 
 

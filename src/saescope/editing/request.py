@@ -18,8 +18,7 @@ class EditRequest:
     target: str
 
     def __post_init__(self) -> None:
-        if self.prompt.count("{}") != 1:
-            raise SaescopeError(f"the prompt must hold the subject's place as {{}} exactly once, got {self.prompt!r}")
+        check_template(self.prompt, "prompt")
         if not self.subject.strip():
             raise SaescopeError("the subject is empty: give the words the fact is about")
         if not self.target.strip():
@@ -27,10 +26,23 @@ class EditRequest:
 
     @property
     def text(self) -> str:
-        return self.prompt.format(self.subject)
+        return fill_subject(self.prompt, self.subject)
 
     def to_dict(self) -> dict[str, str]:
         return {"prompt": self.prompt, "subject": self.subject, "target": self.target}
+
+
+def check_template(template: str, what: str = "prompt") -> str:
+    """``template`` if it holds the subject's place as ``{}`` exactly once; other braces are plain text."""
+    if template.count("{}") != 1:
+        raise SaescopeError(f"the {what} must hold the subject's place as {{}} exactly once, got {template!r}")
+    return template
+
+
+def fill_subject(template: str, subject: str, what: str = "prompt") -> str:
+    """``template`` with its one ``{}`` replaced by ``subject``. Not ``str.format``: ``"Gender {M/F}: {}"`` or
+    ``"{0.__class__}"`` are text here, never fields to look up."""
+    return check_template(template, what).replace("{}", subject, 1)
 
 
 def locate_subject(tokenizer: object, text: str, subject: str, prefix: str = "") -> tuple[list[int], list[int]]:

@@ -14,6 +14,7 @@ is transposed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -110,6 +111,10 @@ def load_edit(folder: str | Path) -> WeightEdit:
     except (OSError, SafetensorError, KeyError, TypeError, ValueError) as exc:
         raise SaescopeError(f"{folder} is not a readable saescope edit ({type(exc).__name__}: {exc}); "
                             "write it again with `saescope edit rome`") from None
+    named = re.search(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.", edit.module)
+    if named is not None and int(named.group(1)) != edit.layer:
+        raise SaescopeError(f"{folder}/edit.json: module {edit.module!r} is in layer {named.group(1)} but layer says "
+                            f"{edit.layer}: write the edit again with `saescope edit rome`")
     shapes_match = edit.u.dim() == edit.v.dim() and edit.u.dim() in (1, 2) and edit.u.shape[1:] == edit.v.shape[1:]
     if not shapes_match or not (edit.u.isfinite().all() and edit.v.isfinite().all()):
         raise SaescopeError(f"{folder}/edit.safetensors holds malformed or non-finite vectors")

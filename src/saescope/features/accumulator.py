@@ -114,9 +114,14 @@ class FeatureAccumulator:
                            s["top_context_acts"])
 
     def sorted_top_examples(self) -> dict[str, Tensor]:
-        """The top-K buffers with each feature's examples sorted, strongest first."""
+        """The top-K buffers with each feature's examples sorted, strongest first; ties in corpus order
+        (window, then position), so one process and N merged ones write the same rows in the same order."""
         s = self.state
-        order = s["top_values"].argsort(dim=1, descending=True)  # [d_sae, K]
+        location = s["top_location"]
+        span = int(location[..., 1].max().clamp(min=0)) + 1
+        by_place = torch.argsort(location[..., 0] * span + location[..., 1], dim=1, stable=True)
+        values = s["top_values"].gather(1, by_place)
+        order = by_place.gather(1, torch.argsort(values, dim=1, descending=True, stable=True))  # [d_sae, K]
         out = {}
         for key in ("top_values", "top_source", "top_location", "top_context_ids", "top_context_acts"):
             index = order.view(*order.shape, *([1] * (s[key].dim() - 2))).expand_as(s[key])

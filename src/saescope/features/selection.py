@@ -32,7 +32,12 @@ def select_features(run: FeatureRun, spec: str, seed: int = 0) -> list[int]:
         ids: list[int] = []
         for part in filter(None, (p.strip() for p in spec.split(","))):
             low, _, high = part.partition("-")
-            ids += list(range(int(low), int(high) + 1)) if high else [int(low)]
+            first, last = int(low), int(high) if high else int(low)
+            if first > last:
+                raise SaescopeError(f"the range {part!r} is empty: write LOW-HIGH with LOW <= HIGH")
+            if last >= run.d_sae:  # checked before the range is expanded: 0-999999999 must not fill memory
+                raise SaescopeError(f"feature {last} is out of range: the SAE has {run.d_sae} features (0-{run.d_sae - 1})")
+            ids += range(first, last + 1)
     except ValueError:
         raise SaescopeError(f"cannot read the feature list {spec!r}: use 0-199, 3,17,42, top:kurtosis:200 "
                             "or random:200") from None

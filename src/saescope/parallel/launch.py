@@ -33,32 +33,61 @@ def without_workers_option(argv: list[str]) -> list[str]:
     return out
 
 
-def without_launcher_traceback(lines: Iterable[str]) -> Iterator[str]:
-    """The workers' stderr lines, without the traceback and failure report ``torchrun`` itself prints when a
-    worker fails (its ``ChildFailedError``); any other traceback (a worker's bug) is kept."""
-    held: list[str] = []
-    dropping = False
-    for line in lines:
-        if dropping:
-            continue
-        if line.startswith("Traceback (most recent call last):") and not held:
-            held.append(line)
-            continue
-        if held:
-            held.append(line)
-            if "ChildFailedError" in line:
-                held, dropping = [], True
-            elif re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", line):
-                yield from held
-                held = []
-            continue
-        yield line
-    yield from held
+TORCHRUN_LOG = re.compile(r"^(\[?[WIE]\d{4} \d|WARNING:torch|\*{5,}|Setting OMP_NUM_THREADS|\s*warnings\.warn)")
+ERROR_LINE = re.compile(r"^error: ")
+SIGNAL = re.compile(r"Signal (\d+) \((SIG\w+)\) received by PID")
+
+
+class WorkerOutput:
+    """The workers' stderr as one process would print it.
+
+    - torchrun's own log lines and its failure report (``ChildFailedError``) are dropped;
+    - a one-line ``error: ...`` that several ranks print is shown once;
+    - a traceback is held back: when a worker also printed its ``error:`` line, or a peer was killed, the
+      tracebacks of the other ranks (failing in a collective because a peer left) are noise and are
+      dropped; otherwise (a real bug) the last one is shown when the run ends.
+    Everything else (progress bars, warnings) passes through as it comes.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.signal: str | None = None
+        self.traceback: list[str] = []
+        self._held: list[str] = []
+
+    def feed(self, lines: Iterable[str]) -> Iterator[str]:
+        for line in lines:
+            if self._held:
+                self._held.append(line)
+                if not line.startswith((" ", "\t", "Traceback")) and line.strip():
+                    if "ChildFailedError" not in line and not TORCHRUN_LOG.match(line):
+                        self.traceback = self._held
+                    self._held = []
+                continue
+            match = SIGNAL.search(line)
+            if match:
+                self.signal = f"signal {match.group(1)} ({match.group(2)})"
+            if line.startswith("Traceback (most recent call last):"):
+                self._held = [line]
+            elif ERROR_LINE.match(line):
+                if line not in self.errors:
+                    self.errors.append(line)
+                    yield line
+            elif not TORCHRUN_LOG.match(line) and not line.startswith(("[rank", "  exitcode", "  error_file",
+                                                                             "  traceback", "  host", "  rank",
+                                                                             "  time", "Failures:", "Root Cause",
+                                                                             "----", "====")):
+                yield line
+
+    def leftover(self) -> list[str]:
+        """What is still to show when the run has ended (a real bug's traceback)."""
+        return [] if self.errors or self.signal else self.traceback
 
 
 def run_under_torchrun(workers: int, argv: list[str] | None = None) -> None:
     """Run ``saescope ARGV`` (default: this process's arguments) as ``workers`` processes; returns when
-    all have finished, raises ``SaescopeError`` when one failed."""
+    all have finished, raises ``SaescopeError`` when one failed (with an empty message when the workers
+    already printed theirs, so the error is shown once)."""
     if workers < 1:
         raise SaescopeError(f"--workers must be at least 1, got {workers}")
     if os.environ.get("WORLD_SIZE"):
@@ -67,14 +96,22 @@ def run_under_torchrun(workers: int, argv: list[str] | None = None) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={workers}",
                "-m", "saescope.cli.main", *args]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1)
-                                                                                        // workers)))}
+                                                                                        // workers))),
+           "TORCHELASTIC_ERROR_FILE": os.devnull, "LOGLEVEL": os.environ.get("LOGLEVEL", "ERROR")}
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
     assert process.stderr is not None
-    for line in without_launcher_traceback(process.stderr):
+    output = WorkerOutput()
+    for line in output.feed(process.stderr):
         sys.stderr.write(line)
     code = process.wait()
-    if code == 130:
-        raise SaescopeError("interrupted: every worker saved its checkpoint; resume with the same --workers and --resume")
-    if code != 0:
-        raise SaescopeError(f"a worker failed (torchrun exit code {code}; its message is above): "
-                            f"resume with the same --workers {workers} and --resume")
+    sys.stderr.writelines(output.leftover())
+    if code == 0:
+        return
+    if output.errors:
+        raise SaescopeError("", exit_code=2)  # the workers' one line is above: nothing to add
+    if code == 130 or output.signal == "signal 2 (SIGINT)":
+        raise SaescopeError("interrupted: every worker saved its checkpoint; resume with the same --workers and --resume",
+                            exit_code=130)
+    killed = f"a worker was killed ({output.signal})" if output.signal else f"a worker failed (torchrun exit code {code})"
+    raise SaescopeError(f"{killed}: what it had saved is in its checkpoint; resume with the same --workers {workers} "
+                        "and --resume")

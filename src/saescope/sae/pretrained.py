@@ -41,6 +41,12 @@ def _read_registry(path: Path) -> dict[str, Any]:
         raise SaescopeError(f"SAE registry {path} is unreadable ({type(exc).__name__}): fix or unset ${REGISTRY_ENV}") from None
     if not isinstance(data, dict):
         raise SaescopeError(f"SAE registry {path}: expected a mapping of release names")
+    for release, entry in data.items():
+        saes = entry.get("saes", []) if isinstance(entry, dict) else None
+        if (not isinstance(entry, dict) or not isinstance(entry.get("repo_id"), str) or not isinstance(saes, list)
+                or not all(isinstance(sae, dict) and "id" in sae for sae in saes)):
+            raise SaescopeError(f"SAE registry {path}: release {release!r} must be a mapping with repo_id (text) and "
+                                f"saes (a list of mappings with id): fix or unset ${REGISTRY_ENV}")
     return data
 
 

@@ -71,7 +71,9 @@ def train_sae(config: TrainConfig, out: str | Path, resume: bool = False, lm: Lo
     out = Path(out)
     ctx = distributed_context(config.device)
     parallel = DataParallel(ctx, config.batch_size, config.activation, config.activations is not None)
-    checkpoint = Checkpoint(out, finished="cfg.json")
+    resumable = {k: v for k, v in asdict(config).items() if k not in ("checkpoint_every", "log_every", "device",
+                                                                        "keep_activations")}
+    checkpoint = Checkpoint(out, finished="cfg.json", settings={**resumable, "workers": ctx.world_size})
     checkpoint.guard(resume)
     ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
     lm = lm or load_model(config.model, device=ctx.device(config.device), dtype=config.dtype)
