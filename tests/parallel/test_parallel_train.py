@@ -90,11 +90,21 @@ def test_a_killed_rank_fails_the_job_and_resume_finishes_it(cache, tmp_path):
     for pid in _worker_pids(1):
         os.kill(pid, signal.SIGKILL)
     _, stderr = job.communicate(timeout=300)
-    assert job.returncode == 2 and "a worker failed" in stderr and "--resume" in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert job.returncode == 2 and len(errors) == 1 and "a worker was killed" in errors[0] and "--resume" in errors[0]
+    assert "Traceback" not in stderr, stderr[-3000:]  # the surviving rank's failed collective is not shown
     assert not (out / "cfg.json").exists()
     resumed = _cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (out / "cfg.json").exists() and not (out / "checkpoint").exists()
+
+
+def test_an_error_every_rank_hits_is_shown_once(cache, tmp_path):
+    done = _cli("sae", "train", "--hook", "blocks.4.hook_resid_post", "--activations", str(cache), "--features", "64",
+                "--k", "4", "--tokens", "1280", "--batch-size", "128", "--out", str(tmp_path / "other"), "--workers", "2")
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("error: ") and "not of --hook" in lines[0] and "--resume" not in lines[0]
 
 
 def test_a_cache_of_another_hook_and_a_truncated_shard_are_named(cache, tmp_path):

@@ -34,8 +34,12 @@ def without_workers_option(argv: list[str]) -> list[str]:
 
 
 TORCHRUN_LOG = re.compile(r"^(\[?[WIE]\d{4} \d|WARNING:torch|\*{5,}|Setting OMP_NUM_THREADS|\s*warnings\.warn)")
+FAILURE_REPORT = re.compile(r"^(\S+ FAILED|\[\d+\]:|Failures:|Root Cause.*|-{5,}|={5,}|\s+(exitcode|error_file|traceback|host|"
+                            r"rank|time|local_rank)\s*:.*|\s*<NO_OTHER_FAILURES>)\s*$")
+RANK_PREFIX = re.compile(r"^\[rank\d+\]: ?")
 ERROR_LINE = re.compile(r"^error: ")
 SIGNAL = re.compile(r"Signal (\d+) \((SIG\w+)\) received by PID")
+TRACEBACK = "Traceback (most recent call last):"
 
 
 class WorkerOutput:
@@ -43,9 +47,10 @@ class WorkerOutput:
 
     - torchrun's own log lines and its failure report (``ChildFailedError``) are dropped;
     - a one-line ``error: ...`` that several ranks print is shown once;
-    - a traceback is held back: when a worker also printed its ``error:`` line, or a peer was killed, the
-      tracebacks of the other ranks (failing in a collective because a peer left) are noise and are
-      dropped; otherwise (a real bug) the last one is shown when the run ends.
+    - a traceback (also one that torch prints as ``[rankN]: ...`` lines, or that starts after a progress
+      bar's carriage return) is held back: when a worker printed its ``error:`` line, or a peer was killed,
+      the other ranks' tracebacks (a collective whose peer left) are noise and are dropped; otherwise
+      (a real bug) the last one is shown when the run ends.
     Everything else (progress bars, warnings) passes through as it comes.
     """
 
@@ -56,31 +61,41 @@ class WorkerOutput:
         self._held: list[str] = []
 
     def feed(self, lines: Iterable[str]) -> Iterator[str]:
-        for line in lines:
-            if self._held:
-                self._held.append(line)
-                if not line.startswith((" ", "\t", "Traceback")) and line.strip():
-                    if "ChildFailedError" not in line and not TORCHRUN_LOG.match(line):
-                        self.traceback = self._held
-                    self._held = []
-                continue
-            match = SIGNAL.search(line)
+        for raw in lines:
+            match = SIGNAL.search(raw)
             if match:
                 self.signal = f"signal {match.group(1)} ({match.group(2)})"
-            if line.startswith("Traceback (most recent call last):"):
-                self._held = [line]
-            elif ERROR_LINE.match(line):
+            before, found, after = raw.partition(TRACEBACK)
+            if found:
+                before = RANK_PREFIX.sub("", before.split("[rank")[0] if "[rank" in before else before)
+                if before.strip():
+                    yield before.rstrip("\n") + "\n"
+                self._close()
+                self._held = [TRACEBACK + after]
+                continue
+            line = RANK_PREFIX.sub("", raw)
+            if self._held:
+                if line.startswith((" ", "\t")) or not line.strip():
+                    self._held.append(line)
+                    continue
+                self._held.append(line)  # the exception line ends the traceback
+                self._close()
+                continue
+            if ERROR_LINE.match(line):
                 if line not in self.errors:
                     self.errors.append(line)
                     yield line
-            elif not TORCHRUN_LOG.match(line) and not line.startswith(("[rank", "  exitcode", "  error_file",
-                                                                             "  traceback", "  host", "  rank",
-                                                                             "  time", "Failures:", "Root Cause",
-                                                                             "----", "====")):
+            elif not TORCHRUN_LOG.match(line) and not FAILURE_REPORT.match(line):
                 yield line
+
+    def _close(self) -> None:
+        if self._held and not any("ChildFailedError" in line for line in self._held):
+            self.traceback = self._held
+        self._held = []
 
     def leftover(self) -> list[str]:
         """What is still to show when the run has ended (a real bug's traceback)."""
+        self._close()
         return [] if self.errors or self.signal else self.traceback
 
 

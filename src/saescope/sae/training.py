@@ -10,7 +10,8 @@ them without the model. Checkpoints (``OUT/checkpoint/``, ``storage.Checkpoint``
 ``checkpoint_every`` steps and on Ctrl-C; ``resume=True`` continues from the last one. A finished
 run deletes its checkpoint, and its activation shards unless ``keep_activations``. On resume,
 windows that sat in the shuffle buffer at checkpoint time are not revisited in the first pass (they
-are in the disk shards if ``epochs > 1``).
+are in the disk shards if ``epochs > 1``). So a resumed run is not bit-identical to an uninterrupted one
+(the rest of the stream comes in another order); ``--resume`` refuses a checkpoint whose settings differ.
 
 Under ``torchrun`` (``--workers N``) training is data-parallel over cached activations
 (``sae.data_parallel``): rank 0 writes the log, checkpoints and the SAE; ``--resume`` reloads rank 0's
