@@ -47,14 +47,14 @@ class GuardMiddleware:
         self.error = error or (lambda status, message: {"detail": message})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] != "http":  # lifespan; neither server speaks websockets
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host = host_name(headers.get("host", ""))
         if host not in self.hosts:
             return await self._refuse(send, 421, f"host {host or '(none)'!r} is not served here: use 127.0.0.1 or "
                                                  "localhost (or start the server with --allowed-host)")
-        if self.max_body_bytes is not None and scope["type"] == "http":
+        if self.max_body_bytes is not None:
             length = headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 return await self._refuse(send, 413, f"the request body is larger than {self.max_body_bytes} bytes")

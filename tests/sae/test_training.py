@@ -45,6 +45,9 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(lm, tmp_path, mon
     assert state["step"] == 20
     with pytest.raises(SaescopeError, match="--resume"):
         train_sae(TrainConfig(**SMALL, checkpoint_every=10), out, lm=lm, progress=False)
+    other_k = {**SMALL, "k": 12}  # a k-8 checkpoint resumed with k 12: refused, the setting named
+    with pytest.raises(SaescopeError, match=r"cannot resume: .* written with k \d+, not \d+"):
+        train_sae(TrainConfig(**other_k, checkpoint_every=10), out, resume=True, lm=lm, progress=False)
     train_sae(TrainConfig(**SMALL, checkpoint_every=10), out, resume=True, lm=lm, progress=False)
     steps = [entry["step"] for entry in _log(out)]
     assert steps[-20:] == list(range(21, 41))  # resumed right after the checkpoint, nothing skipped

@@ -74,7 +74,7 @@ def train_sae(config: TrainConfig, out: str | Path, resume: bool = False, lm: Lo
     parallel = DataParallel(ctx, config.batch_size, config.activation, config.activations is not None)
     resumable = {k: v for k, v in asdict(config).items() if k not in ("checkpoint_every", "log_every", "device",
                                                                         "keep_activations")}
-    checkpoint = Checkpoint(out, finished="cfg.json", settings={**resumable, "workers": ctx.world_size})
+    checkpoint = Checkpoint(out, finished="cfg.json", settings=resumable)
     checkpoint.guard(resume)
     ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
     lm = lm or load_model(config.model, device=ctx.device(config.device), dtype=config.dtype)
