@@ -51,6 +51,8 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(lm, tmp_path, mon
     train_sae(TrainConfig(**SMALL, checkpoint_every=10), out, resume=True, lm=lm, progress=False)
     steps = [entry["step"] for entry in _log(out)]
     assert steps[-20:] == list(range(21, 41))  # resumed right after the checkpoint, nothing skipped
+    seconds = [entry["seconds"] for entry in _log(out)]  # the step log times every step (bench_train reads it)
+    assert seconds[0] > 0 and seconds[-20:] == sorted(seconds[-20:])
     assert load_sae(out).cfg.metadata["trained_tokens"] == 40 * 256
 
 

@@ -120,12 +120,13 @@ class _TrainLoop:
         self.compute_dtype = resolve_dtype(config.dtype, lm.device)
         self.bar: tqdm | None = None
         self.interrupted: Callable[[], bool] = lambda: False
+        self.started = time.perf_counter()
 
     def run(self, progress: bool) -> None:
         cfg, state = self.config, self.state
         self.bar = tqdm(total=cfg.total_steps, initial=state.step, disable=not progress, unit="step",
                         desc=f"train {cfg.activation} SAE")
-        started = time.perf_counter() - state.elapsed
+        started = self.started = time.perf_counter() - state.elapsed
         log_path = self.out / "training_log.jsonl" if self.parallel.ctx.is_main else Path(os.devnull)
         with deferred_interrupt() as local_interrupt, log_path.open("a") as log:
             interrupted = self.interrupted = lambda: self.parallel.any_rank(local_interrupt())
@@ -151,11 +152,13 @@ class _TrainLoop:
             self._initialize(x)
         metrics = self._step(*self.parallel.share(x * state.input_scale))
         state.step += 1
+        state.elapsed = time.perf_counter() - self.started
         self.bar.set_description(f"train {cfg.activation} SAE")
         self.bar.update(1)
         if state.step % cfg.log_every == 0 or state.step == cfg.total_steps:
             self.bar.set_postfix(l0=f"{metrics['l0']:.1f}", fvu=f"{metrics['fvu']:.3f}", dead=f"{metrics['dead']:.3f}")
-            log.write(json.dumps({"step": state.step, "tokens": state.step * cfg.batch_size, **metrics}) + "\n")
+            log.write(json.dumps({"step": state.step, "tokens": state.step * cfg.batch_size,
+                                  "seconds": round(state.elapsed, 4), **metrics}) + "\n")
             log.flush()
         if state.step % cfg.checkpoint_every == 0 and state.step < cfg.total_steps:
             self._checkpoint()
