@@ -4,7 +4,7 @@
   loopback server through a name it controls (``attacker.example`` resolving to 127.0.0.1). The browser
   then sends that name in ``Host``. So the servers answer only requests whose ``Host`` is a loopback
   name (``localhost``, ``127.0.0.1``, ``[::1]``, any port), the address they are bound to, or a name
-  given with ``--allowed-host`` (e.g. the machine's DNS name when serving a lab with a token). Anything
+  given with ``--allowed-hosts`` (e.g. the machine's DNS name when serving a lab with a token). Anything
   else gets 421 (Misdirected Request) and nothing runs.
 - **Body size.** A request body over ``max_body_bytes`` is refused with 413 before it is read whole.
 
@@ -53,7 +53,7 @@ class GuardMiddleware:
         host = host_name(headers.get("host", ""))
         if host not in self.hosts:
             return await self._refuse(send, 421, f"host {host or '(none)'!r} is not served here: use 127.0.0.1 or "
-                                                 "localhost (or start the server with --allowed-host)")
+                                                 "localhost (or start the server with --allowed-hosts)")
         if self.max_body_bytes is not None:
             length = headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
