@@ -90,7 +90,8 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def auto_dtype(device: str | torch.device = "cpu") -> torch.dtype:
     """What ``auto`` picks for bulk work on ``device`` (``$SAESCOPE_AUTO_DTYPE`` wins when set)."""
-    return DTYPES[precision_report(device)["choice"]]
+    forced = forced_auto()
+    return forced if forced is not None else DTYPES[_device_report(torch.device(device))["choice"]]
 
 
 def forced_auto() -> torch.dtype | None:

@@ -23,6 +23,7 @@ from saescope.errors import SaescopeError
 from saescope.http_guard import LOOPBACK_HOSTS, GuardMiddleware, allowed_hosts
 
 COOKIE = "saescope_token"
+MAX_BODY_BYTES = 1 << 20  # the largest request body (a steering request is a few hundred bytes)
 
 
 def create_app(state: AppState, config: AppConfig | None = None, token: str | None = None):
@@ -68,8 +69,6 @@ def create_app(state: AppState, config: AppConfig | None = None, token: str | No
                        max_body_bytes=MAX_BODY_BYTES)
     return app
 
-
-MAX_BODY_BYTES = 1 << 20
 
 
 SPEC_VARIABLE = "SAESCOPE_APP_SPEC"  # how ``serve`` tells each worker process what to load

@@ -66,11 +66,10 @@ def bias_eval(
     from saescope.bias.evaluation import evaluate
     from saescope.cli.common import load_applicable
     from saescope.model.loading import load_model
-    from saescope.precision import MEASURE
 
     data = files.load()
     loaded = load_applicable(intervention) if intervention is not None else None
-    lm = load_model(model, device=device, dtype=dtype, purpose=MEASURE)
+    lm = load_model(model, device=device, dtype=dtype, purpose="measure")
     result = evaluate(lm, loaded, data, ce_tokens=ce_tokens, progress=not json_out)
     if out is not None:
         _write_outputs(out, result, "saescope bias eval", loaded,

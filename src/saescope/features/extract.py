@@ -64,7 +64,8 @@ def extract_features(lm: LoadedModel, sae: SAE, out: str | Path, config: Extract
     hook = lm.check_sae(sae, config.hook)
     ctx = distributed_context(lm.device.type)
     name = f"checkpoint-rank{ctx.rank}-of-{ctx.world_size}" if ctx.distributed else "checkpoint"
-    settings = {**{k: v for k, v in asdict(config).items() if k != "checkpoint_every"}, "hook": hook,
+    # --tokens is a budget (a resumed run may extend it); everything else decides what is accumulated
+    settings = {**{k: v for k, v in asdict(config).items() if k not in ("checkpoint_every", "tokens")}, "hook": hook,
                 "dtype": dtype_name(lm.dtype), "model": lm.name}
     checkpoint = Checkpoint(out, finished="manifest.json", name=name, settings=settings)
     peers_saved = ctx.distributed and any(Path(out).glob(f"checkpoint-rank*-of-{ctx.world_size}/state.json"))

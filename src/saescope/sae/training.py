@@ -120,13 +120,13 @@ class _TrainLoop:
         self.compute_dtype = resolve_dtype(config.dtype, lm.device)
         self.bar: tqdm | None = None
         self.interrupted: Callable[[], bool] = lambda: False
-        self.started = time.perf_counter()
+        self.started = time.perf_counter()  # minus the elapsed time of earlier runs (set by run)
 
     def run(self, progress: bool) -> None:
         cfg, state = self.config, self.state
         self.bar = tqdm(total=cfg.total_steps, initial=state.step, disable=not progress, unit="step",
                         desc=f"train {cfg.activation} SAE")
-        started = self.started = time.perf_counter() - state.elapsed
+        self.started = time.perf_counter() - state.elapsed
         log_path = self.out / "training_log.jsonl" if self.parallel.ctx.is_main else Path(os.devnull)
         with deferred_interrupt() as local_interrupt, log_path.open("a") as log:
             interrupted = self.interrupted = lambda: self.parallel.any_rank(local_interrupt())
@@ -135,7 +135,6 @@ class _TrainLoop:
                     if state.step >= cfg.total_steps or interrupted():
                         break
                     self._train_on(x, log)
-                    state.elapsed = time.perf_counter() - started
             except _StopFilling:
                 pass
             self.bar.close()
