@@ -29,7 +29,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "saescope.cli.main", "serve-llm", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "saescope.cli.main", "serve-llm", "--port", str(port),
+                                "--dtype", "float32"],  # compared with the float32 `lm` fixture
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120

@@ -33,7 +33,8 @@ def cache(tmp_path_factory) -> Path:
 
 def _train(cache: Path, out: Path, workers: int, *extra: str) -> list[str]:
     return ["sae", "train", "--hook", HOOK, "--activations", str(cache), "--features", "256", "--k", "8",
-            "--tokens", str(200 * 128), "--batch-size", "128", "--workers", str(workers), "--out", str(out), *extra]
+            "--tokens", str(200 * 128), "--batch-size", "128", "--workers", str(workers), "--out", str(out),
+            "--dtype", "float32", *extra]  # exact comparisons: float32 whatever --dtype auto means here
 
 
 def test_two_ranks_train_the_same_weights_as_one(cache, tmp_path):
