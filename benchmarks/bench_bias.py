@@ -26,8 +26,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from saescope.bias.config import METHODS
-from saescope.bias.debias import plan_debias
+from saescope.bias.debias.plan import plan_debias
+from saescope.bias.debias.registry import method_names
 from saescope.bias.evaluation import evaluate
 from saescope.model.loading import load_model
 from saescope.sae.formats import load_sae
@@ -107,12 +107,12 @@ def full(methods: list[str], dtype: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--speed", action="store_true", help="the default: bias eval wall time, cold and cached")
-    parser.add_argument("--full", nargs="*", choices=METHODS, help="the Pareto study over these methods (all if none)")
+    parser.add_argument("--full", nargs="*", choices=method_names(), help="the Pareto study over these methods (all if none)")
     parser.add_argument("--dtype", default="auto")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.full is not None:
-        full(args.full or list(METHODS), args.dtype)
+        full(args.full or method_names(), args.dtype)
     else:
         speed(args.dtype)
 

@@ -96,8 +96,8 @@ def report_speed(n_pairs: int, circuit, ours: float, loop: float, nodes_only: fl
 
 
 def shift_line(lm, tag: str) -> None:
-    from saescope.bias.shift import ShiftConfig
-    from saescope.bias.shift_run import run_shift
+    from saescope.bias.shift.core import ShiftConfig
+    from saescope.bias.shift.run import run_shift
     from saescope.sae.suite import load_suite
 
     summary = run_shift(lm, load_suite("default"), ShiftConfig(), progress=False).summary

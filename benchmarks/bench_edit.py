@@ -33,13 +33,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from saescope.bias.gender_vector_config import GenderVectorConfig
-from saescope.bias.gender_vector_study import run_gender_vector_study
+from saescope.bias.gender_vector.config import GenderVectorConfig
+from saescope.bias.gender_vector.names import ANSWERS, OTHER, PARAPHRASES, PROMPT, gendered_names, split_names
+from saescope.bias.gender_vector.study import run_gender_vector_study
 from saescope.corpus import first_windows
 from saescope.editing import EditRequest, RomeConfig
 from saescope.editing.evaluation import edit_scores
 from saescope.editing.fine_tune import ft_l_edit
-from saescope.editing.names import ANSWERS, OTHER, PARAPHRASES, PROMPT, gendered_names, split_names
 from saescope.editing.rome import rome_edit, rome_edits
 from saescope.editing.statistics import key_second_moment
 from saescope.model.loading import load_model

@@ -211,7 +211,7 @@ def _write_small_data(folder, shared_data) -> list[str]:
 def test_debias_cli_end_to_end(tmp_path, shared_data):
     options = _write_small_data(tmp_path, shared_data)
     out = tmp_path / "debias"
-    result = saescope("debias", "--method", "ablate", "--strengths", "4", "--out", str(out), "--json", *options)
+    result = saescope("bias", "debias", "--method", "ablate", "--strengths", "4", "--out", str(out), "--json", *options)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["method"] == "ablate" and len(report["features"]) == 4
@@ -222,6 +222,8 @@ def test_debias_cli_end_to_end(tmp_path, shared_data):
         assert f">{feature}<" in html.replace("\n", "")
     saved = load_intervention(out / "intervention.json")
     assert isinstance(saved, FeatureSteering) and [e.feature for e in saved.edits] == report["features"]
+    record = json.loads((out / "debias.json").read_text())
+    assert record["method"] == "ablate" and record["features"] == report["features"]
     again = saescope("bias", "eval", "--intervention", str(out / "intervention.json"), "--json", *options)
     assert again.returncode == 0, again.stderr
     repeat = json.loads(again.stdout)
@@ -278,7 +280,7 @@ def test_gated_erasure_leaves_gate_tokens_alone_and_round_trips(lm, tmp_path):
 
 def test_readout_direction_is_the_gradient(lm):
     from saescope.bias.data import SelectionPrompts
-    from saescope.bias.debias import readout_direction
+    from saescope.bias.debias.erase import readout_direction
     from saescope.model.hooks import intervene
 
     selection = SelectionPrompts(["midwife"], ["pilot"], ["The {occupation} explained that"], [], [], [])
@@ -319,7 +321,7 @@ def test_bias_features_cli():
 
 def test_one_batched_backward_gives_the_readout_at_every_layer(lm):
     from saescope.bias.data import SelectionPrompts
-    from saescope.bias.debias import readout_direction, readout_directions
+    from saescope.bias.debias.erase import readout_direction, readout_directions
 
     selection = SelectionPrompts(["midwife", "nurse"], ["pilot"], ["The {occupation} explained that",
                                                                   "Yesterday the {occupation} said"], [], [], [])
@@ -334,7 +336,7 @@ def test_one_batched_backward_gives_the_readout_at_every_layer(lm):
 
 
 def test_old_debias_method_names_still_work():
-    from saescope.bias.config import DebiasConfig
+    from saescope.bias.debias.config import DebiasConfig
 
     assert DebiasConfig(method="project").method == "erase" and DebiasConfig(method="clamp").method == "cap"
     assert DebiasConfig(features="3,5", strengths="0.5,1", layers="12,14").feature_ids == [3, 5]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from saescope.bias.circuit_debias import PronounMetric, circuit_candidates, stereotype_nodes
 from saescope.bias.data import GenderedPrompt, SelectionPrompts
+from saescope.bias.debias.circuit import PronounMetric, circuit_candidates, stereotype_nodes
 from saescope.circuits.nodes import IdentityDictionary
 from saescope.model.hooks import applied
 from saescope.model.likelihood import last_token_logits

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from saescope.bias.shift import (
+from saescope.bias.shift.core import (
     GROUPS,
     ShiftConfig,
     fit_probe,
@@ -18,8 +18,8 @@ from saescope.bias.shift import (
     scores,
     without_gendered_tokens,
 )
-from saescope.bias.shift_data import NAMES, bios, read_bios, write_bios
-from saescope.bias.shift_run import CONDITIONS, run_shift
+from saescope.bias.shift.data import NAMES, bios, read_bios, write_bios
+from saescope.bias.shift.run import CONDITIONS, run_shift
 from saescope.errors import SaescopeError
 from saescope.resources import data_path
 from saescope.sae.formats import load_sae
@@ -40,7 +40,7 @@ def test_shipped_biographies_are_the_generators_output_and_confounded(tmp_path):
 
 
 def test_a_replica_uses_the_training_vocabulary_only_with_a_new_test_half(tmp_path):
-    from saescope.bias.shift_data import replica_vocabulary, vocabulary, write_replica
+    from saescope.bias.shift.data import replica_vocabulary, vocabulary, write_replica
 
     halves = replica_vocabulary(0), replica_vocabulary(1)
     for gender in ("male", "female"):  # the halves split the training names, none of the test names
@@ -97,7 +97,7 @@ def test_gender_swap_changes_names_and_pronouns_only(lm):
 
 
 def test_swap_scores_find_a_gender_feature_and_leave_others(lm):
-    from saescope.bias.shift_selection import gender_candidates, swap_scores
+    from saescope.bias.shift.selection import gender_candidates, swap_scores
 
     sae = load_sae("default")
     rows = read_bios("train")[:48]
@@ -130,7 +130,7 @@ def test_probe_readout_reproduces_the_probe(lm):
 def test_probe_on_the_sae_reconstruction_reads_out_exactly(lm):
     """A probe trained on pooled SAE reconstructions, as a circuits metric on raw activations (what the
     attribution differentiates), gives the probe's own logits."""
-    from saescope.model.activations import hook_activations
+    from saescope.activations.read import hook_activations
     from saescope.model.likelihood import document_start_id, encode_texts
 
     sae = load_sae("default")
@@ -175,15 +175,16 @@ def test_bad_feature_specs(lm):
     assert torch.is_tensor(pooled(lm, ["Mary is kind."], L12))
 
 
+@pytest.mark.embedded  # loads the embedded model in a subprocess
 def test_shift_run_cli_writes_every_condition_with_group_accuracies(tmp_path):
     import json
 
     from helpers import saescope
 
     test = tmp_path / "test.jsonl"  # a user's own balanced biographies
-    test.write_text("".join(json.dumps(r) + "\n" for r in read_bios("test")[:48]), encoding="utf-8")
-    result = saescope("shift", "run", "--out", str(tmp_path / "shift"), "--readout-layer", "12", "--top", "20",
-                      "--attribution-bios", "8", "--seeds", "1", "--limit", "48", "--features", "12:3870",
+    test.write_text("".join(json.dumps(r) + "\n" for r in read_bios("test")[:24]), encoding="utf-8")
+    result = saescope("bias", "shift", "run", "--out", str(tmp_path / "shift"), "--readout-layer", "12", "--top", "20",
+                      "--attribution-bios", "8", "--seeds", "1", "--limit", "24", "--features", "12:3870",
                       "--test", str(test), "--readout-input", "reconstruction")
     assert result.returncode == 0, result.stderr
     header = next(line for line in result.stdout.splitlines() if "condition" in line)

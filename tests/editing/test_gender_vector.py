@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from saescope.bias.gender_vector.names import PROMPT, gendered_names, male_margins, split_names
+from saescope.bias.gender_vector.vector import box_vector, delta_classifier
 from saescope.editing.config import RomeConfig
 from saescope.editing.fine_tune import ft_l_edit
-from saescope.editing.gender_vector import box_vector, delta_classifier
-from saescope.editing.names import PROMPT, gendered_names, male_margins, split_names
 from saescope.editing.request import EditRequest
 from saescope.editing.rome import edit_module, rome_edits, subject_update
 from saescope.editing.values import optimise_values
@@ -106,7 +106,7 @@ def test_rome_edits_flip_names_in_one_batch(lm):
 def test_discovery_edits_resume_where_they_stopped(lm, tmp_path, monkeypatch):
     import pandas as pd
 
-    from saescope.bias import gender_vector_study as study
+    from saescope.bias.gender_vector import study
 
     discovery = pd.DataFrame({"name": ["Ben", "Mary", "James", "Linda"], "gender": ["male", "female", "male", "female"]})
     config = RomeConfig(layer=LAYER, prefixes=0, steps=3, stats_tokens=2048)

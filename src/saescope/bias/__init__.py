@@ -9,16 +9,23 @@ Example::
     after = saescope.bias.evaluate(lm, plan.intervention)     # base vs intervened, changes, targets_met
     after.changes["abs_pearson_r"], after.intervened.winobias.preference
 
-Names are imported lazily (this package needs pandas and scipy only once one is used).
+The shared core (``data``, ``benchmarks``, ``scoring``, ``cache``, ``evaluation``, ``report``,
+``outputs``, ``gender_features``) serves three studies, each in its own sub-package: ``debias`` (one
+module per method behind a registry), ``shift`` (SHIFT on biographies) and ``gender_vector`` (ROME's
+gender vector). Names are imported lazily (pandas and scipy load only once one is used).
 """
 
 from __future__ import annotations
 
 from saescope.lazy import lazy_getattr
 
-_EXPORTS = {"BiasData": "data", "SelectionPrompts": "data", "DebiasConfig": "config", "DebiasPlan": "debias",
-            "plan_debias": "debias", "BiasEvaluation": "evaluation", "BiasScores": "evaluation", "evaluate": "evaluation",
-            "rank_gender_features": "gender_features", "GenderVectorConfig": "gender_vector_config",
-            "run_gender_vector_study": "gender_vector_study"}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_getattr("saescope.bias", {name: f"saescope.bias.{module}" for name, module in _EXPORTS.items()})
+_EXPORTS = {"BiasData": "data", "SelectionPrompts": "data", "BiasDataFiles": "config",
+            "DebiasConfig": "debias.config", "DebiasPlan": "debias.plan", "plan_debias": "debias.plan",
+            "DebiasRun": "debias.run", "run_debias": "debias.run", "register_method": "debias.registry",
+            "BiasEvaluation": "evaluation", "BiasScores": "evaluation", "evaluate": "evaluation",
+            "rank_gender_features": "gender_features", "ShiftConfig": "shift.config", "run_shift": "shift.run",
+            "GenderVectorConfig": "gender_vector.config", "run_gender_vector_study": "gender_vector.study"}
+_SUBPACKAGES = ("debias", "shift", "gender_vector")
+__all__ = sorted([*_EXPORTS, *_SUBPACKAGES])
+__getattr__ = lazy_getattr("saescope.bias", {**{name: f"saescope.bias.{module}" for name, module in _EXPORTS.items()},
+                                             **{name: f"saescope.bias.{name}" for name in _SUBPACKAGES}})

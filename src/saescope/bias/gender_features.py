@@ -27,9 +27,10 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from saescope.activations.read import hook_activations
+from saescope.activations.text import text_activations
 from saescope.bias.data import SelectionPrompts
 from saescope.corpus import first_windows
-from saescope.model.activations import hook_activations
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE
 from saescope.steering.contrast.pairs import pairs_path, read_pairs
@@ -39,13 +40,7 @@ from saescope.steering.contrast.stats import feature_tests, pair_activations
 @torch.inference_mode()
 def last_token_acts(lm: LoadedModel, hook: str, texts: list[str], batch_size: int = 64) -> torch.Tensor:
     """``[len(texts), d_model]`` residual at ``hook`` on the last token of each text."""
-    out = []
-    for start in range(0, len(texts), batch_size):
-        batch = lm.tokenize(texts[start:start + batch_size])
-        acts, _ = hook_activations(lm, hook, batch["input_ids"], batch["attention_mask"])
-        last = batch["attention_mask"].sum(1) - 1
-        out.append(acts[torch.arange(len(last), device=acts.device), last].float().cpu())
-    return torch.cat(out)
+    return text_activations(lm, hook, texts, read="last", batch_size=batch_size)
 
 
 def occupation_prefixes(selection: SelectionPrompts, female: bool) -> list[str]:

@@ -1,14 +1,26 @@
-"""``saescope bias eval``, ``saescope bias features`` and ``saescope debias``."""
+"""``saescope bias eval|features|debias`` (``debias`` is also a top-level command, its earlier place)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from saescope.bias.config import BiasDataFiles, DebiasConfig
-from saescope.cli.common import MEASURE_DTYPE_HELP, SAE_HELP, config_options, console, load_model_and_sae, print_json
+from saescope.bias.config import BiasDataFiles
+from saescope.bias.debias.config import DebiasConfig
+from saescope.cli.common import (
+    DEVICE_OPTION,
+    JSON_OPTION,
+    MEASURE_DTYPE_OPTION,
+    MODEL_OPTION,
+    SAE_HELP,
+    config_options,
+    console,
+    load_model_and_sae,
+    print_json,
+)
 from saescope.errors import SaescopeError
 
 bias_app = typer.Typer(no_args_is_help=True, help="Measure gender bias and find the SAE features behind it.")
@@ -28,35 +40,17 @@ def _print_evaluation(result, json_out: bool) -> None:
         console.print(f"{name}: {result.changes[name]:.4f} {'[green]met[/green]' if ok else '[red]not met[/red]'}")
 
 
-def _write_outputs(out: Path, result, title: str, intervention=None, features=None, selection=None,
-                   settings: dict | None = None) -> None:
-    """Everything into ``out`` at once (atomic folder replace): nothing half-written on failure."""
-    from saescope.bias.report import write_report
-    from saescope.storage import atomic_path, write_json
-
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        write_json(tmp / "metrics.json", result.to_dict())
-        if intervention is not None:  # an edit saves as a folder, an intervention as JSON
-            intervention.save(tmp / ("edit" if type(intervention).__name__ == "WeightEdit" else "intervention.json"))
-        if features is not None:
-            features.to_csv(tmp / "features.csv", index=False)
-        if selection is not None:
-            selection.to_csv(tmp / "selection.csv", index=False)
-        write_report(tmp / "report.html", result, title, features, selection, settings)
-
-
 @bias_app.command("eval")
 @config_options(BiasDataFiles, param="files")
 def bias_eval(
     intervention: Path = typer.Option(None, help="A saved intervention (JSON) or edit folder to compare against "
                                       "the plain model."),
     ce_tokens: int = typer.Option(8192, help="Held-out tokens for CE loss and KL."),
-    model: str = typer.Option(None, help="Hub id or local folder; default: the embedded model."),
+    model: str = MODEL_OPTION,
     out: Path = typer.Option(None, help="Write metrics.json and report.html to this folder."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
     files: BiasDataFiles = None,
 ) -> None:
     """Every gender-bias benchmark, without and (with --intervention) with an intervention.
@@ -64,7 +58,8 @@ def bias_eval(
     Example: saescope bias eval --intervention debias/intervention.json --json
     """
     from saescope.bias.evaluation import evaluate
-    from saescope.cli.common import load_applicable
+    from saescope.bias.outputs import write_results
+    from saescope.editing.weight_edit import load_applicable
     from saescope.model.loading import load_model
 
     data = files.load()
@@ -72,8 +67,8 @@ def bias_eval(
     lm = load_model(model, device=device, dtype=dtype, purpose="measure")
     result = evaluate(lm, loaded, data, ce_tokens=ce_tokens, progress=not json_out)
     if out is not None:
-        _write_outputs(out, result, "saescope bias eval", loaded,
-                       settings={"intervention": str(intervention) if intervention else "none"})
+        write_results(out, result, "saescope bias eval", loaded,
+                      settings={"intervention": str(intervention) if intervention else "none"})
     _print_evaluation(result, json_out)
 
 
@@ -84,9 +79,9 @@ def bias_features(
     kind: str = typer.Option(None, help="Only stereotype | definitional | both."),
     sae: str = typer.Option("default", help=SAE_HELP),
     contexts: int = typer.Option(2, help="Top contexts per feature to print (needs --run)."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json"),
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """SAE features ranked by gender association, split into stereotype and definitional gender.
 
@@ -121,6 +116,7 @@ def bias_features(
                 console.print(f"[bold]{feature}[/bold] {example.activation:.2f}: {''.join(example.context_tokens)!r}")
 
 
+@bias_app.command("debias")
 @config_options(DebiasConfig)
 @config_options(BiasDataFiles, param="files")
 def debias(
@@ -128,35 +124,28 @@ def debias(
     run: Path = typer.Option(None, help="A features RUN of the same SAE (top tokens in the report)."),
     sae: str = typer.Option("default", help=SAE_HELP),
     ce_tokens: int = typer.Option(8192, help="Held-out tokens for CE loss and KL."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json"),
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
     config: DebiasConfig = None,
     files: BiasDataFiles = None,
 ) -> None:
     """Build a debiasing intervention (chosen on training data only), evaluate before/after, write a report.
 
-    Example: saescope debias --method erase --features auto --out debias
+    Example: saescope bias debias --method erase --features auto --out debias
     """
-    from saescope.bias.debias import plan_debias
-    from saescope.bias.evaluation import evaluate
-    from saescope.bias.summary import features_summary
+    from saescope.bias.debias.run import run_debias
     from saescope.features.run import FeatureRun
 
     data = files.load()
     feature_run = FeatureRun.load(run) if run is not None else None
     lm, sae_module, hook = load_model_and_sae(sae, None, config.hook, device, dtype, purpose="measure")
-    plan = plan_debias(lm, sae_module, config, hook=hook)
-    summary = features_summary(lm, sae_module, plan.feature_table, plan.features, feature_run)
-    result = evaluate(lm, plan.intervention, data, ce_tokens=ce_tokens, progress=not json_out)
-    method = config.method
-    _write_outputs(out, result, f"saescope debias --method {method}", plan.intervention, summary, plan.candidates,
-                   {"method": method, "features": ",".join(map(str, plan.features)) or "(gender vector)",
-                    "candidate": plan.candidate, "SAE": sae, "precision": plan.precision["dtype"]})
+    result = run_debias(lm, sae_module, replace(config, hook=hook), data=data, feature_run=feature_run,
+                        ce_tokens=ce_tokens, sae_name=sae, progress=not json_out)
+    result.save(out)
     if json_out:
-        print_json({**result.to_dict(), "method": method, "features": plan.features, "candidate": plan.candidate,
-                    "out": str(out)})
+        print_json({**result.to_dict(), "out": str(out)})
         return
-    console.print(f"{method}: {plan.candidate}, features {plan.features or '(gender vector)'}")
-    _print_evaluation(result, False)
+    console.print(f"{result.method}: {result.candidate}, features {result.features or '(gender vector)'}")
+    _print_evaluation(result.evaluation, False)
     console.print(f"report: {out / 'report.html'}")

@@ -6,9 +6,17 @@ from pathlib import Path
 
 import typer
 
-from saescope.bias.gender_vector_config import GenderVectorConfig
-from saescope.cli.common import MEASURE_DTYPE_HELP, config_options, console, print_json
-from saescope.editing.config import RomeConfig
+from saescope.cli.common import (
+    DEVICE_OPTION,
+    JSON_OPTION,
+    MEASURE_DTYPE_OPTION,
+    MODEL_OPTION,
+    check_folder,
+    config_options,
+    console,
+    print_json,
+)
+from saescope.editing.config import FtConfig, RomeConfig
 
 PROMPT_OPTION = typer.Option(..., help="The prompt with {} where the subject goes, e.g. 'Name: {}. Gender:'.")
 SUBJECT_OPTION = typer.Option(..., help="The subject, e.g. Ben.")
@@ -17,13 +25,6 @@ PARAPHRASES_OPTION = typer.Option(None, help="Other wordings of the prompt, with
 NEIGHBOURS_OPTION = typer.Option(None, help="Other subjects whose answers must not change (comma-separated).")
 
 edit_app = typer.Typer(no_args_is_help=True, help="Model editing: causal tracing and ROME rank-one edits.")
-
-
-def _folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        from saescope.errors import SaescopeError
-
-        raise SaescopeError(f"{out} is a file: --out must name a folder")
 
 
 @edit_app.command("trace")
@@ -35,10 +36,10 @@ def trace(
     kinds: str = typer.Option("resid,mlp,attn", help="What to restore: resid, mlp, attn (comma-separated)."),
     noise: float = typer.Option(3.0, help="Noise scale, in standard deviations of the embeddings."),
     samples: int = typer.Option(5, help="Noise draws averaged per restoration."),
-    model: str = typer.Option(None),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Corrupt the subject, restore each layer's state, and map where the answer comes back.
 
@@ -48,7 +49,7 @@ def trace(
     from saescope.errors import SaescopeError
     from saescope.model.loading import load_model
 
-    _folder(out)
+    check_folder(out)
     if samples < 1 or not noise > 0 or noise > 1e3:
         raise SaescopeError("--samples must be >= 1 and --noise a positive number (default 3)")
     lm = load_model(model, device=device, dtype=dtype, purpose="measure")
@@ -77,10 +78,10 @@ def rome(
     out: Path = typer.Option(..., help="Output folder of the edit (edit.json, edit.safetensors, scores.json)."),
     paraphrases: str = PARAPHRASES_OPTION,
     neighbours: str = NEIGHBOURS_OPTION,
-    model: str = typer.Option(None),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
     config: RomeConfig = None,
 ) -> None:
     """Make the prompt about SUBJECT continue with TARGET by a rank-one edit of one MLP, and score it.
@@ -91,7 +92,7 @@ def rome(
     from saescope.editing.rome import rome_edit
     from saescope.model.loading import load_model
 
-    _folder(out)
+    check_folder(out)
     request = EditRequest(prompt, subject, target)
     lm = load_model(model, device=device, dtype=dtype, purpose="measure")
     edit = rome_edit(lm, request, config, progress=True)
@@ -124,21 +125,19 @@ def _score_and_save(lm, edit, out: Path | None, paraphrases: str | None, neighbo
 
 
 @edit_app.command("ft")
+@config_options(FtConfig)
 def fine_tune(
     prompt: str = PROMPT_OPTION,
     subject: str = SUBJECT_OPTION,
     target: str = TARGET_OPTION,
-    layer: int = typer.Option(..., help="Layer whose MLP output projection is fine-tuned."),
     out: Path = typer.Option(..., help="Output folder of the edit."),
-    epsilon: float = typer.Option(5e-4, help="L-infinity bound on every weight change."),
-    steps: int = typer.Option(25, help="Adam steps."),
-    lr: float = typer.Option(5e-4, help="Adam learning rate."),
     paraphrases: str = PARAPHRASES_OPTION,
     neighbours: str = NEIGHBOURS_OPTION,
-    model: str = typer.Option(None),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
+    config: FtConfig = None,
 ) -> None:
     """FT-L: constrained fine-tuning of one MLP output projection (the ROME paper's baseline), scored.
 
@@ -146,15 +145,12 @@ def fine_tune(
     """
     from saescope.editing.fine_tune import ft_l_edit
     from saescope.editing.request import EditRequest
-    from saescope.errors import SaescopeError
     from saescope.model.loading import load_model
 
-    _folder(out)
-    if steps < 1 or not lr > 0 or lr > 1:
-        raise SaescopeError("--steps must be >= 1 and --lr a number in (0, 1]")
+    check_folder(out)
     request = EditRequest(prompt, subject, target)
     lm = load_model(model, device=device, dtype=dtype, purpose="measure")
-    edit = ft_l_edit(lm, request, layer, epsilon, steps, lr)
+    edit = ft_l_edit(lm, request, config)
     _score_and_save(lm, edit, out, paraphrases, neighbours, json_out)
 
 
@@ -163,10 +159,10 @@ def evaluate(
     edit: Path = typer.Argument(..., help="An edit folder (from `saescope edit rome` or `edit ft`)."),
     paraphrases: str = PARAPHRASES_OPTION,
     neighbours: str = NEIGHBOURS_OPTION,
-    model: str = typer.Option(None, help="Hub id or local folder; default: the embedded model."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Score a saved edit: efficacy, paraphrase, specificity, target probability, CE/KL.
 
@@ -178,34 +174,3 @@ def evaluate(
     loaded = load_edit(edit)
     lm = load_model(model, device=device, dtype=dtype, purpose="measure")
     _score_and_save(lm, loaded, None, paraphrases, neighbours, json_out)
-
-
-@edit_app.command("gender-vector")
-@config_options(GenderVectorConfig)
-def gender_vector(
-    out: Path = typer.Option(..., help="Output folder (report.html, summary.json, directions.csv, ...)."),
-    model: str = typer.Option(None),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
-    config: GenderVectorConfig = None,
-) -> None:
-    """The gender vector in ROME's edit deltas: flip names, classify the deltas, build one vector, flip
-    held-out names with it and compare it with the CAA and SAE gender directions. Re-running on the same
-    folder resumes the discovery edits.
-
-    Example: saescope edit gender-vector --out gender-vector --names 100
-    """
-    from saescope.bias.gender_vector_study import run_gender_vector_study
-    from saescope.model.loading import load_model
-
-    _folder(out)
-    lm = load_model(model, device=device, dtype=dtype, purpose="measure")
-    summary = run_gender_vector_study(lm, out, config, progress=not json_out)
-    if json_out:
-        print_json(summary)
-        return
-    for key in ("layer", "discovery", "heldout", "classifier_acc", "flip_f2m", "flip_m2f", "noop_same_gender",
-                "others_unchanged", "ce_increase"):
-        console.print(f"{key:>18}: {summary[key]}")
-    console.print(f"wrote {out / 'report.html'}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from saescope.cli.common import DTYPE_HELP, console, load_applicable, print_json
+from saescope.cli.common import DEVICE_OPTION, DTYPE_OPTION, JSON_OPTION, MODEL_OPTION, console, print_json
 
 
 def generate_command(
@@ -19,15 +19,16 @@ def generate_command(
     max_new_tokens: int = typer.Option(50),
     seed: int = typer.Option(0),
     chat: bool = typer.Option(False, "--chat", help="Apply the model's chat template."),
-    model: str = typer.Option(None, help="Hub id or local folder; default: the embedded model."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json"),
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Generate text, optionally with edits and an intervention applied (the weights are restored after).
 
     Example: saescope generate --prompt "Name: Ben. Gender:" --edit ben --compare --temperature 0
     """
+    from saescope.editing.weight_edit import load_applicable
     from saescope.model.generation import generate
     from saescope.model.hooks import Together
     from saescope.model.loading import load_model

@@ -16,6 +16,7 @@ from saescope.cli.circuit_commands import circuit_app
 from saescope.cli.contrast_commands import contrast_app
 from saescope.cli.edit_commands import edit_app
 from saescope.cli.features_commands import features_app
+from saescope.cli.gender_vector_command import gender_vector
 from saescope.cli.generate_command import generate_command
 from saescope.cli.model_commands import info
 from saescope.cli.sae_commands import sae_app
@@ -33,9 +34,13 @@ app.add_typer(align_app, name="align")
 app.add_typer(contrast_app, name="contrast")
 app.add_typer(bias_app, name="bias")
 app.add_typer(circuit_app, name="circuit")
-app.add_typer(shift_app, name="shift")
 app.add_typer(edit_app, name="edit")
-app.command("debias")(debias)
+bias_app.add_typer(shift_app, name="shift")
+bias_app.command("gender-vector")(gender_vector)
+# Earlier places of three bias studies, kept as hidden aliases.
+app.add_typer(shift_app, name="shift", hidden=True)
+app.command("debias", hidden=True)(debias)
+edit_app.command("gender-vector", hidden=True)(gender_vector)
 app.command("info")(info)
 app.command("generate")(generate_command)
 app.command("explain")(explain_command)

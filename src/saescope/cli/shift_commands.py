@@ -6,43 +6,46 @@ from pathlib import Path
 
 import typer
 
-from saescope.bias.shift_config import ShiftConfig
-from saescope.cli.common import MEASURE_DTYPE_HELP, config_options, console, print_json
+from saescope.bias.shift.config import ShiftConfig
+from saescope.cli.common import (
+    DEVICE_OPTION,
+    JSON_OPTION,
+    MEASURE_DTYPE_OPTION,
+    MODEL_OPTION,
+    check_folder,
+    config_options,
+    console,
+    print_json,
+)
 
 shift_app = typer.Typer(no_args_is_help=True, help="SHIFT: remove a probe's reliance on gender features.")
 
 
 @shift_app.command("run")
-@config_options(ShiftConfig, exclude=("features",))
+@config_options(ShiftConfig)
 def run(
     out: Path = typer.Option(..., help="Output folder (shift.json, intervention.json)."),
-    features: str = typer.Option(None, help="Features to ablate instead of the automatic choice: LAYER:ID,LAYER:ID."),
     saes: str = typer.Option("default", help="'default' (the shipped suite) or a suite folder."),
-    model: str = typer.Option(None),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
     config: ShiftConfig = None,
 ) -> None:
     """Train a profession probe on confounded biographies, ablate its gender features, retrain, compare.
 
     Example: saescope shift run --out shift
     """
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
-    from saescope.bias.shift import GROUPS
-    from saescope.bias.shift_run import run_shift
+    from saescope.bias.shift.core import GROUPS
+    from saescope.bias.shift.run import run_shift
     from saescope.model.loading import load_model
     from saescope.sae.suite import load_suite
     from saescope.steering.features import feature_ablation
     from saescope.storage import write_json
 
-    if out.exists() and not out.is_dir():
-        from saescope.errors import SaescopeError
-
-        raise SaescopeError(f"{out} is a file: --out must name a folder")
-    if features:
-        config = replace(config, features=[f.strip() for f in features.split(",") if f.strip()])
+    check_folder(out)
     lm = load_model(model, device=device, dtype=dtype, purpose="measure")
     suite = load_suite(saes, device=device)
     result = run_shift(lm, suite, config)
@@ -79,7 +82,7 @@ def replica(
     Example: saescope shift replica --out rep1 && saescope shift run --train rep1/train.jsonl
     --oracle-train rep1/oracle_train.jsonl --test rep1/test.jsonl --out rep1/shift
     """
-    from saescope.bias.shift_data import write_replica
+    from saescope.bias.shift.data import write_replica
 
     for path in write_replica(out, seed, flip, overwrite):
         console.print(f"wrote {path}")

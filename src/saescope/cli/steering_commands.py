@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from saescope.cli.common import DTYPE_HELP, SAE_HELP, console, load_model_and_sae, parse_floats, parse_ids, print_json
+from saescope.cli.common import (
+    DEVICE_OPTION,
+    DTYPE_OPTION,
+    JSON_OPTION,
+    SAE_HELP,
+    console,
+    load_model_and_sae,
+    parse_floats,
+    parse_ids,
+    print_json,
+)
 from saescope.errors import SaescopeError
 
 steer_app = typer.Typer(help="Steer generation with SAE features, alignment scores or saved interventions.")
@@ -32,9 +42,9 @@ def steer(
     max_new_tokens: int = typer.Option(50),
     seed: int = typer.Option(0),
     chat: bool = typer.Option(False, "--chat", help="Apply the model's chat template."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json"),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Generate with and without an intervention, same seeds, side by side.
 
@@ -70,7 +80,7 @@ def steer(
 
 def build_intervention(sae, feature, coeff, op, scale, run, method, scores, intervention):
     """The intervention the steer options describe (exactly one of --feature, --method, --intervention)."""
-    from saescope.cli.common import load_applicable
+    from saescope.editing.weight_edit import load_applicable
     from saescope.steering import AlignmentSteering, FeatureEdit, FeatureSteering
 
     chosen = [x is not None for x in (feature, method, intervention)]
@@ -110,9 +120,9 @@ def sweep(
     temperature: float = typer.Option(1.0),
     seed: int = typer.Option(0),
     chat: bool = typer.Option(False, "--chat"),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json"),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Concept strength, fluency and diversity against the steering coefficient; table + PNG."""
     from saescope.corpus import read_prompts
@@ -143,9 +153,9 @@ def score(
     out: Path = typer.Option(..., help="Scores file to write (JSON)."),
     sae: str = typer.Option("default"),
     top: int = typer.Option(10, help="Best-scored features to list."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json"),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Score every SAE feature 0..1 against an alignment set; report coverage as the uncertainty."""
     from saescope.corpus import read_prompts

@@ -1,8 +1,7 @@
 """Model editing: causal tracing (Meng et al. 2022), ROME rank-one edits of an MLP output projection
 (r-ROME update by default, many requests in one batch), the FT-L baseline, key statistics cached per
 (model, layer), ``WeightEdit`` values that patch weights inside a ``with`` block and restore them
-exactly, and the parts of the gender-vector study (``names``, ``gender_vector``; the study itself is
-``saescope.bias.gender_vector_study.run_gender_vector_study``).
+exactly (the gender-vector study built on them lives in ``saescope.bias.gender_vector``).
 
 Example::
 
@@ -24,7 +23,6 @@ _EXPORTS = {"EditRequest": "request", "locate_subject": "request", "RomeConfig":
             "rome_edits": "rome", "value_edit": "rome", "subject_update": "rome", "SubjectUpdate": "rome",
             "ft_l_edit": "fine_tune", "WeightEdit": "weight_edit", "load_edit": "weight_edit",
             "apply_all": "weight_edit", "key_second_moment": "statistics", "causal_trace": "tracing",
-            "TraceResult": "tracing", "edit_scores": "evaluation", "gendered_names": "names",
-            "delta_classifier": "gender_vector", "box_vector": "gender_vector", "flip_test": "gender_vector"}
+            "TraceResult": "tracing", "edit_scores": "evaluation", "load_applicable": "weight_edit"}
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_getattr("saescope.editing", {name: f"saescope.editing.{module}" for name, module in _EXPORTS.items()})

@@ -1,4 +1,5 @@
-"""``RomeConfig``: the settings of a ROME edit (the CLI builds ``saescope edit rome``'s options from it)."""
+"""``RomeConfig`` and ``FtConfig``: the settings of a ROME and an FT-L edit (the CLI builds ``saescope edit rome``'s and
+``edit ft``'s options from them)."""
 
 from __future__ import annotations
 
@@ -48,5 +49,34 @@ class RomeConfig:
         for name in ("steps", "stats_tokens"):
             if getattr(self, name) < 1:
                 raise SaescopeError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.prefixes < 0:
+            raise SaescopeError(f"prefixes must be >= 0, got {self.prefixes}")
+
+
+@dataclass
+class FtConfig:
+    """How an FT-L edit is made (the ROME paper's constrained fine-tuning baseline).
+    Example: ``FtConfig(layer=6, steps=25)``."""
+
+    layer: int | None = None
+    """Layer whose MLP output projection is fine-tuned (required)."""
+    epsilon: float = 5e-4
+    """L-infinity bound on every weight change."""
+    steps: int = 25
+    """Adam steps."""
+    lr: float = 5e-4
+    """Adam learning rate, in (0, 1]."""
+    prefixes: int = 0
+    """Random corpus snippets put before the prompt as extra training rows."""
+    seed: int = 0
+    """Seed of the prefix choice."""
+
+    def __post_init__(self) -> None:
+        if self.layer is None:
+            raise SaescopeError("an FT-L edit needs a layer (layer=..., --layer)")
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise SaescopeError(f"epsilon must be a positive number, got {self.epsilon}")
+        if self.steps < 1 or not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise SaescopeError(f"steps must be >= 1 and lr a number in (0, 1], got steps {self.steps}, lr {self.lr}")
         if self.prefixes < 0:
             raise SaescopeError(f"prefixes must be >= 0, got {self.prefixes}")

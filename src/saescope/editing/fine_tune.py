@@ -12,25 +12,25 @@ Example::
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from saescope.editing.config import FtConfig
 from saescope.editing.request import EditRequest
 from saescope.editing.rome import context_prefixes, edit_module
 from saescope.editing.values import STOP_NLL, request_rows, subject_keys
 from saescope.editing.weight_edit import WeightEdit
-from saescope.errors import SaescopeError
 from saescope.model.likelihood import logits_at, pad_id, pad_rows
 from saescope.model.loading import LoadedModel
 
 
-def ft_l_edit(lm: LoadedModel, request: EditRequest, layer: int, epsilon: float = 5e-4, steps: int = 25,
+def ft_l_edit(lm: LoadedModel, request: EditRequest, layer: int | FtConfig, epsilon: float = 5e-4, steps: int = 25,
               lr: float = 5e-4, prefixes: int = 0, seed: int = 0) -> WeightEdit:
-    """Fine-tune ``layer``'s MLP output projection so ``request.target`` follows the prompt (see above)."""
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        raise SaescopeError(f"epsilon must be a positive number, got {epsilon}")
+    """Fine-tune ``layer``'s MLP output projection so ``request.target`` follows the prompt (see above).
+    ``layer`` may be an ``FtConfig`` holding every setting."""
+    config = layer if isinstance(layer, FtConfig) else FtConfig(layer, epsilon, steps, lr, prefixes, seed)
+    layer, epsilon, steps, lr = config.layer, config.epsilon, config.steps, config.lr
+    prefixes, seed = config.prefixes, config.seed
     module = edit_module(lm, layer)
     weight = dict(lm.model.named_modules())[module].weight
     item = request_rows(lm, request, context_prefixes(prefixes, seed))

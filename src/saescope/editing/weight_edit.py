@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -29,6 +29,9 @@ from saescope.errors import SaescopeError
 from saescope.model.hooks import Together
 from saescope.model.loading import LoadedModel
 from saescope.storage import atomic_path, read_json, write_json
+
+if TYPE_CHECKING:
+    from saescope.steering.base import Intervention
 
 
 @dataclass
@@ -81,6 +84,8 @@ class WeightEdit:
             with torch.no_grad():
                 weight.copy_(original)
 
+    FILE_NAME = "edit"  # what a folder of results calls a saved edit (``bias.outputs``)
+
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file
 
@@ -119,6 +124,16 @@ def load_edit(folder: str | Path) -> WeightEdit:
     if not shapes_match or not (edit.u.isfinite().all() and edit.v.isfinite().all()):
         raise SaescopeError(f"{folder}/edit.safetensors holds malformed or non-finite vectors")
     return edit
+
+
+def load_applicable(path: str | Path) -> WeightEdit | Intervention:
+    """What ``--intervention`` / ``--edit`` names: a saved edit folder (``saescope edit rome|ft``) or an
+    intervention JSON file; both apply with ``with x.apply(lm):``."""
+    if Path(path).is_dir():
+        return load_edit(path)
+    from saescope.steering import load_intervention
+
+    return load_intervention(path)
 
 
 def apply_all(edits: list[WeightEdit], lm: LoadedModel) -> AbstractContextManager:

@@ -132,6 +132,8 @@ class Intervention:
     def from_dict(cls, data: dict[str, Any], source: str) -> Intervention:
         raise NotImplementedError
 
+    FILE_NAME = "intervention.json"  # what a folder of results calls a saved intervention
+
     def save(self, path: str | Path) -> Path:
         """Write this intervention as JSON (atomically), with the model it was made for when known."""
         data = self.to_dict()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from saescope.bias.shift import (
+from saescope.bias.shift.core import (
     ShiftConfig,
     fit_probe,
     pooled,
@@ -25,8 +25,8 @@ from saescope.bias.shift import (
     scores,
     without_gendered_tokens,
 )
-from saescope.bias.shift_data import check_split, read_bios
-from saescope.bias.shift_selection import gender_candidates
+from saescope.bias.shift.data import check_split, read_bios
+from saescope.bias.shift.selection import gender_candidates
 from saescope.circuits.attribution import mean_feature_effects
 from saescope.errors import SaescopeError
 from saescope.model.hooks import execution_order, resolve_hook
@@ -62,7 +62,7 @@ def run_shift(lm: LoadedModel, saes: Mapping[str, SAE], config: ShiftConfig, pro
     point = resolve_hook(lm.model, readout)
     used = {h: s for h, s in saes.items() if execution_order(resolve_hook(lm.model, h)) <= execution_order(point)}
     if not used:
-        raise SaescopeError(f"no SAE at or below {readout}: choose a later --readout-layer")
+        raise SaescopeError(f"no SAE at or below {readout}: choose a later readout_layer (--readout-layer)")
     manual = _manual(config.features, used) if config.features else None
     if config.readout_input == "reconstruction" and readout not in used:
         raise SaescopeError(f"readout_input reconstruction needs an SAE at {readout}: choose a readout layer of the "
@@ -131,7 +131,7 @@ def _manual(specs: list[str], saes) -> dict[str, list[int]]:
         layer, sep, feature = spec.partition(":")
         hook = f"blocks.{layer.strip()}.hook_resid_post"
         if not sep or hook not in saes or not feature.strip().isdigit():
-            raise SaescopeError(f"--features entries must be LAYER:ID with a layer of the suite, got {spec!r}")
+            raise SaescopeError(f"features (--features) entries must be LAYER:ID with a layer of the suite, got {spec!r}")
         chosen.setdefault(hook, []).append(saes[hook].check_feature(int(feature)))
     return chosen
 

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saescope.bias.gender_vector.names import ANSWERS, PROMPT, male_margins
 from saescope.corpus import first_windows
 from saescope.editing.config import RomeConfig
-from saescope.editing.names import ANSWERS, PROMPT, male_margins
 from saescope.editing.request import EditRequest
 from saescope.editing.rome import SubjectUpdate, context_prefixes, key_inverse, subject_update
 from saescope.model.likelihood import ce_and_kl

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saescope.editing.gender_vector import DeltaClassifier
+from saescope.bias.gender_vector.vector import DeltaClassifier
 from saescope.reports import figure, render, save_png, svg_text
 
 COLUMNS = ["direction", "norm", "f2m", "m2f", "noop", "others_unchanged", "ce_increase", "kl", "flips_per_ce_percent"]

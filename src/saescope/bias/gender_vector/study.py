@@ -30,10 +30,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from saescope.bias.gender_vector_config import GenderVectorConfig
+from saescope.bias.gender_vector.config import GenderVectorConfig
+from saescope.bias.gender_vector.names import ANSWERS, OTHER, PROMPT, gendered_names, split_names
+from saescope.bias.gender_vector.vector import box_vector, choose_scale, delta_classifier, flip_test, name_updates
 from saescope.editing.config import RomeConfig
-from saescope.editing.gender_vector import box_vector, choose_scale, delta_classifier, flip_test, name_updates
-from saescope.editing.names import ANSWERS, OTHER, PROMPT, gendered_names, split_names
 from saescope.editing.request import EditRequest, fill_subject
 from saescope.editing.rome import rome_edits
 from saescope.errors import SaescopeError
@@ -48,7 +48,7 @@ def run_gender_vector_study(lm: LoadedModel, out: str | Path, config: GenderVect
     config = config or GenderVectorConfig()
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise SaescopeError(f"{out} is a file: --out must name a folder")
+        raise SaescopeError(f"{out} is a file: out (--out) must name a folder")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     names = split_names(gendered_names(lm, config.names), seed=config.seed)
@@ -66,7 +66,7 @@ def run_gender_vector_study(lm: LoadedModel, out: str | Path, config: GenderVect
                       progress=progress)
     flips.to_csv(out / "directions.csv", index=False)
     headline = [u for u, g in zip(updates, heldout.gender) if g == "female"][0].edit(directions["box_scaled"])
-    from saescope.bias.gender_vector_side_effects import bias_side_effects, generations
+    from saescope.bias.gender_vector.side_effects import bias_side_effects, generations
 
     shown = generations(lm, [u for u, g in zip(updates, heldout.gender) if g == "female"][:config.generations],
                         directions["box_scaled"], config.seed)
@@ -80,7 +80,7 @@ def run_gender_vector_study(lm: LoadedModel, out: str | Path, config: GenderVect
                "ce_increase": float(box.ce_increase), "kl": float(box.kl), "others_unchanged": float(box.others_unchanged),
                "vector_norm": norm, "box_norm": float(directions["box"].norm()), "scales_tried": scales,
                "bias_side_effects": side, "seconds": time.perf_counter() - started}
-    from saescope.bias.gender_vector_report import write_study_report
+    from saescope.bias.gender_vector.report import write_study_report
 
     write_json(out / "summary.json", summary)
     write_json(out / "generations.json", shown)
@@ -148,7 +148,7 @@ def vector_norm(lm: LoadedModel, discovery: pd.DataFrame, deltas: Tensor, female
 def study_directions(lm: LoadedModel, deltas: Tensor, female_to_male: np.ndarray, weight: Tensor, norm: float,
                      seed: int) -> dict[str, Tensor]:
     """f→m directions to compare, all but ``box`` scaled to ``norm``."""
-    from saescope.bias.gender_vector_side_effects import caa_direction, sae_feature_direction
+    from saescope.bias.gender_vector.side_effects import caa_direction, sae_feature_direction
 
     f2m = torch.from_numpy(np.array(female_to_male, dtype=bool))
     unit = lambda v: v / v.norm() * norm

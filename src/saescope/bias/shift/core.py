@@ -1,5 +1,5 @@
 """SHIFT (Marks et al. 2024, §4): remove a probe's reliance on gender by ablating the SAE features it
-uses that are about gender, then retrain it — on the offline biography set of ``shift_data``.
+uses that are about gender, then retrain it — on the offline biography set of ``shift.data``.
 
 1. A logistic-regression probe reads the mean-pooled residual stream at ``readout`` (positions after
    the start token) and is trained on the **confounded** split (professors are men, nurses women).
@@ -29,12 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from saescope.bias.shift_config import ShiftConfig
-from saescope.bias.shift_data import NAMES
+from saescope.activations.text import text_activations
+from saescope.bias.shift.config import ShiftConfig
+from saescope.bias.shift.data import NAMES
 from saescope.circuits.data import PairBatch
-from saescope.model.activations import hook_activations
-from saescope.model.hooks import Applicable, applied
-from saescope.model.likelihood import document_start_id, encode_texts, pad_id, pad_rows
+from saescope.model.hooks import Applicable
 from saescope.model.loading import LoadedModel
 
 __all__ = ["ShiftConfig", "GROUPS", "LinearReadout", "pooled", "fit_probe", "probe_as_readout", "scores",
@@ -63,16 +62,8 @@ def pooled(lm: LoadedModel, texts: list[str], hook: str, intervention: Applicabl
            batch_size: int = 32, transform: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """``[len(texts), d]`` mean activation at ``hook`` over each text's tokens (start token, sinks, padding
     left out); ``transform`` maps the activations first (e.g. to some SAE features)."""
-    rows = encode_texts(lm, texts, prefix=[document_start_id(lm)])
-    out = []
-    with applied(intervention, lm):
-        for start in range(0, len(rows), batch_size):
-            ids, mask = pad_rows(rows[start:start + batch_size], pad_id(lm), lm.device)
-            acts, keep = hook_activations(lm, hook, ids, mask)
-            acts = transform(acts.float()) if transform is not None else acts
-            weights = keep.float()[..., None]
-            out.append(((acts.float() * weights).sum(1) / weights.sum(1).clamp_min(1)).cpu())
-    return torch.cat(out)
+    return text_activations(lm, hook, texts, read="mean", batch_size=batch_size, start=True,
+                            intervention=intervention, transform=transform)
 
 
 def fit_probe(x: np.ndarray, y: np.ndarray, seed: int = 0, c: float = 1e-3):
@@ -126,7 +117,7 @@ _NOT_A_NOUN = {"as", "and", "to", "for", "with", "in", "at", "on", "when", "beca
 
 
 def name_swaps(tokenizer: object | None = None) -> dict[str, str]:
-    """Each first name of ``shift_data.NAMES`` -> a name of the other gender (same split). With a
+    """Each first name of ``shift.data.NAMES`` -> a name of the other gender (same split). With a
     tokenizer, partners have the same token count (with and without a leading space), so a swapped
     biography has exactly as many tokens as the original and mean-pooled activations stay comparable."""
     def width(name: str) -> tuple[int, int]:

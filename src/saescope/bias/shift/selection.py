@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from saescope.bias.gender_features import rank_gender_features
-from saescope.bias.shift import gender_swapped, name_swaps, pooled
+from saescope.bias.shift.core import gender_swapped, name_swaps, pooled
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from saescope.bias.debias import female_direction
-from saescope.editing.names import male_margins
+from saescope.bias.debias.steer import female_direction
+from saescope.bias.gender_vector.names import male_margins
 from saescope.editing.rome import SubjectUpdate
 from saescope.editing.weight_edit import WeightEdit
 from saescope.model.generation import generate

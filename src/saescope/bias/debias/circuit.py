@@ -1,4 +1,4 @@
-"""``debias --method circuit``: find the gender-pronoun circuit over the SAE suite, then ablate or cap
+"""``circuit``: find the gender-pronoun circuit over the SAE suite, then ablate or cap
 its stereotype nodes at every layer at once.
 
 The metric is the pronoun read-out of the bias benchmarks, ``log P(she) - log P(he)`` at the next
@@ -21,11 +21,13 @@ import torch
 from torch import Tensor
 
 from saescope.bias.data import SelectionPrompts
+from saescope.bias.debias.registry import Candidate, MethodContext, register_method
 from saescope.bias.scoring import pronoun_ids
 from saescope.circuits.attribution import mean_feature_effects
 from saescope.circuits.data import PairBatch
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE
+from saescope.sae.suite import load_suite
 from saescope.steering.base import Intervention
 from saescope.steering.features import feature_ablation
 
@@ -76,3 +78,10 @@ def circuit_candidates(lm: LoadedModel, saes: Mapping[str, SAE], selection: Sele
         label = f"{len(chosen)} nodes over {len(by_hook)} layers"
         out.append((label, [index for _, index, _ in chosen], feature_ablation(saes, by_hook)))
     return out
+
+
+@register_method("circuit")
+def circuit(ctx: MethodContext) -> list[Candidate]:
+    """The top N stereotype nodes (``strengths``, default 4, 8, 16, 32) of the circuit over ``config.suite``."""
+    return circuit_candidates(ctx.lm, load_suite(ctx.config.suite, device=str(ctx.lm.device)), ctx.selection,
+                              ctx.config.strengths)

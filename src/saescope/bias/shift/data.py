@@ -122,8 +122,8 @@ def write_replica(folder: str | Path, seed: int = 1, flip: bool = False, overwri
 
     existing = [name for name in ("train", "oracle_train", "test") if (Path(folder) / f"{name}.jsonl").exists()]
     if existing and not overwrite:
-        raise SaescopeError(f"{folder} already holds {', '.join(f'{n}.jsonl' for n in existing)}: pass --overwrite "
-                            "or choose another --out")
+        raise SaescopeError(f"{folder} already holds {', '.join(f'{n}.jsonl' for n in existing)}: pass "
+                            "overwrite=True (--overwrite) or choose another folder")
     own, other = (replica_vocabulary(1), replica_vocabulary(0)) if flip else (replica_vocabulary(0), replica_vocabulary(1))
     return _write(folder, (("train", bios("train", 100, True, seed, 0.5, own)),
                            ("oracle_train", bios("train", 100, False, seed, 0.5, own)),
@@ -144,22 +144,18 @@ def _write(folder: str | Path, splits: Iterable[tuple[str, list[dict]]]) -> list
 def read_bios(name: str) -> list[dict]:
     """A shipped split (``train``, ``oracle_train``, ``test``) or a JSONL file of ``{text, profession, gender}``."""
     from saescope.errors import SaescopeError
-    from saescope.storage import read_text
+    from saescope.storage import read_jsonl
 
     path = data_path("bias", "shift", f"{name}.jsonl")
     path = path if path.is_file() else Path(name)
     if not path.is_file():
         raise SaescopeError(f"biography file {name!r} does not exist (shipped: train, oracle_train, test)")
     rows = []
-    for line, text in enumerate(read_text(path, "biography file").splitlines(), start=1):
-        if not text.strip():
-            continue
+    for line, row in read_jsonl(path, "biography file", ("text", "profession", "gender")):
         try:
-            row = json.loads(text)
             rows.append({"text": str(row["text"]), "profession": int(row["profession"]), "gender": int(row["gender"])})
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise SaescopeError(f"{path}, line {line}: expected a JSON object with text, profession (0/1) and "
-                                "gender (0/1)") from None
+        except (TypeError, ValueError):
+            raise SaescopeError(f"{path}, line {line}: profession and gender must be 0 or 1") from None
         if rows[-1]["profession"] not in (0, 1) or rows[-1]["gender"] not in (0, 1) or not rows[-1]["text"].strip():
             raise SaescopeError(f"{path}, line {line}: profession and gender must be 0 or 1 and text non-empty, got "
                                 f"profession {rows[-1]['profession']}, gender {rows[-1]['gender']}")

@@ -1,0 +1,66 @@
+"""``DebiasConfig``: how ``debias`` builds its candidates (light: the CLI imports it at start-up)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from saescope.bias.debias.registry import LEGACY_NAMES, method_names
+from saescope.errors import SaescopeError
+
+
+@dataclass
+class DebiasConfig:
+    """How ``debias`` builds its candidates (``saescope bias debias`` builds its options from these fields).
+
+    Example: ``DebiasConfig(method="erase", layers=[12, 14])``. Lists are Python lists; the CLI parses
+    ``--layers 12,14``. A comma-separated string is still accepted for the list fields."""
+
+    method: str = "erase"
+    """ablate | cap | circuit | erase | steer, or a method added with register_method (see bias.debias)."""
+    features: str | list[int] = "auto"
+    """'auto' (chosen on training prompts) or the feature ids."""
+    strengths: list[float] | None = None
+    """Candidate strengths: feature counts (ablate, cap), node counts (circuit), fractions of the centering
+    coefficient (steer) or erasure fractions (erase); default: the method's built-in grid."""
+    hook: str | None = None
+    """Hook point of the SAE; default: the one the SAE names."""
+    layers: list[int] | None = None
+    """erase only: candidate layers (each at or after the SAE's layer); default: the SAE's layer and the
+    next three even steps (+2, +4, +6)."""
+    suite: str = "default"
+    """circuit only: the SAE suite the circuit is found over ('default' = the shipped one, or a folder)."""
+
+    def __post_init__(self) -> None:
+        self.method = LEGACY_NAMES.get(self.method, self.method)
+        if self.method not in method_names():
+            raise SaescopeError(f"unknown debias method {self.method!r}: use one of {', '.join(method_names())}")
+        if self.features != "auto":
+            self.features = _numbers(self.features, "features", int)
+            if not self.features:
+                raise SaescopeError("features needs 'auto' or at least one feature id")
+        if self.strengths is not None:
+            self.strengths = _numbers(self.strengths, "strengths", float) or None
+        if self.layers is not None:
+            self.layers = _numbers(self.layers, "layers", int) or None
+
+    @property
+    def feature_ids(self) -> str | list[int]:
+        """``"auto"`` or the feature ids (kept for callers of 0.1; same as ``features``)."""
+        return self.features
+
+    @property
+    def layer_ids(self) -> list[int] | None:
+        return self.layers
+
+    @property
+    def grid(self) -> list[float] | None:
+        return self.strengths
+
+
+def _numbers(value: object, what: str, kind: type) -> list:
+    """A list of ``kind`` from a list or a comma-separated string; a one-line error naming ``what`` otherwise."""
+    parts = str(value).split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    try:
+        return [kind(part) for part in parts if str(part).strip()]
+    except (TypeError, ValueError):
+        raise SaescopeError(f"{what} must be numbers (a list, or comma-separated), got {value!r}") from None
