@@ -28,10 +28,10 @@ import numpy as np
 import scipy.stats
 import torch
 
+from saescope.activations.read import sink_mask
 from saescope.corpus import load_corpus, windows_with_sources
 from saescope.features.accumulator import FeatureAccumulator
 from saescope.features.extract import encode_batch
-from saescope.model.activations import sink_mask
 from saescope.model.hooks import forward_until
 from saescope.model.loading import load_model
 from saescope.sae.formats import load_sae

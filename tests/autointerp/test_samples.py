@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+from saescope.activations.read import hook_activations
 from saescope.corpus import load_corpus, windows_with_sources
 from saescope.errors import SaescopeError
 from saescope.features.run import FeatureRun
 from saescope.features.samples import load_samples, quantile_edges, sample_contexts
-from saescope.model.activations import hook_activations
 
 
 def test_samples_are_held_out_contexts_with_the_right_activations(lm, small_sae, run, sampling):

@@ -6,11 +6,11 @@ import scipy.stats
 import torch
 
 from helpers import small_topk_sae
+from saescope.activations.read import sink_mask
 from saescope.corpus import load_corpus, token_windows
 from saescope.errors import SaescopeError
 from saescope.features.extract import extract_features
 from saescope.features.run import FeatureRun
-from saescope.model.activations import sink_mask
 from saescope.model.hooks import forward_until
 from saescope.sae.core import SAE, SAEConfig
 

@@ -15,15 +15,17 @@ import pandas as pd
 import pytest
 import torch
 
+from saescope.activations.cache import cache_activations
+from saescope.activations.read import hook_activations
+from saescope.activations.windows import CachedWindows
 from saescope.corpus import load_corpus, windows_with_sources
 from saescope.errors import SaescopeError
 from saescope.features.extract import extract_features
-from saescope.model.activations import hook_activations
 from saescope.model.loading import load_model
-from saescope.sae.activation_cache import cache_activations
-from saescope.sae.cached_windows import CachedWindows
 from saescope.sae.core import SAE, SAEConfig
 from saescope.sae.formats import save_sae
+
+pytestmark = pytest.mark.embedded  # runs the embedded model in subprocesses
 
 HOOK = "blocks.3.hook_resid_post"
 CONTEXT = 64

@@ -17,6 +17,8 @@ from saescope.features.merge import merge_states
 from saescope.sae.core import SAE, SAEConfig
 from saescope.sae.formats import save_sae
 
+pytestmark = pytest.mark.embedded  # runs the embedded model in subprocesses
+
 
 def _batch(seed: int, d_sae: int = 16, batch: int = 3, seq: int = 10):
     g = torch.Generator().manual_seed(seed)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.embedded  # runs the embedded model in subprocesses
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 HOOK = "blocks.3.hook_resid_post"
 
@@ -38,15 +40,20 @@ def _train(cache: Path, out: Path, workers: int, *extra: str) -> list[str]:
 
 
 def test_two_ranks_train_the_same_weights_as_one(cache, tmp_path):
+    """Up to float rounding (summing two half-batch gradients rounds differently from one batch). Over
+    hundreds of steps one rounding can flip a TopK choice and the runs then drift apart (seen after ~100
+    steps on a Xeon with AVX-512, never on an EPYC), so the comparison is over the first 50 steps."""
     for workers in (1, 2):
-        done = _cli(*_train(cache, tmp_path / f"sae{workers}", workers))
+        args = _train(cache, tmp_path / f"sae{workers}", workers)
+        args[args.index("--tokens") + 1] = str(50 * 128)
+        done = _cli(*args)
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = (load_file(tmp_path / f"sae{w}" / "sae_weights.safetensors") for w in (1, 2))
     assert set(one) == set(two) == {"W_enc", "W_dec", "b_enc", "b_dec"}
     for name in one:
         assert float((one[name] - two[name]).abs().max()) <= 1e-5, name
     logs = [(tmp_path / f"sae{w}" / "training_log.jsonl").read_text().splitlines()[-1] for w in (1, 2)]
-    assert '"step": 200' in logs[0] and '"step": 200' in logs[1]
+    assert '"step": 50' in logs[0] and '"step": 50' in logs[1]
 
 
 def test_a_missing_cache_and_a_batch_that_does_not_split_are_refused(cache, tmp_path):
@@ -105,7 +112,7 @@ def test_an_error_every_rank_hits_is_shown_once(cache, tmp_path):
                 "--k", "4", "--tokens", "1280", "--batch-size", "128", "--out", str(tmp_path / "other"), "--workers", "2")
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
-    assert lines[0].startswith("error: ") and "not of --hook" in lines[0] and "--resume" not in lines[0]
+    assert lines[0].startswith("error: ") and "not of hook (--hook)" in lines[0] and "--resume" not in lines[0]
 
 
 def test_a_cache_of_another_hook_and_a_truncated_shard_are_named(cache, tmp_path):
@@ -113,7 +120,7 @@ def test_a_cache_of_another_hook_and_a_truncated_shard_are_named(cache, tmp_path
 
     done = _cli("sae", "train", "--hook", "blocks.4.hook_resid_post", "--activations", str(cache), "--features", "64",
                 "--k", "4", "--tokens", "1280", "--batch-size", "128", "--out", str(tmp_path / "other"))
-    assert done.returncode == 2 and "not of --hook" in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 2 and "not of hook (--hook)" in done.stderr, done.stderr[-2000:]
     bad = tmp_path / "acts" / HOOK
     shutil.copytree(cache.parent, tmp_path / "acts")
     data = (bad / "shard_00000.safetensors").read_bytes()

@@ -66,6 +66,7 @@ print(json.dumps({"same": bool(torch.equal(a.W_enc, b.W_enc)), "a": [a.cfg.activ
     assert out["w"] == pytest.approx(float(params["W_enc"][3, 7])) and out["t"] == pytest.approx(0.5)
 
 
+@pytest.mark.embedded  # loads the embedded model in a subprocess
 def test_the_cli_takes_a_name_and_unknown_or_uncached_names_are_one_line_errors(hub):
     env, _, _ = hub
     cli = [sys.executable, "-m", "saescope.cli.main"]

@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from saescope.activations.cache import cache_activations
+from saescope.activations.layout import cached_tokens
+from saescope.activations.read import hook_activations
 from saescope.errors import SaescopeError
-from saescope.model.activations import hook_activations
-from saescope.sae.activation_cache import cache_activations, cached_tokens
 from saescope.sae.formats import load_sae
 from saescope.sae.suite import SHIPPED_LAYERS, SuiteConfig, load_suite, train_suite
 

@@ -27,13 +27,13 @@ def sae(tmp_path_factory):
 
 def test_read_pairs_errors_name_the_line(tmp_path):
     (tmp_path / "p.jsonl").write_text(json.dumps({"positive": "a", "negative": "b"}) + "\n{oops\n")
-    with pytest.raises(SaescopeError, match="p.jsonl:2"):
+    with pytest.raises(SaescopeError, match="p.jsonl, line 2: not valid JSON"):
         read_pairs(tmp_path / "p.jsonl")
     (tmp_path / "q.jsonl").write_text(json.dumps({"positive": "a", "negative": "b"}) + "\n")
     with pytest.raises(SaescopeError, match="at least 2"):
         read_pairs(tmp_path / "q.jsonl")
     (tmp_path / "r.jsonl").write_text(json.dumps({"positive": "a"}) + "\n")
-    with pytest.raises(SaescopeError, match="r.jsonl:1"):
+    with pytest.raises(SaescopeError, match="r.jsonl, line 1: expected a JSON object with positive, negative"):
         read_pairs(tmp_path / "r.jsonl")
 
 

@@ -16,7 +16,6 @@ per position).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from saescope.errors import SaescopeError
 from saescope.model.likelihood import document_start_id
 from saescope.model.loading import LoadedModel
 from saescope.resources import shipped_or_path
-from saescope.storage import read_text
+from saescope.storage import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -71,9 +70,8 @@ def read_pairs(source: str | Path, limit: int | None = None) -> list[Pair]:
         raise SaescopeError(f"pair file {str(source)!r} does not exist (shipped sets: sva_simple_train, sva_simple_test, "
                             "sva_nounpp_train, sva_nounpp_test, sva_within_rc_train, sva_within_rc_test)")
     pairs = []
-    for line, text in enumerate(read_text(path, "pair file").splitlines(), start=1):
-        if text.strip():
-            pairs.append(_pair(text, path, line))
+    for line, row in read_jsonl(path, "pair file"):
+        pairs.append(_pair(row, path, line))
         if limit is not None and len(pairs) >= limit:
             break
     if not pairs:
@@ -83,14 +81,8 @@ def read_pairs(source: str | Path, limit: int | None = None) -> list[Pair]:
     return pairs
 
 
-def _pair(text: str, path: Path, line: int) -> Pair:
+def _pair(row: dict, path: Path, line: int) -> Pair:
     where = f"{path}, line {line}"
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError:
-        raise SaescopeError(f"{where}: not JSON") from None
-    if not isinstance(row, dict):
-        raise SaescopeError(f"{where}: expected a JSON object")
     clean, patch = row.get("clean", row.get("clean_prefix")), row.get("patch", row.get("patch_prefix"))
     if clean is None and "prompt" in row:
         return _single(row.get("prompt"), row.get("answer"), where)

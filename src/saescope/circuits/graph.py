@@ -98,7 +98,7 @@ class Circuit:
         """Write ``circuit.json`` and ``effects.safetensors`` into ``folder`` (atomically). Returns the folder."""
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
-            raise SaescopeError(f"{folder} is a file: --out must name a folder")
+            raise SaescopeError(f"{folder} is a file: out (--out) must name a folder")
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"features/{h}": t.float().contiguous() for h, t in self.feature_effects.items()}
         tensors |= {f"errors/{h}": t.float().contiguous() for h, t in self.error_effects.items()}

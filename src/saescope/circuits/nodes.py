@@ -4,7 +4,7 @@ With a dictionary ``D`` (an SAE, or ``IdentityDictionary`` for the model's own b
 hook point, the activation is ``x = D.decode(f) + e`` with ``f = D.encode(x)`` and the error term
 ``e = x - D.decode(f)``, so the forward pass is unchanged. The nodes at that hook point are the
 ``d_sae`` features and the one error node per position. Attention-sink positions (the document-start
-token, and any token with a sink's norm, ``model.activations.sink_mask``) hold no nodes: they pass
+token, and any token with a sink's norm, ``activations.read.sink_mask``) hold no nodes: they pass
 through untouched in every intervention.
 
 Example::
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from saescope.activations.read import sink_mask
 from saescope.errors import SaescopeError
-from saescope.model.activations import sink_mask
 from saescope.model.hooks import execution_order, forward_until, resolve_hook
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE

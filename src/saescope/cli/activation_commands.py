@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from saescope.cli.common import DTYPE_HELP, console
+from saescope.cli.common import DEVICE_OPTION, DTYPE_OPTION, MODEL_OPTION, console
 
 activations_app = typer.Typer(no_args_is_help=True, help="Cache activations on disk (safetensors shards + index).")
 
@@ -16,12 +16,12 @@ def cache(
     hook: str = typer.Option(..., help="Hook point(s), comma-separated (e.g. blocks.12.hook_resid_post)."),
     tokens: int = typer.Option(..., help="About how many tokens to cache."),
     out: Path = typer.Option(..., help="Cache folder: one sub-folder of shards per hook point + progress.json."),
-    model: str = typer.Option(None, help="Model; default: the embedded one."),
+    model: str = MODEL_OPTION,
     corpus: str = typer.Option("embedded", help="'embedded', a text/JSONL file or a folder."),
     context: int = typer.Option(128, help="Tokens per window."),
     batch_size: int = typer.Option(16, help="Windows per forward pass."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
 ) -> None:
     """Run the model over a corpus once and write each hook point's activations (bfloat16 shards, with the token
     ids and corpus positions of every row); run again to resume. `sae train --activations OUT/HOOK` and
@@ -29,9 +29,10 @@ def cache(
 
     Example: saescope activations cache --hook blocks.6.hook_resid_post --tokens 2000000 --out acts
     """
+    from saescope.activations.cache import cache_activations
+    from saescope.activations.layout import cached_tokens
     from saescope.errors import SaescopeError
     from saescope.model.loading import load_model
-    from saescope.sae.activation_cache import cache_activations, cached_tokens
 
     hooks = [h.strip() for h in hook.split(",") if h.strip()]
     if tokens <= 0 or context < 2 or batch_size <= 0:

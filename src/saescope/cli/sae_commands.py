@@ -7,13 +7,15 @@ from pathlib import Path
 import typer
 
 from saescope.cli.common import (
-    DTYPE_HELP,
-    MEASURE_DTYPE_HELP,
+    DEVICE_OPTION,
+    DTYPE_OPTION,
+    JSON_OPTION,
+    MEASURE_DTYPE_OPTION,
+    MODEL_OPTION,
     SAE_HELP,
     config_options,
     console,
     load_model_and_sae,
-    parse_ids,
     print_json,
 )
 from saescope.sae.suite_config import SuiteConfig
@@ -47,21 +49,17 @@ def train(
 
 
 @sae_app.command("train-suite")
-@config_options(SuiteConfig, exclude=("layers",))
+@config_options(SuiteConfig)
 def train_suite(
     out: Path = typer.Option(..., help="Output folder: one SAE folder per hook point + suite.json."),
-    layers: str = typer.Option("2,6,9,15,18,21,24", help="Comma-separated layers (blocks.L.hook_resid_post)."),
     config: SuiteConfig = None,
 ) -> None:
     """Train SAEs at several layers from one shared forward pass over the corpus (resumable: run again).
 
     Example: saescope sae train-suite --layers 2,6,9 --features 2304 --k 48 --tokens 500000 --out my_suite
     """
-    from dataclasses import replace
-
     from saescope.sae.suite import train_suite as run
 
-    config = replace(config, layers=parse_ids(layers, "--layers"))
     saes = run(config, out)
     for hook, sae in saes.items():
         console.print(f"{hook}: {sae.cfg.activation} SAE ({sae.d_in} -> {sae.d_sae}) in {out / hook}")
@@ -75,9 +73,9 @@ def evaluate(
     hook: str = typer.Option(None, help="Hook point; default: the one the SAE names."),
     corpus: str = typer.Option("embedded", help="'embedded' (its held-out split), or a .txt/.jsonl file."),
     batch_size: int = typer.Option(8, help="Windows per forward pass."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Standard SAE metrics (SAELens names) on held-out text.
 
@@ -105,11 +103,11 @@ def top_features(
     text: str = typer.Option(..., help="The text to encode."),
     sae: str = typer.Option("default", help=SAE_HELP),
     n: int = typer.Option(10, help="How many features to list."),
-    model: str = typer.Option(None),
+    model: str = MODEL_OPTION,
     hook: str = typer.Option(None),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json"),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """The features most active on a text, with the tokens they fire on.
 

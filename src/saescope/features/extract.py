@@ -13,7 +13,7 @@ the same batches a single process would, accumulates its own, and checkpoints to
 (``features.merge``) and rank 0 writes the RUN. ``--resume`` needs the same N.
 
 With ``activations=`` (``--activations``) the windows and their activations come from an activation
-cache (``sae.cached_windows``) instead of the model: the same windows, the activations as cached
+cache (``activations.windows``) instead of the model: the same windows, the activations as cached
 (bfloat16), so a RUN costs one SAE encode per token and the model forward is paid once for many SAEs.
 """
 
@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from saescope.activations.read import hook_activations
+from saescope.activations.windows import CachedWindows, WindowBatch
 from saescope.corpus import load_corpus, windows_with_sources
 from saescope.errors import JobInterrupted, SaescopeError
 from saescope.features.accumulator import FeatureAccumulator
@@ -36,12 +38,10 @@ from saescope.features.config import ExtractConfig
 from saescope.features.merge import merge_states
 from saescope.features.run import FeatureRun, write_run
 from saescope.interrupts import deferred_interrupt
-from saescope.model.activations import hook_activations
 from saescope.model.loading import LoadedModel
 from saescope.parallel.collectives import all_gather_state
 from saescope.parallel.context import DistContext, distributed_context
 from saescope.precision import dtype_name
-from saescope.sae.cached_windows import CachedWindows, WindowBatch
 from saescope.sae.core import SAE, sae_fingerprint
 from saescope.storage import RESUME_HINT, Checkpoint
 

@@ -28,11 +28,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saescope.activations.read import hook_activations
 from saescope.corpus import load_corpus, windows_with_sources
 from saescope.errors import SaescopeError
 from saescope.features.run import FeatureRun, TokenDecoder, write_parquet
 from saescope.features.sample_config import SampleConfig
-from saescope.model.activations import hook_activations
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE
 from saescope.storage import write_json

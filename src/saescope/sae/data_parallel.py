@@ -36,7 +36,7 @@ class DataParallel:
                 raise SaescopeError("training with several workers reads cached activations: cache them first "
                                     "(`saescope activations cache --hook ... --out DIR`) and pass --activations DIR")
             if batch_size % ctx.world_size:
-                raise SaescopeError(f"--batch-size {batch_size} does not split into {ctx.world_size} workers: "
+                raise SaescopeError(f"batch_size (--batch-size) {batch_size} does not split into {ctx.world_size} workers: "
                                     f"use a multiple of {ctx.world_size}")
             if activation == "batchtopk":
                 raise SaescopeError("batchtopk picks its top activations over the whole batch: train it in one "

@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saescope.activations.read import sink_mask
 from saescope.corpus import first_windows
 from saescope.errors import SaescopeError
-from saescope.model.activations import sink_mask
 from saescope.model.hooks import capture, intervene
 from saescope.model.likelihood import next_token_logprobs_of, summed_ce, summed_kl
 from saescope.model.loading import LoadedModel

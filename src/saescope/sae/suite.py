@@ -1,7 +1,7 @@
 """A suite of SAEs at several hook points of one model (``saescope sae train-suite``), e.g. for circuits.
 
 Training shares the expensive part: one forward pass over the corpus caches every hook point's
-activations (``activation_cache``), then each SAE trains on its own cache for ``epochs`` passes and
+activations (``activations.cache``), then each SAE trains on its own cache for ``epochs`` passes and
 is evaluated on held-out text. The suite folder holds one SAELens-format folder per hook point
 (named after the hook) and ``suite.json`` (hooks, settings, each SAE's evaluation). Every step is
 resumable: a finished SAE is skipped, an interrupted one continues from its checkpoint.
@@ -36,7 +36,7 @@ SUITE_FILE = "suite.json"
 def train_suite(config: SuiteConfig, out: str | Path, resume: bool = True, lm: LoadedModel | None = None,
                 progress: bool = True) -> dict[str, SAE]:
     """Train (or finish training) every SAE of the suite into ``out``; returns ``{hook: SAE}``."""
-    from saescope.sae.activation_cache import cache_activations
+    from saescope.activations.cache import cache_activations
     from saescope.sae.evaluation import evaluate_sae
     from saescope.sae.formats import CFG_FILE, load_sae, save_sae
     from saescope.sae.training import train_sae
@@ -44,7 +44,7 @@ def train_suite(config: SuiteConfig, out: str | Path, resume: bool = True, lm: L
     out = Path(out)
     previous = out / SUITE_FILE
     if previous.exists() and read_json(previous, "suite index").get("config", {}) != asdict(config):
-        raise SaescopeError(f"{out} holds a suite trained with other settings: use another --out")
+        raise SaescopeError(f"{out} holds a suite trained with other settings: use another out folder (--out)")
     lm = lm or load_model(config.model, device=config.device, dtype=config.dtype)
     pending = [hook for hook in config.hooks if not (out / hook / CFG_FILE).exists()]
     cache = out / "activations"
@@ -74,7 +74,7 @@ def train_suite(config: SuiteConfig, out: str | Path, resume: bool = True, lm: L
 
 def _cached_hooks(cache: Path, pending: list[str]) -> list[str]:
     """The hooks to cache: those of an existing cache when it covers every pending one (a resumed suite), else ``pending``."""
-    from saescope.sae.activation_cache import PROGRESS_FILE
+    from saescope.activations.layout import PROGRESS_FILE
 
     if (cache / PROGRESS_FILE).exists():
         cached = read_json(cache / PROGRESS_FILE, "activation-cache progress").get("hooks", [])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from saescope.activations.read import hook_activations
 from saescope.errors import SaescopeError, check_text
-from saescope.model.activations import hook_activations
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE
 

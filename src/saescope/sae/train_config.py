@@ -64,7 +64,7 @@ class TrainConfig:
     keep_activations: bool = False
     """Keep the epochs' activation cache (OUT/activations) after training."""
     activations: str | None = None
-    """A folder of cached activations for this hook (``sae.activation_cache``, as ``sae train-suite`` writes
+    """A folder of cached activations for this hook (``activations.cache``, as ``sae train-suite`` writes
     them) to train on instead of running the model; replayed, reshuffled, as often as ``tokens`` needs."""
 
     def __post_init__(self) -> None:

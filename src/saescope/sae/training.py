@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from saescope.activations.layout import check_cache_fits, shard_files
+from saescope.activations.stream import ModelActivations, ShardWriter, replay_shards, shuffled_batches, tee_to_shards
 from saescope.corpus import load_corpus
 from saescope.errors import JobInterrupted, SaescopeError
 from saescope.interrupts import deferred_interrupt
@@ -39,12 +41,10 @@ from saescope.model.hooks import resolve_hook
 from saescope.model.loading import LoadedModel, load_model
 from saescope.parallel.context import distributed_context
 from saescope.precision import dtype_name, resolve_dtype
-from saescope.sae.activation_cache import check_cache_fits
 from saescope.sae.core import SAE, SAEConfig
 from saescope.sae.data_parallel import DataParallel
 from saescope.sae.formats import save_sae
 from saescope.sae.objectives import BatchShare, ThresholdTracker, objective
-from saescope.sae.stream import ModelActivations, ShardWriter, replay_shards, shard_files, shuffled_batches, tee_to_shards
 from saescope.sae.train_config import TrainConfig
 from saescope.storage import RESUME_HINT, Checkpoint, write_json
 
@@ -254,7 +254,7 @@ def _then_replay(first_pass: Iterator[torch.Tensor], writer: ShardWriter, shards
 def _replay_forever(folder: Path, generator: torch.Generator) -> Iterator[torch.Tensor]:
     if not shard_files(folder):
         raise SaescopeError(f"{folder} holds no activation shards (shard_*.safetensors): cache them first "
-                            "(saescope sae train-suite, or saescope.sae.activation_cache.cache_activations)")
+                            "(saescope sae train-suite, or saescope.activations.cache.cache_activations)")
     while True:
         yield from replay_shards(folder, generator)
 

@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from saescope.activations.read import sink_mask
 from saescope.embeddings import sentence_embeddings
 from saescope.errors import SaescopeError
-from saescope.model.activations import sink_mask
 from saescope.model.generation import format_prompts, generate
 from saescope.model.hooks import capture
 from saescope.model.loading import LoadedModel

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from saescope.errors import SaescopeError
 from saescope.resources import shipped_or_path
-from saescope.storage import read_text
+from saescope.storage import read_jsonl
 
 
 @dataclass
@@ -24,18 +23,11 @@ def read_pairs(path: str | Path, minimum: int = 2) -> list[ContrastPair]:
     """Read a JSONL of ``{"positive": ..., "negative": ...}`` pairs (line numbers in every error)."""
     path = Path(path)
     pairs = []
-    for lineno, line in enumerate(read_text(path, "pairs file").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            pair = ContrastPair(str(row["positive"]), str(row["negative"]), row.get("positive_completion"),
-                                row.get("negative_completion"))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise SaescopeError(f"{path}:{lineno}: expected a JSON object with \"positive\" and \"negative\" "
-                                f"({type(exc).__name__})") from None
+    for lineno, row in read_jsonl(path, "pairs file", ("positive", "negative")):
+        pair = ContrastPair(str(row["positive"]), str(row["negative"]), row.get("positive_completion"),
+                            row.get("negative_completion"))
         if not pair.positive.strip() or not pair.negative.strip():
-            raise SaescopeError(f"{path}:{lineno}: empty positive or negative text")
+            raise SaescopeError(f"{path}, line {lineno}: empty positive or negative text")
         pairs.append(pair)
     if len(pairs) < minimum:
         raise SaescopeError(f"{path} has {len(pairs)} pairs; at least {minimum} are needed")

@@ -25,7 +25,8 @@ import scipy.stats
 import torch
 from torch import Tensor
 
-from saescope.model.activations import hook_activations
+from saescope.activations.text import text_activations
+from saescope.model.likelihood import encode_texts
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE
 from saescope.steering.contrast.pairs import ContrastPair
@@ -44,19 +45,24 @@ class PairActivations:
 
 
 @torch.no_grad()
-def pair_activations(lm: LoadedModel, sae: SAE, hook: str, pairs: list[ContrastPair]) -> PairActivations:
+def pair_activations(lm: LoadedModel, sae: SAE, hook: str, pairs: list[ContrastPair],
+                     batch_size: int = 32) -> PairActivations:
+    texts = [text for pair in pairs for text in (pair.positive, pair.negative)]
+    ids = [torch.tensor(row) for row in encode_texts(lm, texts)]
+    read = text_activations(lm, hook, texts, read="tokens", batch_size=batch_size)
+    device = next(sae.parameters()).device
     deltas, feature_deltas, token_feats, norms = [], [], [], []
     positions: dict[int, list[float]] = {}
     aligned = 0
-    for pair in pairs:
+    for index in range(len(pairs)):
         sides = []
-        for text in (pair.positive, pair.negative):
-            ids = lm.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(lm.device)
-            acts, keep = hook_activations(lm, hook, ids)  # [1, T, d], [1, T]
-            acts, keep = acts.float(), keep[0]
-            sides.append((ids[0], acts[0], sae.encode(acts[0]), keep))
+        for side in (2 * index, 2 * index + 1):
+            acts, keep = read[side]
+            acts = acts.to(device)
+            keep = keep.to(device)
+            sides.append((ids[side].to(device), acts, sae.encode(acts), keep))
             token_feats.append(sides[-1][2][keep])
-            norms.append(acts[0][keep].norm(dim=-1))
+            norms.append(acts[keep].norm(dim=-1))
         (pos_ids, pos_acts, pos_f, pos_keep), (neg_ids, neg_acts, neg_f, neg_keep) = sides
         if len(pos_ids) == len(neg_ids):
             aligned += 1

@@ -1,6 +1,6 @@
 """Where each cached activation came from, and reading a cache back window by window.
 
-``activation_cache`` writes, beside every activation shard ``HOOK/shard_NNNNN.safetensors``, a window
+``activations.cache`` writes, beside every activation shard ``HOOK/shard_NNNNN.safetensors``, a window
 file ``HOOK/windows_NNNNN.safetensors`` for the same corpus windows: ``ids`` [W, T] (int32 token ids),
 ``sources`` [W, T, 2] (int32: document, token position) and ``keep`` [W, T] (bool: the tokens whose
 activations are in the shard, i.e. not attention sinks). The shard's rows are the kept tokens in window
@@ -26,11 +26,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from saescope.activations.layout import PROGRESS_FILE, SHARD_FILE, WINDOW_FILE, check_cache_fits
 from saescope.errors import SaescopeError
-from saescope.sae.stream import SHARD_FILE
 from saescope.storage import atomic_path, read_json
-
-WINDOW_FILE = "windows_{:05d}.safetensors"
 
 
 @dataclass
@@ -55,11 +53,9 @@ class CachedWindows:
     """A hook point's cache folder read as a stream of windows, from window ``start`` on."""
 
     def __init__(self, folder: str | Path, model_name: str, hook: str, d_model: int, start: int = 0) -> None:
-        from saescope.sae.activation_cache import PROGRESS_FILE, check_cache_fits
-
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise SaescopeError(f"--activations {self.folder}: no such cache folder (make one with "
+            raise SaescopeError(f"activations folder (--activations) {self.folder}: no such cache folder (make one with "
                                 "saescope activations cache)")
         check_cache_fits(self.folder, model_name, hook, d_model)
         progress_file = self.folder.parent / PROGRESS_FILE

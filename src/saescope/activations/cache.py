@@ -3,7 +3,7 @@
 This is what makes ``sae train-suite`` cheap: the forward pass (the expensive part of SAE training
 on a CPU) is shared by every hook point and every epoch. The cache is a folder per hook point of
 bfloat16 safetensors shards (``stream.ShardWriter``), each with a window file naming the token ids and
-corpus positions of its rows (``cached_windows``), plus ``progress.json``, the index: the model and its
+corpus positions of its rows (``activations.windows``), plus ``progress.json``, the index: the model and its
 width, the corpus, context and seed, the hook points, how many corpus windows and shards are complete
 and the tokens per hook.
 All writers are flushed together before the progress file is rewritten, so an interrupted run
@@ -24,17 +24,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from saescope.activations.layout import PROGRESS_FILE, WINDOW_FILE, cached_tokens, shard_files
+from saescope.activations.read import hooks_activations
+from saescope.activations.stream import ShardWriter
+from saescope.activations.windows import write_window_file
 from saescope.corpus import load_corpus, windows_with_sources
 from saescope.errors import JobInterrupted
 from saescope.interrupts import deferred_interrupt
-from saescope.model.activations import hooks_activations
 from saescope.model.hooks import resolve_hook
 from saescope.model.loading import LoadedModel
-from saescope.sae.cached_windows import WINDOW_FILE, write_window_file
-from saescope.sae.stream import ShardWriter, shard_files
 from saescope.storage import RESUME_HINT, read_json, write_json
-
-PROGRESS_FILE = "progress.json"
 
 
 def cache_activations(lm: LoadedModel, hooks: list[str], tokens: int, folder: str | Path, corpus: str = "embedded",
@@ -86,42 +85,6 @@ def cache_activations(lm: LoadedModel, hooks: list[str], tokens: int, folder: st
         raise JobInterrupted(f"interrupted after {state['windows']} of {windows_total} windows: the cache in {folder} "
                              f"is consistent; run again to resume ({RESUME_HINT})")
     return folder
-
-
-def cached_tokens(folder: str | Path) -> int:
-    """Tokens held by one hook point's cache folder (from the shard headers, without loading them)."""
-    from safetensors import safe_open
-
-    total = 0
-    for shard in shard_files(folder):
-        with safe_open(str(shard), "pt") as f:
-            total += f.get_slice("acts").get_shape()[0]
-    return total
-
-
-def check_cache_fits(folder: str | Path, model_name: str, hook: str, d_model: int) -> None:
-    """Refuse a hook point's cache folder written for another model, hook point or width (``SaescopeError``)."""
-    from safetensors import SafetensorError, safe_open
-
-    from saescope.errors import SaescopeError
-
-    folder = Path(folder)
-    progress = folder.parent / PROGRESS_FILE
-    if progress.is_file():
-        state = read_json(progress, "activation-cache progress")
-        if state.get("model", model_name) != model_name:
-            raise SaescopeError(f"{folder} holds activations of model {state['model']!r}, not {model_name!r}")
-        if folder.name != hook:
-            raise SaescopeError(f"{folder} holds activations of {folder.name!r}, not of --hook {hook!r}")
-    for shard in shard_files(folder):  # headers only: cheap, and a truncated file fails
-        try:
-            with safe_open(str(shard), "pt") as handle:
-                width = handle.get_slice("acts").get_shape()[-1]
-        except (OSError, SafetensorError, KeyError) as exc:
-            raise SaescopeError(f"{shard} is not a readable activation shard ({type(exc).__name__}): "
-                                "delete it (and progress.json) and cache again") from None
-        if width != d_model:
-            raise SaescopeError(f"{shard} holds {width}-wide activations; the model's width is {d_model}")
 
 
 def _commit(folder: Path, writers: dict[str, ShardWriter], state: dict, pending: dict[str, list]) -> None:

@@ -1,7 +1,7 @@
 """Stream a hook point's activations from the model to a trainer through a shuffled buffer.
 
 Nothing holds the whole corpus's activations in memory: windows of tokens are run through the model
-(only up to the hook's layer, ``model.activations.hook_activations``), attention sinks are dropped,
+(only up to the hook's layer, ``activations.read.hook_activations``), attention sinks are dropped,
 and the rest go into a fixed-size buffer that is shuffled and drained by half before refilling.
 Optionally the activations are also written once to disk shards (bfloat16 safetensors) so later
 epochs replay them without running the model.
@@ -16,8 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from saescope.activations.layout import SHARD_FILE, shard_files
+from saescope.activations.read import hook_activations
 from saescope.corpus import Document, token_windows
-from saescope.model.activations import hook_activations
 from saescope.model.loading import LoadedModel
 from saescope.storage import atomic_path
 
@@ -103,14 +104,6 @@ def shuffled_batches(chunks: Iterator[Tensor], batch_size: int, buffer_tokens: i
         for start in range(0, n_out, batch_size):
             yield buffer[start:start + batch_size]
         buffer = buffer[n_out:]
-
-
-SHARD_FILE = "shard_{:05d}.safetensors"
-
-
-def shard_files(folder: str | Path) -> list[Path]:
-    """The activation shards (``SHARD_FILE``) in ``folder``, in the order they were written."""
-    return sorted(Path(folder).glob(SHARD_FILE.replace("{:05d}", "*")))
 
 
 class ShardWriter:
