@@ -24,11 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from saescope.autointerp.cache import CachedClient
 from saescope.autointerp.explain import ExplainConfig, explain_features
-from saescope.autointerp.http_client import OpenAIChatClient
-from saescope.autointerp.local_client import LocalChatClient
-from saescope.autointerp.score import score_explanations, summarize
+from saescope.autointerp.llm.cache import CachedClient
+from saescope.autointerp.llm.http import OpenAIChatClient
+from saescope.autointerp.llm.local import LocalChatClient
+from saescope.autointerp.score_run import score_explanations, summarize
 from saescope.features.extract import extract_features
 from saescope.features.run import FeatureRun
 from saescope.features.samples import SampleConfig, sample_contexts

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from saescope.autointerp.cache import CachedClient
-from saescope.autointerp.client import ChatRequest, Completion, LLMError
-from saescope.autointerp.local_client import LocalChatClient
+from saescope.autointerp.llm.cache import CachedClient
+from saescope.autointerp.llm.local import LocalChatClient
+from saescope.autointerp.llm.protocol import ChatRequest, Completion, LLMError
 
 REQUESTS = [ChatRequest((("user", "Name a colour."),), max_tokens=6),
             ChatRequest((("system", "Answer Yes or No."), ("user", "Is the sky blue?")), max_tokens=1, top_logprobs=5),

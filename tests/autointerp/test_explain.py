@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from saescope.autointerp.client import Completion, LLMError
 from saescope.autointerp.explain import ExplainConfig, explain_features, read_explanations
-from saescope.autointerp.score import score_explanations, summarize
+from saescope.autointerp.llm.protocol import Completion, LLMError
+from saescope.autointerp.score_run import score_explanations, summarize
 from saescope.features.run import FeatureRun
 
 
@@ -63,7 +63,7 @@ def test_llm_scorers_need_a_client(copy):
 
 def test_simulation_and_intervention_scorers_run_with_the_embedded_model(copy, lm, small_sae):
     from saescope.autointerp.intervention import steered_texts
-    from saescope.autointerp.local_client import LocalChatClient
+    from saescope.autointerp.llm.local import LocalChatClient
 
     explain_features(copy, [0, 1], None, progress=False)
     rows = score_explanations(copy, ["simulation", "intervention"], LocalChatClient(lm), max_contexts=2, controls=False,
@@ -86,7 +86,7 @@ def test_simulation_and_intervention_scorers_run_with_the_embedded_model(copy, l
 def test_expected_digit_reads_logprobs_then_text():
     import math
 
-    from saescope.autointerp.client import expected_digit
+    from saescope.autointerp.llm.protocol import expected_digit
 
     assert expected_digit(Completion("7", {"7": math.log(0.5), "3": math.log(0.5), "x": -1.0})) == pytest.approx(5.0)
     assert expected_digit(Completion("I'd say 4")) == 4.0 and expected_digit(Completion("none")) is None

@@ -5,10 +5,10 @@ import random
 
 import pytest
 
-from saescope.autointerp.client import Completion, yes_no_margin
 from saescope.autointerp.examples import Context
+from saescope.autointerp.llm.protocol import Completion, yes_no_margin
 from saescope.autointerp.prompts import parse_explanation
-from saescope.autointerp.score import shuffled
+from saescope.autointerp.score_run import shuffled
 
 
 def test_marks_wrap_the_firing_tokens_and_merge_neighbours():

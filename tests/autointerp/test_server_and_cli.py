@@ -14,9 +14,9 @@ import pytest
 from markupsafe import escape
 
 from helpers import saescope
-from saescope.autointerp.client import ChatRequest
-from saescope.autointerp.http_client import OpenAIChatClient
-from saescope.autointerp.local_client import LocalChatClient
+from saescope.autointerp.llm.http import OpenAIChatClient
+from saescope.autointerp.llm.local import LocalChatClient
+from saescope.autointerp.llm.protocol import ChatRequest
 from saescope.errors import SaescopeError
 
 

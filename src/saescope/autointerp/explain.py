@@ -23,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from saescope.autointerp.client import LLMClient, LLMError, Usage
 from saescope.autointerp.examples import clean, explainer_contexts, promoted_tokens, top_token_words
 from saescope.autointerp.explain_config import ExplainConfig
+from saescope.autointerp.llm.protocol import LLMClient, LLMError, Usage
 from saescope.autointerp.prompts import PROMPT_VERSION, explain_request, parse_explanation
 from saescope.errors import JobInterrupted
 from saescope.features.run import FeatureRun, write_parquet

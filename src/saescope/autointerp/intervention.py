@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from saescope.autointerp.client import ChatRequest, LLMClient
+from saescope.autointerp.llm.protocol import ChatRequest, LLMClient
 from saescope.autointerp.prompts import intervention_request
 from saescope.autointerp.scorers import yes_no_scores
 from saescope.features.run import FeatureRun

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import re
 
-from saescope.autointerp.client import ChatRequest
 from saescope.autointerp.examples import CLOSE, OPEN, Context, clean
+from saescope.autointerp.llm.protocol import ChatRequest
 
 PROMPT_VERSION = "1"
 MAX_EXPLANATION_CHARS = 200

@@ -31,8 +31,8 @@ import pandas as pd
 from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
 
-from saescope.autointerp.client import ChatRequest, LLMClient, LLMError, expected_digit, yes_no_margin
 from saescope.autointerp.examples import Context, scoring_contexts
+from saescope.autointerp.llm.protocol import ChatRequest, LLMClient, LLMError, expected_digit, yes_no_margin
 from saescope.autointerp.prompts import detection_request, fuzzing_request, simulation_request
 from saescope.embeddings import sentence_embeddings
 

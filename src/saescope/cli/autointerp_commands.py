@@ -8,9 +8,17 @@ from pathlib import Path
 
 import typer
 
-from saescope.autointerp.clients import ClientConfig
 from saescope.autointerp.explain_config import ExplainConfig
-from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, print_json
+from saescope.autointerp.llm.build import ClientConfig
+from saescope.cli.common import (
+    DEVICE_OPTION,
+    DTYPE_OPTION,
+    JSON_OPTION,
+    config_options,
+    console,
+    load_model_and_sae,
+    print_json,
+)
 
 RUN_ARGUMENT = typer.Argument(..., help="A features RUN folder (saescope features extract).")
 
@@ -29,8 +37,8 @@ def explain_command(
 
     Example: saescope explain runs/default --features top:kurtosis:50 --explainer local
     """
-    from saescope.autointerp.clients import make_client
     from saescope.autointerp.explain import explain_features
+    from saescope.autointerp.llm.build import make_client
     from saescope.features.run import FeatureRun
     from saescope.features.selection import select_features
 
@@ -52,15 +60,15 @@ def score_command(
     max_contexts: int = typer.Option(10, help="LLM scorers: contexts per class per feature."),
     controls: bool = typer.Option(True, "--controls/--no-controls", help="Also score shuffled explanations."),
     seed: int = typer.Option(0),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JSON_OPTION,
     client_config: ClientConfig = None,
 ) -> None:
     """Score the RUN's explanations on held-out contexts (RUN/scores.parquet), with a shuffled control.
 
     Example: saescope score runs/default --scorer embedding,detection
     """
-    from saescope.autointerp.clients import make_client
-    from saescope.autointerp.score import LLM_SCORERS, check_scorers, score_explanations, summarize
+    from saescope.autointerp.llm.build import make_client
+    from saescope.autointerp.score_run import LLM_SCORERS, check_scorers, score_explanations, summarize
     from saescope.features.run import FeatureRun
     from saescope.features.selection import select_features
 
@@ -92,15 +100,15 @@ def serve_llm_command(
     max_prompt_tokens: int = typer.Option(2048, help="Longest prompt served, in tokens after the chat template."),
     allowed_hosts: str = typer.Option("", help="Host names answered besides loopback and --host, comma-separated "
                                       "(others get 421: DNS rebinding)."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
 ) -> None:
     """Serve a local chat model at /v1/chat/completions and /v1/models (OpenAI-compatible).
 
     The bearer token, when wanted, comes from $SAESCOPE_LLM_TOKEN. Example: saescope serve-llm --port 8011
     """
-    from saescope.autointerp.local_client import LocalChatClient
-    from saescope.autointerp.server import serve_llm
+    from saescope.autointerp.llm.local import LocalChatClient
+    from saescope.autointerp.llm.server import serve_llm
     from saescope.errors import SaescopeError
     from saescope.model.loading import load_model
 

@@ -25,8 +25,8 @@ import uuid
 from concurrent.futures import Future
 from typing import Literal
 
-from saescope.autointerp.client import ChatRequest, Completion, LLMError
-from saescope.autointerp.local_client import LocalChatClient
+from saescope.autointerp.llm.local import LocalChatClient
+from saescope.autointerp.llm.protocol import ChatRequest, Completion, LLMError
 from saescope.errors import SaescopeError
 from saescope.http_guard import LOOPBACK_HOSTS, GuardMiddleware
 from saescope.http_guard import allowed_hosts as http_allowed_hosts

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from saescope.autointerp.client import ChatRequest, Completion, LLMClient, LLMError, Usage
+from saescope.autointerp.llm.protocol import ChatRequest, Completion, LLMClient, LLMError, Usage
 from saescope.errors import SaescopeError
 from saescope.storage import saescope_home
 

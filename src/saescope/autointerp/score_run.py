@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from saescope.autointerp.client import LLMClient, Usage
 from saescope.autointerp.explain import read_explanations
+from saescope.autointerp.llm.protocol import LLMClient, Usage
 from saescope.autointerp.scorers import detection_scores, embedding_scores, fuzzing_scores, simulation_scores
 from saescope.errors import SaescopeError
 from saescope.features.run import FeatureRun, write_parquet

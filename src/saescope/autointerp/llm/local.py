@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from saescope.autointerp.client import ChatRequest, Completion, LLMError
+from saescope.autointerp.llm.protocol import ChatRequest, Completion, LLMError
 from saescope.errors import SaescopeError
 from saescope.model.loading import LoadedModel
 

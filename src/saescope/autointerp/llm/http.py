@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
-from saescope.autointerp.client import ChatRequest, Completion, LLMError
+from saescope.autointerp.llm.protocol import ChatRequest, Completion, LLMError
 from saescope.errors import SaescopeError
 from saescope.http_guard import LOOPBACK_HOSTS
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from saescope.autointerp.cache import CachedClient
-from saescope.autointerp.client import Usage
+from saescope.autointerp.llm.cache import CachedClient
+from saescope.autointerp.llm.protocol import Usage
 from saescope.errors import SaescopeError
 
 
@@ -52,7 +52,7 @@ def make_client(config: ClientConfig) -> CachedClient | None:
     if config.explainer == "none":
         return None
     if config.explainer == "openai":
-        from saescope.autointerp.http_client import OpenAIChatClient
+        from saescope.autointerp.llm.http import OpenAIChatClient
 
         if config.explainer_model == "default":
             raise SaescopeError("with --explainer openai, name the served model with --explainer-model")
@@ -60,7 +60,7 @@ def make_client(config: ClientConfig) -> CachedClient | None:
                                  config.timeout, requests_per_minute=config.requests_per_minute)
         inner.check()
     else:
-        from saescope.autointerp.local_client import LocalChatClient
+        from saescope.autointerp.llm.local import LocalChatClient
         from saescope.model.loading import load_model
 
         inner = LocalChatClient(load_model(config.explainer_model, config.device, config.dtype), config.concurrency)
