@@ -20,7 +20,7 @@ def test_user_files_and_their_errors(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\nstill first\n\nsecond doc\n\n\n")
     assert [d.text for d in load_corpus(tmp_path / "a.txt", "all")] == ["first doc\nstill first", "second doc"]
     (tmp_path / "b.jsonl").write_text(json.dumps({"text": "one"}) + "\n" + "{bad json\n")
-    with pytest.raises(SaescopeError, match="b.jsonl:2"):
+    with pytest.raises(SaescopeError, match="b.jsonl, line 2: not valid JSON"):
         load_corpus(tmp_path / "b.jsonl", "all")
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(SaescopeError, match="empty"):

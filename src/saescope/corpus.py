@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from saescope.errors import SaescopeError
-from saescope.storage import read_text
+from saescope.storage import read_jsonl, read_text
 
 HELDOUT_PERCENT = 5
 SPLITS = ("train", "heldout", "all")
@@ -153,15 +153,8 @@ def _file_documents(path: Path) -> list[Document]:
     if not path.exists():
         raise SaescopeError(f"corpus file {path} does not exist")
     if path.suffix == ".jsonl":
-        docs = []
-        for lineno, line in enumerate(read_text(path, "corpus file").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise SaescopeError(f"{path}:{lineno}: expected a JSON object with a \"text\" field") from None
-            docs.append(Document(f"{path.name}/{lineno}", str(text)))
+        docs = [Document(f"{path.name}/{lineno}", str(row["text"]))
+                for lineno, row in read_jsonl(path, "corpus file", ("text",))]
         return [d for d in docs if d.text.strip()]
     if path.suffix == ".txt":
         blocks = [b.strip() for b in read_text(path, "corpus file").split("\n\n")]

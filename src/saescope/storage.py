@@ -106,6 +106,25 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise SaescopeError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
 
 
+def read_jsonl(path: str | Path, what: str = "file", fields: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of a JSON-lines file. A line that is not a JSON
+    object holding ``fields`` is a ``SaescopeError`` naming the file and line, in one wording everywhere."""
+    rows = []
+    for line, text in enumerate(read_text(path, what).splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SaescopeError(f"{path}, line {line}: not valid JSON ({exc.msg})") from None
+        missing = [name for name in fields if name not in row] if isinstance(row, dict) else list(fields)
+        if not isinstance(row, dict) or missing:
+            wanted = f" with {', '.join(fields)}" if fields else ""
+            raise SaescopeError(f"{path}, line {line}: expected a JSON object{wanted}")
+        rows.append((line, row))
+    return rows
+
+
 RESUME_HINT = "--resume on the command line, resume=True in Python"
 
 
