@@ -230,6 +230,7 @@ def test_circuit_eval_json_parses(files):
     assert parsed["rows"][0]["node_threshold"] == 0.1 and parsed["precision"]["dtype"] == "float32"
 
 
+@pytest.mark.embedded  # loads the embedded model in a subprocess
 def test_ctrl_c_exits_130_with_a_message(tmp_path):
     """typer returns 130 on Ctrl-C outside standalone mode; it used to be dropped (exit 0, no message)."""
     process = subprocess.Popen([sys.executable, "-m", "saescope.cli.main", "edit", "trace", "--prompt", "Name: Ben. Gender:",

@@ -8,6 +8,8 @@ from helpers import saescope
 from saescope.sae.core import SAE, SAEConfig
 from saescope.sae.formats import save_sae
 
+pytestmark = pytest.mark.embedded  # runs the embedded model in subprocesses
+
 
 def test_info_json():
     result = saescope("info", "--json")

@@ -8,7 +8,17 @@ from pathlib import Path
 import typer
 
 from saescope.circuits.config import CircuitConfig
-from saescope.cli.common import MEASURE_DTYPE_HELP, config_options, console, parse_floats, parse_ids, print_json
+from saescope.cli.common import (
+    DEVICE_OPTION,
+    JSON_OPTION,
+    MEASURE_DTYPE_OPTION,
+    MODEL_OPTION,
+    config_options,
+    console,
+    parse_floats,
+    parse_ids,
+    print_json,
+)
 from saescope.errors import SaescopeError
 
 circuit_app = typer.Typer(no_args_is_help=True, help="Sparse feature circuits: find, evaluate, plot, check.")
@@ -40,9 +50,9 @@ def find(
     components: bool = typer.Option(False, "--components", help="Nodes are the model's own residual dimensions."),
     out: Path = typer.Option(..., help="Output folder (circuit.json + effects.safetensors)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a circuit already in OUT."),
-    model: str = typer.Option(None, help="Model; default: the embedded one."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
     config: CircuitConfig = None,
 ) -> None:
     """Find the circuit of a set of prompt pairs over the SAE suite's features and error terms.
@@ -76,10 +86,10 @@ def evaluate(
     thresholds: str = typer.Option("0.005,0.01,0.02,0.05,0.1,0.2,0.5", help="Node thresholds to prune at."),
     ablation: str = typer.Option("mean", help="mean | zero | resample."),
     components: bool = typer.Option(True, "--components/--no-components", help="Also the component circuit of each size."),
-    model: str = typer.Option(None),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Faithfulness and completeness of a circuit on held-out pairs (table, JSON and PNG in the folder).
 
@@ -114,8 +124,8 @@ def plot(
                                    "show the RUN's explanations (saescope explain) or top tokens."),
     node_threshold: float = typer.Option(None, help="Draw only nodes with |effect| >= this."),
     edge_threshold: float = typer.Option(0.0, help="Draw only edges with |effect| >= this."),
-    model: str = typer.Option(None),
-    device: str = typer.Option("cpu"),
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
 ) -> None:
     """Draw the circuit: circuit.dot, circuit.svg (and .png with Graphviz), circuit.html (click a node).
 
@@ -154,10 +164,10 @@ def patch(
     steps: int = typer.Option(10, help="Integrated-gradients steps."),
     saes: str = typer.Option("default", help="'default', a suite folder, or comma-separated SAE folders."),
     layers: str = typer.Option(None, help="Only these layers of the suite."),
-    model: str = typer.Option(None),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=MEASURE_DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json"),
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Exact activation patching of one pair's top nodes vs attribution patching and IG (Pearson r, signs).
 
@@ -191,8 +201,8 @@ def patch(
 def export(
     folder: Path = typer.Argument(..., help="A circuit folder from `circuit find`."),
     out: Path = typer.Option(None, help="Output JSON; default FOLDER/circuit_tracer.json."),
-    model: str = typer.Option(None),
-    device: str = typer.Option("cpu"),
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
 ) -> None:
     """Write the circuit as a graph file for circuit-tracer's attribution-graph viewer.
 

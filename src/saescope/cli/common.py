@@ -26,6 +26,12 @@ SAE_HELP = ("'default' (the bundled layer-12 SAE), default/blocks.L.hook_resid_p
 DTYPE_HELP = "auto (bfloat16 only where it is faster; see `saescope info`) | float32 | bfloat16 | float16."
 MEASURE_DTYPE_HELP = ("auto (float32: scores are measured in float32 on every device) | float32 | bfloat16 | float16. "
                       "The precision is recorded in the JSON output.")
+# The options every model-running command shares, declared once.
+DEVICE_OPTION = typer.Option("cpu", help="cpu | cuda | cuda:N | mps.")
+DTYPE_OPTION = typer.Option("auto", help=DTYPE_HELP)
+MEASURE_DTYPE_OPTION = typer.Option("auto", help=MEASURE_DTYPE_HELP)
+MODEL_OPTION = typer.Option(None, help="Hub id or local folder; default: the embedded model.")
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object.")
 
 
 def print_json(obj: Any) -> None:
@@ -51,6 +57,31 @@ def parse_ids(text: str | None, what: str) -> list[int] | None:
         raise SaescopeError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
+_DEFAULT = object()  # a list option left empty: the config's own default applies
+
+
+def _list_element(hint: Any) -> type | None:
+    """The element type of a config field that holds a list (``list[int]``, ``list[int] | None``, ``str | list[int]``)."""
+    for arg in (hint, *typing.get_args(hint)):
+        if typing.get_origin(arg) is list:
+            return typing.get_args(arg)[0]
+    return None
+
+
+def _parse_list(text: str | None, element: type, hint: Any, flag: str) -> Any:
+    """``"12,14"`` -> ``[12, 14]`` for a list field; a word such as ``auto`` stays a word when the field
+    also takes a string; ``None`` leaves the config's default."""
+    if text is None:
+        return _DEFAULT
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return [element(part) for part in parts]
+    except ValueError:
+        if str in typing.get_args(hint) and len(parts) == 1:
+            return parts[0]
+        raise SaescopeError(f"{flag} must be comma-separated {element.__name__} values, got {text!r}") from None
+
+
 def config_options(config_cls: type, flags: dict[str, str] | None = None, exclude: tuple[str, ...] = (),
                    param: str = "config") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a command one option per field of ``config_cls`` (default and help from the dataclass and
@@ -62,16 +93,24 @@ def config_options(config_cls: type, flags: dict[str, str] | None = None, exclud
         taken = {p.name for p in own}
         hints, docs = typing.get_type_hints(config_cls), field_docs(config_cls)
         chosen = [f for f in fields(config_cls) if f.name not in taken and f.name not in exclude]
-        options = []
+        options, lists = [], {f.name: element for f in chosen if (element := _list_element(hints[f.name]))}
         for f in chosen:
             default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
             names = [flags[f.name]] if flags and f.name in flags else []
-            options.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+            annotation = hints[f.name]
+            if f.name in lists:  # a list field is one comma-separated option, parsed below
+                annotation, docs = str | None, {**docs, f.name: docs[f.name] + " Comma-separated."}
+                default = ",".join(map(str, default)) or None if isinstance(default, list) else default
+            options.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                                              default=typer.Option(default, *names, help=docs[f.name].replace("``", ""))))
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
             values = {f.name: kwargs.pop(f.name) for f in chosen}
+            for name, element in lists.items():
+                flag = flags[name] if flags and name in flags else "--" + name.replace("_", "-")
+                values[name] = _parse_list(values[name], element, hints[name], flag)
+            values = {name: value for name, value in values.items() if value is not _DEFAULT}
             return command(**{param: config_cls(**values)}, **kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=[*own, *options])  # type: ignore[attr-defined]
@@ -97,13 +136,7 @@ def load_model_and_sae(sae_path: str, model: str | None, hook: str | None, devic
     return lm, sae, lm.check_sae(sae, hook)
 
 
-def load_applicable(path: Path):
-    """What ``--intervention`` / ``--edit`` names: a saved edit folder (``saescope edit rome|ft``) or an
-    intervention JSON file; both apply with ``with x.apply(lm):``."""
-    if Path(path).is_dir():
-        from saescope.editing.weight_edit import load_edit
-
-        return load_edit(path)
-    from saescope.steering import load_intervention
-
-    return load_intervention(path)
+def check_folder(out: Path) -> None:
+    """A one-line error when ``--out`` names a file (it must name a folder)."""
+    if out.exists() and not out.is_dir():
+        raise SaescopeError(f"{out} is a file: --out must name a folder")

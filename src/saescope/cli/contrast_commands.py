@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from saescope.cli.common import DTYPE_HELP, config_options, console, load_model_and_sae, parse_floats, print_json
+from saescope.cli.common import (
+    DEVICE_OPTION,
+    DTYPE_OPTION,
+    JSON_OPTION,
+    config_options,
+    console,
+    load_model_and_sae,
+    parse_floats,
+    print_json,
+)
 from saescope.steering.contrast.config import ContrastFitConfig
 
 contrast_app = typer.Typer(no_args_is_help=True, help="CAA vectors, SAE features and sparse fits from prompt pairs.")
@@ -20,9 +29,9 @@ def fit(
     out: Path = typer.Option(..., help="Output folder."),
     sae: str = typer.Option("default"),
     run: Path = typer.Option(None, help="A features RUN, to show each cluster's top tokens."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json"),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
     config: ContrastFitConfig = None,
 ) -> None:
     """CAA vector, significant SAE features, their clusters and a sparse SAE fit; three intervention files."""
@@ -57,9 +66,9 @@ def evaluate(
     multipliers: str = typer.Option("-4,-2,0,2,4", help="Comma-separated multipliers."),
     max_kl: float = typer.Option(0.1, help="KL budget (nats/token) for the best-multiplier summary."),
     model: str = typer.Option(None, help="Model; default: the one the fit was made for."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
-    json_out: bool = typer.Option(False, "--json"),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Steering effect on held-out pairs, and KL / perplexity on neutral text; table + PNG in FOLDER."""
     from saescope.model.loading import load_model

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from saescope.cli.common import DTYPE_HELP, SAE_HELP, config_options, console, load_model_and_sae, parse_ids, print_json
+from saescope.cli.common import (
+    DEVICE_OPTION,
+    DTYPE_OPTION,
+    JSON_OPTION,
+    SAE_HELP,
+    config_options,
+    console,
+    load_model_and_sae,
+    parse_ids,
+    print_json,
+)
 from saescope.errors import SaescopeError
 from saescope.features.config import ExtractConfig
 from saescope.features.sample_config import SampleConfig
@@ -22,8 +32,8 @@ def extract(
     out: Path = typer.Option(..., help="RUN folder to write."),
     sae: str = typer.Option("default", help=SAE_HELP),
     model: str = typer.Option(None, help="Model; default: the one the SAE names."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     workers: int = typer.Option(1, help="Processes on this machine (torchrun, gloo on CPU / NCCL on CUDA); "
                                         "the RUN is the same as with one."),
@@ -57,8 +67,8 @@ def sample(
     run: Path = typer.Argument(..., help="A RUN folder."),
     features: str = typer.Option("random:200", help="0-199 | 3,17,42 | top:kurtosis:200 | random:200 (alive features)."),
     sae: str = typer.Option("default", help="The SAE of the run."),
-    device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    device: str = DEVICE_OPTION,
+    dtype: str = DTYPE_OPTION,
     config: SampleConfig = None,
 ) -> None:
     """Contexts across each feature's activation range, and where it does not fire, on text the RUN never saw
@@ -107,7 +117,7 @@ def show(
     run: Path = typer.Argument(..., help="A RUN folder."),
     feature: int = typer.Argument(..., help="Feature id."),
     n: int = typer.Option(10, help="Examples to show."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """One feature: statistics, top tokens, top contexts (activating token highlighted), logit effects."""
     from saescope.features.run import FeatureRun
@@ -162,8 +172,8 @@ def search(
     explanation: str = typer.Option(None, help="Features whose explanation is closest in meaning to this text."),
     n: int = typer.Option(15, help="How many features."),
     sae: str = typer.Option("default", help="With --text: the SAE of the run."),
-    device: str = typer.Option("cpu"),
-    json_out: bool = typer.Option(False, "--json"),
+    device: str = DEVICE_OPTION,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Find features by a token they fire on, or by a text."""
     from saescope.features.run import FeatureRun

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import typer
-
-from saescope.cli.common import DTYPE_HELP, console, print_json
+from saescope.cli.common import DEVICE_OPTION, DTYPE_OPTION, JSON_OPTION, MODEL_OPTION, console, print_json
 
 
-def info(model: str = typer.Option(None, help="Hub id or local folder; default: the embedded model."),
-         device: str = typer.Option("cpu"),
-         dtype: str = typer.Option("auto", help=DTYPE_HELP),
-         json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+def info(model: str = MODEL_OPTION,
+         device: str = DEVICE_OPTION,
+         dtype: str = DTYPE_OPTION,
+         json_out: bool = JSON_OPTION) -> None:
     """The model's name, layers, width and hook points, and the precision chosen on this machine."""
     from saescope.model.arch import layer_list_path
     from saescope.model.loading import load_model
