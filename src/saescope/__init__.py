@@ -12,16 +12,13 @@ Python API (the CLI ``saescope`` mirrors it)::
         logits = lm.model(**lm.tokenize(["Hello"])).logits
 
 Names are imported lazily: ``import saescope`` loads nothing heavy (no torch, numba, pandas, scipy)
-until one of them is used. The layers and what lives where: README, "Architecture".
+until one of them is used. The layers and what lives where: docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from saescope import legacy
 from saescope.lazy import lazy_getattr
 from saescope.version import __version__ as __version__
-
-legacy.install()
 
 _MODULES = {
     "saescope.errors": ["SaescopeError"],
@@ -50,7 +47,7 @@ _MODULES = {
     "saescope.steering.contrast.evaluate": ["evaluate_contrast"],
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
-_SUBPACKAGES = ("bias", "circuits", "model", "sae", "features", "steering", "reports")
+_SUBPACKAGES = ("activations", "bias", "circuits", "model", "sae", "features", "steering", "reports")
 
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES, "__version__"])
 

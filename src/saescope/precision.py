@@ -24,7 +24,7 @@ bfloat16 only where it is actually faster than float32.
   mantissa, so a log-probability near -30 is off by ~0.1 and p(she) by ~1e-3, and a feature near a
   threshold can cross it (debias in bfloat16 chose 43 gate features where float32 chose 44, and another
   layer). An explicit ``--dtype bfloat16`` is honoured and recorded, so the difference can be measured
-  (README, "Precision").
+  (README, "Precision"; docs/results/precision.md).
 
 Every JSON a command writes carries ``precision_record(...)``: the dtype, the purpose and this rule.
 
