@@ -200,5 +200,5 @@ def matmul_seconds(rows: int = 2048, inner: int = 576, cols: int = 4608, repeats
             best = min(best, time.perf_counter() - start)
             if best > 2.0:  # emulated bf16: one run says enough
                 break
-        out[f"{dtype_name(dtype)}_s"] = round(best, 5)
+        out[f"{dtype_name(dtype)}_s"] = float(f"{best:.3g}")  # 3 significant digits: a tiny matmul takes microseconds
     return out

@@ -159,7 +159,7 @@ async def steer(request: Request, body: SteerBody) -> dict:
         kwargs = dict(max_new_tokens=body.max_new_tokens, temperature=body.temperature, seed=body.seed, chat=body.chat)
         plain = generate(state.lm, [body.prompt], None, **kwargs)[0][0]
         steered = generate(state.lm, [body.prompt], build(), **kwargs)[0][0]
-        tokens = len(state.lm.tokenizer.encode(plain + steered, add_special_tokens=False))
+        tokens = len(state.lm.encode(plain + steered))
         seconds = time.perf_counter() - started
         return {"plain": plain, "steered": steered, "seconds": seconds, "tokens_per_s": tokens / seconds}
 

@@ -90,7 +90,7 @@ def agreement_accuracy(lm: LoadedModel, items: list[AgreementPair], batch_size: 
     """Share of prompts where the right verb form gets more probability than the wrong one."""
     first = {}
     for word in {w for item in items for w in (item.right, item.wrong)}:
-        first[word] = lm.tokenizer.encode(word, add_special_tokens=False)[0]
+        first[word] = lm.encode(word)[0]
     columns = sorted(set(first.values()))
     where = {tok: i for i, tok in enumerate(columns)}
     lp = next_token_logprobs(lm, [item.prefix for item in items], columns, batch_size)

@@ -19,7 +19,7 @@ def pronoun_ids(lm: LoadedModel, female: tuple[str, ...] = (" she", " She"),
                 male: tuple[str, ...] = (" he", " He")) -> tuple[list[int], list[int]]:
     """Single-token ids of the female and the male pronoun variants."""
     def single(words: tuple[str, ...]) -> list[int]:
-        ids = [lm.tokenizer.encode(w, add_special_tokens=False) for w in words]
+        ids = [lm.encode(w) for w in words]
         return [i[0] for i in ids if len(i) == 1]
 
     she, he = single(female), single(male)

@@ -136,12 +136,12 @@ def tokenize_pairs(lm: LoadedModel, pairs: list[Pair], drop_unequal: bool = True
 
 
 def _prompt_and_answer(lm: LoadedModel, prompt: str, answer: str, index: int) -> tuple[list[int], int]:
-    ids = lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = lm.encode(prompt)
     if not answer:  # no-pair text: its last token is the answer
         if len(ids) < 2:
             raise SaescopeError(f"prompt {index + 1} ({prompt!r}) needs at least two tokens: a context and the answer")
         return ids[:-1], ids[-1]
-    answer_ids = lm.tokenizer(answer, add_special_tokens=False)["input_ids"]
+    answer_ids = lm.encode(answer)
     if len(answer_ids) != 1:
         raise SaescopeError(f"pair {index + 1}: answer {answer!r} is {len(answer_ids)} tokens for this tokenizer; "
                             "answers must be single tokens (a leading space usually makes one)")

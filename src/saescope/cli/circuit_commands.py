@@ -218,7 +218,7 @@ def export(
     lm = _model(model, device, "auto")
     labels = node_labels(lm, dictionaries_for(circuit, lm), circuit)
     prompt = read_pairs(circuit.data["pairs"], 1)[0].clean if circuit.data.get("pairs") else ""
-    tokens = [lm.tokenizer.decode([t]) for t in lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+    tokens = [lm.tokenizer.decode([t]) for t in lm.encode(prompt)]
     n_layers = getattr(lm.model.config, "num_hidden_layers", len(circuit.hooks))
     target = write_json(out or folder / "circuit_tracer.json", to_circuit_tracer(circuit, labels, tokens, n_layers))
     console.print(f"wrote {target}")

@@ -21,7 +21,7 @@ from saescope.model.loading import LoadedModel
 
 def _target_margins(lm: LoadedModel, texts: list[str], target: str, original: str) -> list[float]:
     """log P(target | text) - log P(original | text) for every text, in one batched pass."""
-    encode = lambda s: lm.tokenizer.encode(s, add_special_tokens=False)
+    encode = lambda s: lm.encode(s)
     prompts = [encode(t) for t in texts]
     rows = [p + encode(answer) for answer in (target, original) for p in prompts]
     scored = span_logprobs(lm, rows, [len(p) for p in prompts] * 2)
@@ -33,10 +33,10 @@ def edit_scores(lm: LoadedModel, edit: WeightEdit, paraphrases: list[str] | None
                 neighbours: list[str] | None = None, ce_tokens: int = 2048) -> dict[str, float | str]:
     """Efficacy, paraphrase, specificity, the target's probability and CE/KL side effects of ``edit``."""
     request = edit.request
-    prompt_ids = torch.tensor([lm.tokenizer.encode(request.text, add_special_tokens=False)], device=lm.device)
+    prompt_ids = torch.tensor([lm.encode(request.text)], device=lm.device)
     plain = lm.model(prompt_ids).logits[0, -1].float()
     original = lm.tokenizer.decode([int(plain.argmax())])
-    target_ids = lm.tokenizer.encode(request.target, add_special_tokens=False)
+    target_ids = lm.encode(request.target)
     before = continuation_logprob(lm, prompt_ids[0].tolist(), target_ids)
     windows = first_windows(lm.tokenizer, ce_tokens, "heldout", "embedded", 128).to(lm.device)
     ce_before, _, clean_logp = ce_and_kl(lm, windows)

@@ -1,8 +1,9 @@
 """ROME's key statistics: ``C = E[k kᵀ]`` of the inputs of one MLP output projection over corpus text.
 
 The keys are the MLP's hidden activations (``blocks.L.hook_mlp_post``) at every token of the embedded
-corpus' training split but the first of each window (an attention sink, whose activations are
-outliers). The forward pass stops at that layer. ``C`` is computed once per (model weights, layer,
+corpus' training split but the attention sinks (``activations.read.sink_mask``, the rule every
+statistic of saescope uses: the first token of each window and any token whose keys' norm is over 10x
+the window's median). The forward pass stops at that layer. ``C`` is computed once per (model weights, layer,
 corpus, token count) and cached as safetensors in ``$SAESCOPE_HOME/cache/rome/`` (written atomically;
 a damaged file is computed again). EasyEdit and the ROME code download Wikipedia statistics at run
 time and cache them as pickles; here nothing leaves the machine and nothing is unpickled.
@@ -16,16 +17,17 @@ from pathlib import Path
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from saescope.activations.read import hook_activations
 from saescope.corpus import first_windows
 from saescope.errors import SaescopeError
 from saescope.model.fingerprint import model_fingerprint
-from saescope.model.hooks import forward_until
 from saescope.model.loading import LoadedModel
 from saescope.storage import atomic_path, saescope_home
 
 
 def _cache_path(lm: LoadedModel, layer: int, tokens: int, corpus: str, context: int) -> Path:
-    key = hashlib.sha256(f"{model_fingerprint(lm)}|{layer}|{tokens}|{corpus}|{context}".encode()).hexdigest()[:24]
+    rule = "sink_mask"  # which tokens are left out: part of the key, so statistics of another rule are not reused
+    key = hashlib.sha256(f"{model_fingerprint(lm)}|{layer}|{tokens}|{corpus}|{context}|{rule}".encode()).hexdigest()[:24]
     return saescope_home() / "cache" / "rome" / f"keys-L{layer}-{key}.safetensors"
 
 
@@ -51,8 +53,8 @@ def key_second_moment(lm: LoadedModel, layer: int, tokens: int = 50_000, corpus:
     total, count = None, 0
     for start in tqdm(range(0, len(windows), batch_size), desc=f"key statistics, layer {layer}", disable=not progress):
         ids = windows[start:start + batch_size].to(lm.device)
-        acts = forward_until(lm.model, [hook], ids)[hook][:, 1:]  # the first token (a sink) left out
-        keys = acts.reshape(-1, acts.shape[-1]).double()
+        acts, keep = hook_activations(lm, hook, ids)
+        keys = acts[keep].double()
         total = keys.T @ keys if total is None else total + keys.T @ keys
         count += len(keys)
     moment = (total / count).float().cpu()

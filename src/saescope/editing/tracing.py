@@ -152,7 +152,7 @@ def _embedding_name(lm: LoadedModel, embed: torch.nn.Module) -> str:
 
 
 def _single_token(lm: LoadedModel, answer: str) -> int:
-    ids = lm.tokenizer.encode(answer, add_special_tokens=False)
+    ids = lm.encode(answer)
     if len(ids) != 1:
         raise SaescopeError(f"the answer {answer!r} is {len(ids)} tokens: trace a single-token answer (mind the space)")
     return ids[0]

@@ -38,7 +38,7 @@ class RequestRows:
 
 def request_rows(lm: LoadedModel, request: EditRequest, prefixes: list[str]) -> RequestRows:
     """The rows of ``request`` behind each of ``prefixes`` (``""`` for the prompt alone)."""
-    target = lm.tokenizer.encode(request.target, add_special_tokens=False)
+    target = lm.encode(request.target)
     if not target:
         raise SaescopeError(f"the target {request.target!r} has no tokens")
     rows, subject_at, labels = [], [], []

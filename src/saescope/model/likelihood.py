@@ -64,7 +64,7 @@ def encode_texts(lm: LoadedModel, texts: list[str], prefix: list[int] | None = N
     """Token ids of each text (no special tokens), after ``prefix``. Empty texts are refused."""
     if any(not t.strip() for t in texts):
         raise SaescopeError("empty prompt: every text must hold some characters")
-    return [(prefix or []) + ids for ids in lm.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return [(prefix or []) + ids for ids in lm.encode(list(texts))]
 
 
 def pad_id(lm: LoadedModel) -> int:
@@ -127,15 +127,8 @@ def head_logits(lm: LoadedModel, hidden: Tensor) -> Tensor:
 
 
 def document_start_id(lm: LoadedModel) -> int:
-    """The token that starts a scored sentence (see the module docstring)."""
-    tok = lm.tokenizer
-    endoftext = tok.convert_tokens_to_ids("<|endoftext|>")
-    if isinstance(endoftext, int) and endoftext != tok.unk_token_id:
-        return endoftext
-    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    if start is None:
-        raise SaescopeError(f"{lm.name}'s tokenizer has no BOS or EOS token to start a sentence with")
-    return start
+    """The token that starts a scored sentence (see the module docstring): ``lm.start_id``."""
+    return lm.start_id
 
 
 @torch.inference_mode()

@@ -67,11 +67,40 @@ class LoadedModel:
                                 "wrong SAE for this model")
         return hook
 
-    def tokenize(self, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
-        """Right-padded batch on the model's device (``input_ids``, ``attention_mask``)."""
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=max_length is not None,
-                             max_length=max_length)
-        return {k: v.to(self.device) for k, v in enc.items()}
+    def encode(self, texts: str | list[str], start: bool = False) -> list[int] | list[list[int]]:
+        """The one tokenization policy of saescope: a text's own tokens, never the special tokens a
+        tokenizer may add on its own (a BOS token, say), and with ``start=True`` the document-start token
+        (``start_id``) in front. Every method that turns texts into ids uses it, so all of them agree on
+        models whose tokenizer adds a BOS token as on those that do not. (Generation with a chat
+        template and the offsets of ``editing.request`` call the tokenizer for what only it gives.)"""
+        single = isinstance(texts, str)
+        ids = self.tokenizer([texts] if single else list(texts), add_special_tokens=False)["input_ids"]
+        ids = [[self.start_id, *row] for row in ids] if start else [list(row) for row in ids]
+        return ids[0] if single else ids
+
+    @property
+    def start_id(self) -> int:
+        """The token that starts a document: ``<|endoftext|>`` where the vocabulary has it, else BOS, else EOS."""
+        tok = self.tokenizer
+        endoftext = tok.convert_tokens_to_ids("<|endoftext|>")
+        if isinstance(endoftext, int) and endoftext != tok.unk_token_id:
+            return endoftext
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if start is None:
+            raise SaescopeError(f"{self.name}'s tokenizer has no BOS or EOS token to start a document with")
+        return start
+
+    def tokenize(self, texts: list[str], max_length: int | None = None, start: bool = False) -> dict[str, torch.Tensor]:
+        """Right-padded batch of ``encode(texts, start)`` on the model's device (``input_ids``,
+        ``attention_mask``), each row cut to ``max_length`` tokens when given."""
+        rows = [row[:max_length] if max_length else row for row in self.encode(list(texts), start=start)]
+        width = max(len(row) for row in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row, dtype=torch.long), 1
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
 
 def load_model(name_or_path: str | Path | None = None, device: str = "cpu",

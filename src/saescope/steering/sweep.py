@@ -62,8 +62,8 @@ def _read_back(lm: LoadedModel, sae: SAE, feature: int, pairs: list[tuple[str, s
     hook = sae.cfg.hook_name
     total_act, total_nll, n_tokens = 0.0, 0.0, 0
     for prompt, text in pairs:
-        prompt_ids = lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        text_ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        prompt_ids = lm.encode(prompt)
+        text_ids = lm.encode(text)
         if not text_ids:
             continue
         ids = torch.tensor([prompt_ids + text_ids], device=lm.device)

@@ -29,7 +29,7 @@ class LocalChatClient:
     def prompt_ids(self, request: ChatRequest) -> list[int]:
         messages = [{"role": role, "content": content} for role, content in request.messages]
         text = self.lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.lm.tokenizer.encode(text, add_special_tokens=False)
+        return self.lm.encode(text)
 
     def complete_many(self, requests: list[ChatRequest]) -> list[Completion | LLMError]:
         prompts = [self.prompt_ids(r) for r in requests]

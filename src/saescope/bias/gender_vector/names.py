@@ -38,7 +38,7 @@ def load_names(gender: str) -> list[str]:
 
 def answer_ids(lm: LoadedModel) -> dict[str, int]:
     """The token of " Male" and of " Female" (each must be one token)."""
-    ids = {gender: lm.tokenizer.encode(text, add_special_tokens=False) for gender, text in ANSWERS.items()}
+    ids = {gender: lm.encode(text) for gender, text in ANSWERS.items()}
     for gender, tokens in ids.items():
         if len(tokens) != 1:
             raise SaescopeError(f"{lm.name} splits {ANSWERS[gender]!r} into {len(tokens)} tokens; the gender "

@@ -40,7 +40,7 @@ def swap_scores(lm: LoadedModel, sae: SAE, hook: str, features: list[int], rows:
     index = torch.tensor(features, dtype=torch.long)
     encode = lambda acts: sae.encode(acts)[..., index]
     swaps = name_swaps(lm.tokenizer)
-    count = lambda text: len(lm.tokenizer.encode(text, add_special_tokens=False))
+    count = lambda text: len(lm.encode(text))
     rows = [r for r in rows if count(r["text"]) == count(gender_swapped(r["text"], swaps))]  # same length only
     original = pooled(lm, [r["text"] for r in rows], hook, transform=encode).numpy()
     swapped = pooled(lm, [gender_swapped(r["text"], swaps) for r in rows], hook, transform=encode).numpy()

@@ -64,15 +64,15 @@ def evaluate_contrast(lm: LoadedModel, folder: str | Path, pairs: list[ContrastP
 
 
 def _encode_pair(lm: LoadedModel, pair: ContrastPair) -> tuple[list[int], list[int], list[int]]:
-    pos = lm.tokenizer(pair.positive, add_special_tokens=False)["input_ids"]
-    neg = lm.tokenizer(pair.negative, add_special_tokens=False)["input_ids"]
+    pos = lm.encode(pair.positive)
+    neg = lm.encode(pair.negative)
     common = 0
     while common < min(len(pos), len(neg)) and pos[common] == neg[common]:
         common += 1
     prompt = pos[:common] or [lm.tokenizer.eos_token_id]
     if pair.positive_completion is not None and pair.negative_completion is not None:
-        rest_pos = lm.tokenizer(pair.positive_completion, add_special_tokens=False)["input_ids"]
-        rest_neg = lm.tokenizer(pair.negative_completion, add_special_tokens=False)["input_ids"]
+        rest_pos = lm.encode(pair.positive_completion)
+        rest_neg = lm.encode(pair.negative_completion)
     elif len(pos) == len(neg):  # score only the distinguishing span (e.g. " she" vs " he")
         last = max(i for i in range(len(pos)) if pos[i] != neg[i]) + 1
         rest_pos, rest_neg = pos[common:last], neg[common:last]
