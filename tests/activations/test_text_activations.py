@@ -51,18 +51,19 @@ def test_the_policy_never_adds_the_tokenizers_bos(lm):
 
 
 def test_every_reading_equals_the_unbatched_forward(lm):
-    last = text_activations(lm, HOOK, TEXTS, read="last", batch_size=3)
+    last = text_activations(lm, HOOK, TEXTS[:2] + TEXTS[3:], read="last", batch_size=2)
     mean = text_activations(lm, HOOK, TEXTS, read="mean", batch_size=3, start=True)
     tokens = text_activations(lm, [HOOK], TEXTS, read="tokens", batch_size=2)[HOOK]
-    second = text_activations(lm, HOOK, TEXTS, read=[1, 1, 0, -2])
-    assert last.shape == (4, 32) and mean.shape == (4, 32) and len(tokens) == 4
+    second = text_activations(lm, HOOK, TEXTS, read=[1, 2, 1, -2], start=True)
+    assert last.shape == (3, 32) and mean.shape == (4, 32) and len(tokens) == 4
     for i, text in enumerate(TEXTS):
         acts, keep = _alone(lm, text)
-        torch.testing.assert_close(last[i], acts[-1], rtol=1e-5, atol=1e-5)
+        if text != "x":
+            torch.testing.assert_close(last[[0, 1, None, 2][i]], acts[-1], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(tokens[i][0], acts, rtol=1e-5, atol=1e-5)
         assert torch.equal(tokens[i][1], keep)
-        torch.testing.assert_close(second[i], acts[[1, 1, 0, len(acts) - 2][i]], rtol=1e-5, atol=1e-5)
         started, kept = _alone(lm, text, start=True)
+        torch.testing.assert_close(second[i], started[[1, 2, 1, len(started) - 2][i]], rtol=1e-5, atol=1e-5)
         kept[0] = False  # the start token is never read
         expected = started[kept].mean(0) if kept.any() else torch.zeros(32)
         torch.testing.assert_close(mean[i], expected, rtol=1e-5, atol=1e-5)
@@ -75,5 +76,8 @@ def test_bad_reads_are_one_line_errors(lm):
         text_activations(lm, HOOK, TEXTS, read=[0, 1])
     with pytest.raises(SaescopeError, match="outside its text"):
         text_activations(lm, HOOK, TEXTS, read=[0, 0, 5, 0])
+    with pytest.raises(SaescopeError, match="attention sink .position 0 of text 2"):
+        text_activations(lm, HOOK, TEXTS, read="last")  # "x" is one token: without a start token it is the sink
+    assert text_activations(lm, HOOK, TEXTS, read="last", start=True).shape == (4, 32)
     with pytest.raises(SaescopeError, match="empty prompt"):
         text_activations(lm, HOOK, ["fine", " "])

@@ -175,7 +175,7 @@ def test_bad_feature_specs(lm):
     assert torch.is_tensor(pooled(lm, ["Mary is kind."], L12))
 
 
-@pytest.mark.embedded  # loads the embedded model in a subprocess
+@pytest.mark.slow  # ~25 s; run_shift is tested through the API (test_a_small_shift_run_gives_every_condition)
 def test_shift_run_cli_writes_every_condition_with_group_accuracies(tmp_path):
     import json
 

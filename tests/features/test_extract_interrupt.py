@@ -21,14 +21,14 @@ pytestmark = pytest.mark.embedded  # runs the embedded model in subprocesses
 def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path):
     torch.manual_seed(0)
     sae = save_sae(SAE(SAEConfig(576, 128, "topk", k=4, hook_name="blocks.6.hook_resid_post")), tmp_path / "sae")
-    args = [sys.executable, "-m", "saescope.cli.main", "features", "extract", "--sae", str(sae), "--tokens", "12000",
+    args = [sys.executable, "-m", "saescope.cli.main", "features", "extract", "--sae", str(sae), "--tokens", "6000",
             "--batch-size", "1", "--context", "64", "--out", str(tmp_path / "run")]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen: list[bytes] = []
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: process.stderr.read(64), b"")), daemon=True)
     reader.start()
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not re.search(rb"[1-9][0-9.]*k/12", b"".join(seen)):
+    while time.monotonic() < deadline and not re.search(rb"[1-9][0-9.]*k/6", b"".join(seen)):
         time.sleep(0.5)  # wait until some batches are done
     process.send_signal(signal.SIGINT)
     process.wait(timeout=300)

@@ -4,10 +4,12 @@ point asked for, and read each text's activations the way the caller needs.
 Tokenization policy (``model.likelihood.encode_texts``): a text's own tokens, no special tokens added by
 the tokenizer, and with ``start=True`` the model's document-start token in front (``document_start_id``:
 the same first token for every text, so position 0, the attention sink, is never one of the text's own
-tokens). Every reader excludes attention sinks (``read.sink_mask``) and padding.
+tokens). Every reader excludes attention sinks (``read.sink_mask``) and padding: ``mean`` and
+``tokens`` leave them out, and ``last`` or a position that falls on a sink (a one-token text read
+without ``start=True``: its only token is position 0) is an error, never a silent read of the sink.
 
 ``read``:
-- ``"last"``: ``[n, d]``, each text's last token (a sink there is still read: a one-token text has no other);
+- ``"last"``: ``[n, d]``, each text's last token;
 - ``"mean"``: ``[n, d]``, the mean over each text's kept tokens (sinks, padding and the start token left out);
 - ``"tokens"``: a list of ``(acts [T, d], keep [T])`` per text, padding cut off;
 - a list of ints: ``[n, d]``, each text's activation at its own position (negative counts from the end).
@@ -74,10 +76,14 @@ def _positions(positions: Sequence[int], lengths: Tensor) -> Tensor:
 def _read(acts: Tensor, keep: Tensor, lengths: Tensor, read: Read, where: Tensor | None) -> list:
     rows = torch.arange(len(acts), device=acts.device)
     if read == "last":
-        return list(acts[rows, lengths - 1].cpu())
+        where = lengths - 1
     if read == "mean":
         weights = keep.float()[..., None]
         return list(((acts * weights).sum(1) / weights.sum(1).clamp_min(1)).cpu())
     if read == "tokens":
         return [(acts[i, :n].cpu(), keep[i, :n].cpu()) for i, n in enumerate(lengths.tolist())]
+    sinks = (~keep[rows, where]).nonzero().flatten().tolist()
+    if sinks:
+        raise SaescopeError(f"the read position of {len(sinks)} text(s) is an attention sink (position "
+                            f"{int(where[sinks[0]])} of text {sinks[0]} of the batch): read with start=True")
     return list(acts[rows, where].cpu())

@@ -39,8 +39,10 @@ from saescope.steering.contrast.stats import feature_tests, pair_activations
 
 @torch.inference_mode()
 def last_token_acts(lm: LoadedModel, hook: str, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-    """``[len(texts), d_model]`` residual at ``hook`` on the last token of each text."""
-    return text_activations(lm, hook, texts, read="last", batch_size=batch_size)
+    """``[len(texts), d_model]`` residual at ``hook`` on the last token of each text, read after the
+    document-start token: a one-token subject (``"Peter"``) is then position 1, never the attention
+    sink at position 0 (reading it there gave "gate" features that were sink artefacts)."""
+    return text_activations(lm, hook, texts, read="last", batch_size=batch_size, start=True)
 
 
 def occupation_prefixes(selection: SelectionPrompts, female: bool) -> list[str]:

@@ -21,7 +21,7 @@ from saescope.model.loading import LoadedModel
 
 def _target_margins(lm: LoadedModel, texts: list[str], target: str, original: str) -> list[float]:
     """log P(target | text) - log P(original | text) for every text, in one batched pass."""
-    encode = lambda s: lm.encode(s)
+    encode = lm.encode
     prompts = [encode(t) for t in texts]
     rows = [p + encode(answer) for answer in (target, original) for p in prompts]
     scored = span_logprobs(lm, rows, [len(p) for p in prompts] * 2)

@@ -19,7 +19,7 @@ def encode_text(lm: LoadedModel, sae: SAE, hook: str, text: str) -> tuple[list[s
         tokens, feats = encode_text(lm, sae, "blocks.12.hook_resid_post", "The nurse said")
     """
     check_text(text, "text")
-    ids = lm.encode(text, return_tensors="pt").to(lm.device)
+    ids = torch.tensor([lm.encode(text)], device=lm.device)
     acts, keep = hook_activations(lm, hook, ids)
     feats = sae.encode(acts[0].float())  # [seq, d_sae]
     feats[~keep[0]] = 0.0

@@ -2,6 +2,9 @@
 optionally sparing the tokens where an SAE's features fire (``FeatureGate``).
 
 ``x' = x - strength * ((x - mean) U^T) U`` for orthonormal rows ``U``; ``strength`` 1 erases it.
+With a separate ``read`` matrix ``R`` the projection is oblique, ``x' = x - strength * ((x - mean) R^T) U``:
+LEACE's eraser (``concept_erasure.LeaceEraser``: ``U`` = ``proj_left``ᵀ, ``R`` = ``proj_right``,
+``mean`` = ``bias``) is exactly that.
 """
 
 from __future__ import annotations
@@ -56,13 +59,19 @@ class SubspaceErasure(Intervention):
     """
 
     def __init__(self, hook: str, basis: Tensor, mean: Tensor | None = None, strength: float = 1.0,
-                 positions: list[int] | None = None, name: str = "subspace", gate: FeatureGate | None = None) -> None:
+                 positions: list[int] | None = None, name: str = "subspace", gate: FeatureGate | None = None,
+                 read: Tensor | None = None) -> None:
         basis = torch.atleast_2d(basis.float().cpu())
-        if not torch.isfinite(basis).all() or (mean is not None and not torch.isfinite(mean).all()):
-            raise SaescopeError("the erasure basis or mean contains NaN or inf")
-        q, r = torch.linalg.qr(basis.T)
-        keep = r.diagonal().abs() > 1e-6 * r.diagonal().abs().max()
-        self.hook, self.basis, self.name, self.positions = hook, q.T[keep].contiguous(), name, positions
+        read = None if read is None else torch.atleast_2d(read.float().cpu())
+        if not torch.isfinite(basis).all() or (mean is not None and not torch.isfinite(mean).all()) or (
+                read is not None and not torch.isfinite(read).all()):
+            raise SaescopeError("the erasure basis, read matrix or mean contains NaN or inf")
+        if read is None:  # an orthogonal projection: orthonormalise the basis
+            q, r = torch.linalg.qr(basis.T)
+            basis = q.T[r.diagonal().abs() > 1e-6 * r.diagonal().abs().max()]
+        elif read.shape != basis.shape:
+            raise SaescopeError(f"the read matrix {tuple(read.shape)} and the basis {tuple(basis.shape)} differ in shape")
+        self.hook, self.basis, self.read, self.name, self.positions = hook, basis.contiguous(), read, name, positions
         self.mean = torch.zeros(basis.shape[1]) if mean is None else mean.float().cpu()
         self.strength = finite(strength, "the erasure strength")
         self.gate = gate
@@ -72,7 +81,8 @@ class SubspaceErasure(Intervention):
         if self.basis.shape[1] != lm.d_model:
             raise SaescopeError(f"the erasure basis has width {self.basis.shape[1]}, but {lm.name} has "
                                 f"d_model={lm.d_model}: it was made for another model")
-        basis, anchor = self.basis.to(lm.device), (self.mean @ self.basis.T).to(lm.device)
+        read = (self.basis if self.read is None else self.read).to(lm.device)
+        basis, anchor = self.basis.to(lm.device), (self.mean.to(lm.device) @ read.T)
         positions = Positions(self.positions)
         state: dict[str, Tensor] = {}
         fns: list[tuple[str, HookFn]] = []
@@ -82,7 +92,7 @@ class SubspaceErasure(Intervention):
             fns.append((self.gate.hook, self.gate.gate_fn(lm, state)))
 
         def erase(acts: Tensor) -> Tensor:
-            coords = acts.float() @ basis.T - anchor  # [batch, seq, k]
+            coords = acts.float() @ read.T - anchor  # [batch, seq, k]
             delta = -self.strength * coords @ basis
             if self.gate is not None:
                 delta = delta * ~state["skip"]
@@ -92,16 +102,18 @@ class SubspaceErasure(Intervention):
 
     def scaled(self, multiplier: float) -> SubspaceErasure:
         return SubspaceErasure(self.hook, self.basis, self.mean, self.strength * multiplier, self.positions, self.name,
-                               self.gate)
+                               self.gate, self.read)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "SubspaceErasure", "name": self.name, "hook": self.hook, "strength": self.strength,
                 "positions": self.positions, "basis": self.basis.tolist(), "mean": self.mean.tolist(),
-                "gate": None if self.gate is None else self.gate.to_dict()}
+                "gate": None if self.gate is None else self.gate.to_dict(),
+                **({} if self.read is None else {"read": self.read.tolist()})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> SubspaceErasure:
         gate = data.get("gate")
         return cls(data["hook"], torch.tensor(data["basis"]), torch.tensor(data["mean"]), data.get("strength", 1.0),
                    data.get("positions"), data.get("name", "subspace"),
-                   None if gate is None else FeatureGate.from_dict(gate, source))
+                   None if gate is None else FeatureGate.from_dict(gate, source),
+                   None if data.get("read") is None else torch.tensor(data["read"]))

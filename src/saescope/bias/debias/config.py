@@ -16,7 +16,7 @@ class DebiasConfig:
     ``--layers 12,14``. A comma-separated string is still accepted for the list fields."""
 
     method: str = "erase"
-    """ablate | cap | circuit | erase | steer, or a method added with register_method (see bias.debias)."""
+    """ablate | cap | circuit | erase | leace | steer, or a method added with register_method (see bias.debias)."""
     features: str | list[int] = "auto"
     """'auto' (chosen on training prompts) or the feature ids."""
     strengths: list[float] | None = None
@@ -25,8 +25,8 @@ class DebiasConfig:
     hook: str | None = None
     """Hook point of the SAE; default: the one the SAE names."""
     layers: list[int] | None = None
-    """erase only: candidate layers (each at or after the SAE's layer); default: the SAE's layer and the
-    next three even steps (+2, +4, +6)."""
+    """erase and leace: candidate layers (each at or after the SAE's layer); default: the SAE's layer and
+    the next three even steps (+2, +4, +6)."""
     suite: str = "default"
     """circuit only: the SAE suite the circuit is found over ('default' = the shipped one, or a folder)."""
 

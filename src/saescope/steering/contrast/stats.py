@@ -5,7 +5,8 @@ Positions (the choice for pairs that tokenize differently): a pair whose two sid
 number of tokens is compared position by position, from the first token where they differ to the
 end (the concept is written there and carried forward). A pair whose sides differ in length cannot
 be aligned position by position, so it is compared by each side's mean over its tokens. Either way
-each pair gives one activation delta (positive - negative); attention sinks are excluded.
+each pair gives one activation delta (positive - negative); attention sinks are excluded (each side is
+read after the document-start token, so none of its own tokens is the sink at position 0).
 
 Features: per pair, the same delta of every SAE feature's activation; a paired t-test across pairs
 (``scipy.stats.ttest_1samp`` on the deltas), effect size Cohen's d_z = mean / std of the deltas,
@@ -26,7 +27,6 @@ import torch
 from torch import Tensor
 
 from saescope.activations.text import text_activations
-from saescope.model.likelihood import encode_texts
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE
 from saescope.steering.contrast.pairs import ContrastPair
@@ -48,8 +48,8 @@ class PairActivations:
 def pair_activations(lm: LoadedModel, sae: SAE, hook: str, pairs: list[ContrastPair],
                      batch_size: int = 32) -> PairActivations:
     texts = [text for pair in pairs for text in (pair.positive, pair.negative)]
-    ids = [torch.tensor(row) for row in encode_texts(lm, texts)]
-    read = text_activations(lm, hook, texts, read="tokens", batch_size=batch_size)
+    ids = [torch.tensor(row) for row in lm.encode(texts, start=True)]  # position 0, the sink, is the start token
+    read = text_activations(lm, hook, texts, read="tokens", batch_size=batch_size, start=True)
     device = next(sae.parameters()).device
     deltas, feature_deltas, token_feats, norms = [], [], [], []
     positions: dict[int, list[float]] = {}
