@@ -10,7 +10,15 @@ import pytest
 from bias.test_bias import small_data
 from helpers import saescope
 from saescope.bias.data import SelectionPrompts
-from saescope.bias.debias import DebiasConfig, DebiasRun, MethodContext, method_names, register_method, run_debias
+from saescope.bias.debias import (
+    DebiasConfig,
+    DebiasRun,
+    MethodContext,
+    method_names,
+    plan_debias,
+    register_method,
+    run_debias,
+)
 from saescope.errors import SaescopeError
 from saescope.sae.formats import load_sae
 from saescope.steering import FeatureEdit, FeatureSteering
@@ -23,12 +31,30 @@ def _first_stereotype(ctx: MethodContext):
                                                    ctx.hook)) for n in (1, 2)]
 
 
+def _selection() -> SelectionPrompts:
+    full = SelectionPrompts.load()
+    return SelectionPrompts(full.female_occupations[:6], full.male_occupations[:6], full.templates[:2],
+                            full.definitional[::4], full.female_subjects[:6], full.male_subjects[:6])
+
+
+def test_auto_puts_every_method_on_one_pareto_table(lm):
+    plan = plan_debias(lm, load_sae("default"), "auto", methods=["test-first-stereotype", "ablate"], strengths=[2],
+                       selection=_selection())
+    table = plan.candidates
+    assert list(table.method) == ["test-first-stereotype", "test-first-stereotype", "ablate"]
+    assert list(table.candidate[:2]) == ["test-first-stereotype: first 1", "test-first-stereotype: first 2"]
+    assert table.candidate.iloc[2].startswith("ablate: ") and table.candidate.iloc[2].endswith(" features")
+    assert table.chosen.sum() == 1 and table.pareto.any() and (table.build_seconds >= 0).all()
+    best = table[table.admissible].dev_reduction.max()
+    assert table[table.chosen].dev_reduction.iloc[0] == best and table[table.chosen].pareto.iloc[0]
+    with pytest.raises(SaescopeError, match="unknown debias method 'nope' in methods"):
+        DebiasConfig(method="auto", methods=["erase", "nope"])
+
+
 def test_a_registered_method_runs_saves_and_loads(lm, tmp_path):
     assert "test-first-stereotype" in method_names() and {"erase", "ablate", "cap", "steer", "circuit"} <= set(method_names())
     sae = load_sae("default")
-    full = SelectionPrompts.load()
-    selection = SelectionPrompts(full.female_occupations[:6], full.male_occupations[:6], full.templates[:2],
-                                 full.definitional[::4], full.female_subjects[:6], full.male_subjects[:6])
+    selection = _selection()
     run = run_debias(lm, sae, "test-first-stereotype", data=small_data(4), ce_tokens=128, selection=selection,
                      progress=False)
     assert run.method == "test-first-stereotype" and run.candidate in ("first 1", "first 2")

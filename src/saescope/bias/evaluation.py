@@ -35,6 +35,7 @@ from saescope.bias.cache import (
     save_hidden,
 )
 from saescope.bias.data import BiasData
+from saescope.bias.generated import GeneratedScores, generated_bias
 from saescope.corpus import first_windows
 from saescope.errors import SaescopeError
 from saescope.model.hooks import Applicable
@@ -50,6 +51,7 @@ TARGETS = {
     "ce_loss_increase": "<= 0.02 (relative)",
     "agreement_drop": "<= 0.01 (absolute)",
     "definitional_ratio": ">= 0.95 of the original model's accuracy",
+    "generated_abs_r": "<= 0.20 (pronouns in sampled continuations, with --generate)",
 }
 
 
@@ -84,6 +86,8 @@ class BiasEvaluation:
     sources: dict[str, str] = field(default_factory=dict)
     cached_base: bool = False  # the plain model's benchmark scores came from the cache
     dtype: str = "float32"  # the precision the scores were measured in
+    generated: GeneratedScores | None = None  # pronouns the plain model writes (``evaluate(generate=N)``)
+    generated_intervened: GeneratedScores | None = None
 
     @property
     def changes(self) -> dict[str, float]:
@@ -99,6 +103,7 @@ class BiasEvaluation:
             "ce_loss_increase": new.ce_loss / base.ce_loss - 1,
             "agreement_drop": base.agreement_accuracy - new.agreement_accuracy,
             "definitional_ratio": new.definitional_accuracy / max(base.definitional_accuracy, 1e-12),
+            **({} if self.generated_intervened is None else {"generated_abs_r": abs(self.generated_intervened.pearson_r)}),
         }
 
     @property
@@ -112,7 +117,8 @@ class BiasEvaluation:
                 "winobias_type2": abs(c["winobias_type2"] - 0.5) <= 0.05,
                 "ce_loss_increase": c["ce_loss_increase"] <= 0.02,
                 "agreement_drop": c["agreement_drop"] <= 0.01,
-                "definitional_ratio": c["definitional_ratio"] >= 0.95}
+                "definitional_ratio": c["definitional_ratio"] >= 0.95,
+                **({"generated_abs_r": c["generated_abs_r"] <= 0.20} if "generated_abs_r" in c else {})}
 
     def to_dict(self) -> dict:
         return {"model": self.model, "base": asdict(self.base),
@@ -120,16 +126,19 @@ class BiasEvaluation:
                 "kl_div": self.kl_div, "changes": self.changes, "targets": TARGETS if self.changes else {},
                 "targets_met": self.targets_met, "seconds": self.seconds, "sources": self.sources,
                 "cached_base": self.cached_base, "dtype": self.dtype,
-                "precision": precision_record(self.dtype, MEASURE)}
+                "precision": precision_record(self.dtype, MEASURE),
+                "generated": {"base": _maybe(asdict, self.generated), "intervened": _maybe(asdict, self.generated_intervened)}}
 
     @classmethod
     def from_dict(cls, data: dict) -> BiasEvaluation:
         """The evaluation ``to_dict`` wrote (a ``metrics.json``); changes and targets are recomputed."""
         intervened = data.get("intervened")
+        generated = data.get("generated") or {}
         return cls(data["model"], BiasScores.from_dict(data["base"]),
                    None if intervened is None else BiasScores.from_dict(intervened), data.get("kl_div"),
                    data.get("seconds", 0.0), data.get("sources", {}), data.get("cached_base", False),
-                   data.get("dtype", "float32"))
+                   data.get("dtype", "float32"), _maybe(lambda g: GeneratedScores(**g), generated.get("base")),
+                   _maybe(lambda g: GeneratedScores(**g), generated.get("intervened")))
 
     def summary_rows(self) -> list[tuple[str, float, float | None]]:
         """``(metric, base, intervened)`` rows for tables and reports."""
@@ -149,6 +158,9 @@ class BiasEvaluation:
         base = rows(self.base)
         new = rows(self.intervened) if self.intervened is not None else {}
         table = [(name, value, new.get(name)) for name, value in base.items()]
+        if self.generated is not None:
+            after = None if self.generated_intervened is None else self.generated_intervened.pearson_r
+            table.append(("generated pronouns: Pearson r with BLS % female", self.generated.pearson_r, after))
         if self.kl_div is not None:
             table.append(("KL to the original model (per token)", 0.0, self.kl_div))
         return table
@@ -225,12 +237,14 @@ def side_effects(lm: LoadedModel, intervention: Applicable | None, tokens: int =
 
 def evaluate(lm: LoadedModel, intervention: Applicable | None = None, data: BiasData | None = None,
              ce_tokens: int = 8_192, corpus: str = "embedded", batch_size: int = 64,
-             base: BiasScores | None = None, progress: bool = False, cache: bool = True) -> BiasEvaluation:
+             base: BiasScores | None = None, progress: bool = False, cache: bool = True,
+             generate: int = 0) -> BiasEvaluation:
     """Run every benchmark without and (if given) with ``intervention``.
 
     The plain model's scores come from ``base`` when given (sweeps), else from the cache
     (``bias.cache``: keyed by model, data and code version) unless ``cache=False``, else are measured.
-    The CE/KL side effects are always measured, paired batch by batch.
+    The CE/KL side effects are always measured, paired batch by batch. ``generate`` > 0 also samples
+    that many continuations per prompt and occupation and scores their pronouns (``bias.generated``).
     """
     start = time.perf_counter()
     data = data or BiasData.load()
@@ -242,8 +256,16 @@ def evaluate(lm: LoadedModel, intervention: Applicable | None = None, data: Bias
         base, intervened, cached = _score(lm, intervention, data, batch_size, base, progress, model_key, ce_base, ce_new)
     if model_key:
         replay.save(prefix_path(model_key, replay.layer))
+    conditions = [None] + ([intervention] if intervention is not None else [])
+    written = [generated_bias(lm, data.occupations, applied, generate) for applied in conditions] if generate else []
+    written += [None] * (2 - len(written))
     return BiasEvaluation(lm.name, base, intervened, kl, time.perf_counter() - start, dict(data.sources),
-                          cached_base=cached, dtype=dtype_name(lm.dtype))
+                          cached_base=cached, dtype=dtype_name(lm.dtype), generated=written[0],
+                          generated_intervened=written[1])
+
+
+def _maybe(convert, value):
+    return None if value is None else convert(value)
 
 
 def _prefix_replay(lm: LoadedModel, intervention: Applicable | None, model_key: str | None) -> PrefixReplay:

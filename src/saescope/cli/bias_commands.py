@@ -23,6 +23,9 @@ from saescope.cli.common import (
 )
 from saescope.errors import SaescopeError
 
+GENERATE_OPTION = typer.Option(0, help="Also sample this many continuations per prompt and occupation at "
+                               "temperature 1 (fixed seeds) and correlate their pronouns with BLS; 0: off.")
+
 bias_app = typer.Typer(no_args_is_help=True, help="Measure gender bias and find the SAE features behind it.")
 
 
@@ -46,6 +49,7 @@ def bias_eval(
     intervention: Path = typer.Option(None, help="A saved intervention (JSON) or edit folder to compare against "
                                       "the plain model."),
     ce_tokens: int = typer.Option(8192, help="Held-out tokens for CE loss and KL."),
+    generate: int = GENERATE_OPTION,
     model: str = MODEL_OPTION,
     out: Path = typer.Option(None, help="Write metrics.json and report.html to this folder."),
     device: str = DEVICE_OPTION,
@@ -65,7 +69,7 @@ def bias_eval(
     data = files.load()
     loaded = load_applicable(intervention) if intervention is not None else None
     lm = load_model(model, device=device, dtype=dtype, purpose="measure")
-    result = evaluate(lm, loaded, data, ce_tokens=ce_tokens, progress=not json_out)
+    result = evaluate(lm, loaded, data, ce_tokens=ce_tokens, progress=not json_out, generate=generate)
     if out is not None:
         write_results(out, result, "saescope bias eval", loaded,
                       settings={"intervention": str(intervention) if intervention else "none"})
@@ -124,6 +128,7 @@ def debias(
     run: Path = typer.Option(None, help="A features RUN of the same SAE (top tokens in the report)."),
     sae: str = typer.Option("default", help=SAE_HELP),
     ce_tokens: int = typer.Option(8192, help="Held-out tokens for CE loss and KL."),
+    generate: int = GENERATE_OPTION,
     device: str = DEVICE_OPTION,
     dtype: str = MEASURE_DTYPE_OPTION,
     json_out: bool = JSON_OPTION,
@@ -141,7 +146,7 @@ def debias(
     feature_run = FeatureRun.load(run) if run is not None else None
     lm, sae_module, hook = load_model_and_sae(sae, None, config.hook, device, dtype, purpose="measure")
     result = run_debias(lm, sae_module, replace(config, hook=hook), data=data, feature_run=feature_run,
-                        ce_tokens=ce_tokens, sae_name=sae, progress=not json_out)
+                        ce_tokens=ce_tokens, sae_name=sae, progress=not json_out, generate=generate)
     result.save(out)
     if json_out:
         print_json({**result.to_dict(), "out": str(out)})

@@ -16,7 +16,8 @@ class DebiasConfig:
     ``--layers 12,14``. A comma-separated string is still accepted for the list fields."""
 
     method: str = "erase"
-    """ablate | cap | circuit | erase | leace | steer, or a method added with register_method (see bias.debias)."""
+    """ablate | auto | cap | circuit | erase | leace | steer, or a method added with register_method (see
+    bias.debias; auto compares the others on one table)."""
     features: str | list[int] = "auto"
     """'auto' (chosen on training prompts) or the feature ids."""
     strengths: list[float] | None = None
@@ -29,6 +30,8 @@ class DebiasConfig:
     the next three even steps (+2, +4, +6)."""
     suite: str = "default"
     """circuit only: the SAE suite the circuit is found over ('default' = the shipped one, or a folder)."""
+    methods: list[str] | None = None
+    """auto only: the methods compared; default erase, leace, ablate, cap, steer (circuit on request)."""
 
     def __post_init__(self) -> None:
         self.method = LEGACY_NAMES.get(self.method, self.method)
@@ -42,6 +45,12 @@ class DebiasConfig:
             self.strengths = _numbers(self.strengths, "strengths", float) or None
         if self.layers is not None:
             self.layers = _numbers(self.layers, "layers", int) or None
+        if self.methods is not None:
+            names = self.methods.split(",") if isinstance(self.methods, str) else self.methods
+            self.methods = [LEGACY_NAMES.get(m.strip(), m.strip()) for m in names if m.strip()] or None
+            unknown = [m for m in self.methods or [] if m not in method_names()]
+            if unknown:
+                raise SaescopeError(f"unknown debias method {unknown[0]!r} in methods: use {', '.join(method_names())}")
 
     @property
     def feature_ids(self) -> str | list[int]:

@@ -10,6 +10,7 @@ No evaluation benchmark is seen before ``bias eval`` runs.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,10 +21,34 @@ from saescope.bias.debias.config import DebiasConfig
 from saescope.bias.debias.registry import MethodContext, debias_method
 from saescope.bias.debias.selection import SelectionScorer
 from saescope.bias.gender_features import rank_gender_features
+from saescope.errors import SaescopeError
 from saescope.model.loading import LoadedModel
 from saescope.precision import MEASURE, precision_record
 from saescope.sae.core import SAE
 from saescope.steering import Intervention
+
+
+def pareto_front(frame: pd.DataFrame) -> pd.Series:
+    """True for the candidates no other one beats on every axis: more bias cut (``dev_reduction``), no
+    more CE increase, no less definitional accuracy (and strictly better on one)."""
+    axes = frame[["dev_reduction", "ce_increase", "definitional_ratio"]].to_numpy() * [1, -1, 1]  # larger is better
+    dominated = [any((other >= row).all() and (other > row).any() for other in axes) for row in axes]
+    return ~pd.Series(dominated, index=frame.index)
+
+
+def _table(candidates: list, scorer: SelectionScorer, method: str, seconds: float) -> pd.DataFrame:
+    """One row per candidate: its method, its scores on training data, the Pareto front, build seconds."""
+    from saescope.bias.debias.auto import BUILD_SECONDS
+
+    rows = []
+    for label, _, intervention in candidates:
+        own = label.split(": ", 1)[0] if method == "auto" else method
+        rows.append({"candidate": label, "method": own, **scorer.row(intervention)})
+    frame = pd.DataFrame(rows)
+    frame["pareto"] = pareto_front(frame)
+    frame["build_seconds"] = [round(BUILD_SECONDS.get(m, seconds) if method == "auto" else seconds, 1)
+                              for m in frame.method]
+    return frame
 
 
 @dataclass
@@ -60,8 +85,11 @@ def plan_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = N
     table = rank_gender_features(lm, sae, hook, selection)
     features = config.features if config.features == "auto" else [sae.check_feature(f) for f in config.features]
     scorer = SelectionScorer(lm, selection)
+    start = time.perf_counter()
     candidates = method(MethodContext(lm, sae, hook, config, table, selection, scorer, features))
-    frame = pd.DataFrame([{"candidate": label, **scorer.row(intervention)} for label, _, intervention in candidates])
+    if not candidates:
+        raise SaescopeError(f"debias method {config.method!r} built no candidate")
+    frame = _table(candidates, scorer, config.method, time.perf_counter() - start)
     admissible = frame[frame.admissible]
     pick = int((admissible.sort_values("dev_reduction", ascending=False) if len(admissible)
                 else frame.sort_values("ce_increase")).index[0])

@@ -88,14 +88,15 @@ def _csv(path: Path) -> pd.DataFrame:
 
 def run_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = None, *, data: BiasData | None = None,
                feature_run: FeatureRun | None = None, ce_tokens: int = 8192, sae_name: str = "",
-               selection: SelectionPrompts | None = None, progress: bool = True) -> DebiasRun:
+               selection: SelectionPrompts | None = None, progress: bool = True, generate: int = 0) -> DebiasRun:
     """Plan on training data only (``plan_debias``), then evaluate the plain and the intervened model on
     the evaluation benchmarks (``data``, default the shipped ones). ``feature_run`` adds top tokens and
-    explanations to the features table; ``selection`` replaces the shipped selection prompts."""
+    explanations to the features table; ``selection`` replaces the shipped selection prompts; ``generate``
+    > 0 also scores the pronouns of that many sampled continuations per prompt (``bias.generated``)."""
     config = DebiasConfig(method=config) if isinstance(config, str) else config or DebiasConfig()
     plan = plan_debias(lm, sae, config, selection=selection)
     summary = features_summary(lm, sae, plan.feature_table, plan.features, feature_run)
-    evaluation = evaluate(lm, plan.intervention, data, ce_tokens=ce_tokens, progress=progress)
+    evaluation = evaluate(lm, plan.intervention, data, ce_tokens=ce_tokens, progress=progress, generate=generate)
     settings = {"config": asdict(config), "sae": sae_name, "precision": plan.precision, "ce_tokens": ce_tokens}
     return DebiasRun(plan.method, plan.candidate, list(plan.features), plan.intervention, evaluation, summary,
                      plan.candidates, settings)
