@@ -37,9 +37,19 @@ def _selection() -> SelectionPrompts:
                             full.definitional[::4], full.female_subjects[:6], full.male_subjects[:6])
 
 
-def test_auto_puts_every_method_on_one_pareto_table(lm):
+@pytest.fixture(scope="module")
+def ranked(lm):
+    """The small selection and its gender-feature ranking, computed once for the tests below."""
+    from saescope.bias.gender_features import rank_gender_features
+
+    selection = _selection()
+    return selection, rank_gender_features(lm, load_sae("default"), selection=selection)
+
+
+def test_auto_puts_every_method_on_one_pareto_table(lm, ranked):
+    selection, table = ranked
     plan = plan_debias(lm, load_sae("default"), "auto", methods=["test-first-stereotype", "ablate"], strengths=[2],
-                       selection=_selection())
+                       selection=selection, table=table)
     table = plan.candidates
     assert list(table.method) == ["test-first-stereotype", "test-first-stereotype", "ablate"]
     assert list(table.candidate[:2]) == ["test-first-stereotype: first 1", "test-first-stereotype: first 2"]
@@ -51,12 +61,11 @@ def test_auto_puts_every_method_on_one_pareto_table(lm):
         DebiasConfig(method="auto", methods=["erase", "nope"])
 
 
-def test_a_registered_method_runs_saves_and_loads(lm, tmp_path):
+def test_a_registered_method_runs_saves_and_loads(lm, ranked, tmp_path):
     assert "test-first-stereotype" in method_names() and {"erase", "ablate", "cap", "steer", "circuit"} <= set(method_names())
-    sae = load_sae("default")
-    selection = _selection()
-    run = run_debias(lm, sae, "test-first-stereotype", data=small_data(4), ce_tokens=128, selection=selection,
-                     progress=False)
+    selection, table = ranked
+    run = run_debias(lm, load_sae("default"), "test-first-stereotype", data=small_data(4), ce_tokens=128,
+                     selection=selection, table=table, progress=False)
     assert run.method == "test-first-stereotype" and run.candidate in ("first 1", "first 2")
     assert len(run.candidates) == 2 and run.candidates.chosen.sum() == 1
     assert [e.feature for e in run.intervention.edits] == run.features

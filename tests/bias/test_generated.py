@@ -35,6 +35,12 @@ def test_sampled_pronouns_are_scored(lm):
         generated_bias(lm, occupations, samples=0)
 
 
+def _same(a, b) -> bool:
+    """Equal scores (a correlation over too few occupations is NaN on both sides)."""
+    return (a.p_female, a.with_pronoun, a.samples) == (b.p_female, b.with_pronoun, b.samples) and (
+        a.pearson_r == b.pearson_r or (math.isnan(a.pearson_r) and math.isnan(b.pearson_r)))
+
+
 @pytest.mark.embedded
 def test_the_evaluation_carries_the_generated_figures(lm):
     from bias.test_bias import small_data
@@ -42,8 +48,8 @@ def test_the_evaluation_carries_the_generated_figures(lm):
     data = replace(small_data(4), occupations=small_data(4).occupations[:4])
     null = VectorSteering("blocks.12.hook_resid_post", torch.zeros(lm.d_model))
     result = evaluate(lm, null, data, ce_tokens=128, generate=1)
-    assert result.generated == result.generated_intervened  # the same seeds: a null intervention writes the same text
+    assert _same(result.generated, result.generated_intervened)  # the same seeds: a null intervention writes the same
     assert result.changes["generated_abs_r"] == pytest.approx(abs(result.generated.pearson_r), nan_ok=True)
     back = BiasEvaluation.from_dict(json.loads(json.dumps(result.to_dict(), default=float)))
-    assert back.generated == result.generated and "generated_abs_r" in back.targets_met
+    assert _same(back.generated, result.generated) and "generated_abs_r" in back.targets_met
     assert any(name.startswith("generated pronouns") for name, _, _ in result.summary_rows())

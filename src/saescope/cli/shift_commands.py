@@ -1,4 +1,4 @@
-"""``saescope shift run``: SHIFT on the offline biography set, with its baselines."""
+"""``saescope bias shift run``: SHIFT on the offline biography set, with its baselines."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def run(
 ) -> None:
     """Train a profession probe on confounded biographies, ablate its gender features, retrain, compare.
 
-    Example: saescope shift run --out shift
+    Example: saescope bias shift run --out shift
     """
     from dataclasses import asdict
 
@@ -79,7 +79,7 @@ def replica(
 ) -> None:
     """Write a replica of the SHIFT data from the training vocabulary alone, to choose settings without the test split.
 
-    Example: saescope shift replica --out rep1 && saescope shift run --train rep1/train.jsonl
+    Example: saescope bias shift replica --out rep1 && saescope bias shift run --train rep1/train.jsonl
     --oracle-train rep1/oracle_train.jsonl --test rep1/test.jsonl --out rep1/shift
     """
     from saescope.bias.shift.data import write_replica

@@ -2,8 +2,8 @@
 
 The command line is passed on unchanged except ``--workers``; ``torchrun --standalone`` picks a free
 rendezvous port on the loopback interface. When a worker fails, ``torchrun`` stops the others; the
-error names the exit code and how to resume. For several machines call ``torchrun`` yourself (README:
-"Many processes and machines").
+error names the exit code and how to resume. For several machines call ``torchrun`` yourself
+(docs/guides/parallel.md).
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ class DebiasPlan:
 
 
 def plan_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = None, *,
-                selection: SelectionPrompts | None = None, **fields: Any) -> DebiasPlan:
+                selection: SelectionPrompts | None = None, table: pd.DataFrame | None = None,
+                **fields: Any) -> DebiasPlan:
     """Rank the gender features, build every candidate, score them on training data only, choose one.
 
     ``config`` (or a method name, or keyword ``fields`` of ``DebiasConfig``) says how. Everything is
@@ -76,13 +77,15 @@ def plan_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = N
 
         plan = plan_debias(lm, sae, "erase", layers=[12, 14])
         plan.candidate, plan.candidates[["candidate", "dev_reduction", "chosen"]]
+
+    ``table`` reuses a ``rank_gender_features(lm, sae, hook, selection)`` table (several plans, one ranking).
     """
     config = DebiasConfig(method=config) if isinstance(config, str) else config or DebiasConfig()
     config = replace(config, **fields)
     method = debias_method(config.method)
     hook = lm.check_sae(sae, config.hook)
     selection = selection or SelectionPrompts.load()
-    table = rank_gender_features(lm, sae, hook, selection)
+    table = rank_gender_features(lm, sae, hook, selection) if table is None else table
     features = config.features if config.features == "auto" else [sae.check_feature(f) for f in config.features]
     scorer = SelectionScorer(lm, selection)
     start = time.perf_counter()

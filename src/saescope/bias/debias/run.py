@@ -60,12 +60,12 @@ class DebiasRun:
                            "precision": self.settings.get("precision", {}).get("dtype", self.evaluation.dtype)}
         record = {"format": "saescope-debias/1", "method": self.method, "candidate": self.candidate,
                   "features": self.features, "settings": self.settings}
-        return write_results(out, self.evaluation, f"saescope debias --method {self.method}", self.intervention,
+        return write_results(out, self.evaluation, f"saescope bias debias --method {self.method}", self.intervention,
                              self.feature_summary, self.candidates, report_settings, {"debias.json": record})
 
     @classmethod
     def load(cls, out: str | Path) -> DebiasRun:
-        """Read a folder ``save`` (or ``saescope debias --out``) wrote."""
+        """Read a folder ``save`` (or ``saescope bias debias --out``) wrote."""
         out = Path(out)
         if not out.is_dir():
             raise SaescopeError(f"{out} is not a debias folder (expected a folder with {', '.join(FILES)})")
@@ -88,13 +88,15 @@ def _csv(path: Path) -> pd.DataFrame:
 
 def run_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = None, *, data: BiasData | None = None,
                feature_run: FeatureRun | None = None, ce_tokens: int = 8192, sae_name: str = "",
-               selection: SelectionPrompts | None = None, progress: bool = True, generate: int = 0) -> DebiasRun:
+               selection: SelectionPrompts | None = None, progress: bool = True, generate: int = 0,
+               table: pd.DataFrame | None = None) -> DebiasRun:
     """Plan on training data only (``plan_debias``), then evaluate the plain and the intervened model on
     the evaluation benchmarks (``data``, default the shipped ones). ``feature_run`` adds top tokens and
-    explanations to the features table; ``selection`` replaces the shipped selection prompts; ``generate``
-    > 0 also scores the pronouns of that many sampled continuations per prompt (``bias.generated``)."""
+    explanations to the features table; ``selection`` replaces the shipped selection prompts (``table``
+    reuses their ranking, see ``plan_debias``); ``generate`` > 0 also scores the pronouns of that many
+    sampled continuations per prompt (``bias.generated``)."""
     config = DebiasConfig(method=config) if isinstance(config, str) else config or DebiasConfig()
-    plan = plan_debias(lm, sae, config, selection=selection)
+    plan = plan_debias(lm, sae, config, selection=selection, table=table)
     summary = features_summary(lm, sae, plan.feature_table, plan.features, feature_run)
     evaluation = evaluate(lm, plan.intervention, data, ce_tokens=ce_tokens, progress=progress, generate=generate)
     settings = {"config": asdict(config), "sae": sae_name, "precision": plan.precision, "ce_tokens": ce_tokens}

@@ -1,4 +1,4 @@
-"""``GenderVectorConfig``: the settings of ``saescope edit gender-vector`` (light: the CLI imports it)."""
+"""``GenderVectorConfig``: the settings of ``saescope bias gender-vector`` (light: the CLI imports it)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``saescope edit gender-vector``: the gender vector found in ROME's edit deltas, end to end.
+"""``saescope bias gender-vector``: the gender vector found in ROME's edit deltas, end to end.
 
 1. Names: ``config.names`` female and male first names the model genders correctly
    (``editing.names``), split by name into discovery and held-out halves.

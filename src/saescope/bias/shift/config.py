@@ -1,4 +1,4 @@
-"""``ShiftConfig``: the settings of ``saescope shift run`` (light: the CLI imports it at start-up)."""
+"""``ShiftConfig``: the settings of ``saescope bias shift run`` (light: the CLI imports it at start-up)."""
 
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ class ShiftConfig:
     readout_input: str = "residual"
     """What every probe reads at the readout layer: residual (the raw residual stream) | reconstruction (the
     readout SAE's reconstruction, its error term left out, so everything a probe can use is a feature SHIFT can
-    see and ablate). Chosen on three replicas built from the training vocabulary only (``saescope shift
+    see and ablate). Chosen on three replicas built from the training vocabulary only (``saescope bias shift
     replica``): SHIFT's profession accuracy 0.865 / 0.883 / 0.922 on the residual stream, 0.794 / - / 0.819 on
-    the reconstruction (README, SHIFT)."""
+    the reconstruction (docs/results/figures.md, SHIFT)."""
     train: str = "train"
     """Confounded training biographies: a shipped split (train, oracle_train, test) or a JSONL file of
     ``{text, profession, gender}`` (profession 1 = professor-like, gender 1 = female)."""

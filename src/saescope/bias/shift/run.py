@@ -1,5 +1,5 @@
 """``run_shift``: every SHIFT condition and baseline of ``bias.shift`` over several seeds, in one result
-(``saescope shift run``, ``benchmarks/bench_circuits.py``).
+(``saescope bias shift run``, ``benchmarks/bench_circuits.py``).
 
 Example::
 

@@ -1,4 +1,4 @@
-"""Which of SHIFT's candidate features are about gender: the automatic choices of ``saescope shift run``.
+"""Which of SHIFT's candidate features are about gender: the automatic choices of ``saescope bias shift run``.
 
 In the SHIFT paper a person reads each candidate feature's top contexts and marks the gender ones.
 Two automatic stand-ins, both on the confounded **training** biographies and training prompts only
