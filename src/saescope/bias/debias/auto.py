@@ -20,7 +20,6 @@ from saescope.bias.debias.registry import Candidate, MethodContext, debias_metho
 from saescope.errors import SaescopeError
 
 AUTO_METHODS = ("erase", "leace", "ablate", "cap", "steer")
-BUILD_SECONDS: dict[str, float] = {}  # the last auto run's build time per method (read by plan_debias)
 
 
 @register_method("auto")
@@ -30,12 +29,11 @@ def auto(ctx: MethodContext) -> list[Candidate]:
     if "auto" in methods:
         raise SaescopeError("auto cannot compare itself: list other methods")
     out: list[Candidate] = []
-    BUILD_SECONDS.clear()
     for name in methods:
         start = time.perf_counter()
         # each method sees its own defaults: explicit features are feature ids for ablate/cap/steer but
         # gate features for erase/leace, so auto leaves the choice to each method
         built = debias_method(name)(replace(ctx, features="auto", config=replace(ctx.config, method=name)))
-        BUILD_SECONDS[name] = time.perf_counter() - start
+        ctx.timings[name] = time.perf_counter() - start
         out += [(f"{name}: {label}", used, intervention) for label, used, intervention in built]
     return out

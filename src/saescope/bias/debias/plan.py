@@ -36,18 +36,15 @@ def pareto_front(frame: pd.DataFrame) -> pd.Series:
     return ~pd.Series(dominated, index=frame.index)
 
 
-def _table(candidates: list, scorer: SelectionScorer, method: str, seconds: float) -> pd.DataFrame:
+def _table(candidates: list, scorer: SelectionScorer, method: str, timings: dict[str, float]) -> pd.DataFrame:
     """One row per candidate: its method, its scores on training data, the Pareto front, build seconds."""
-    from saescope.bias.debias.auto import BUILD_SECONDS
-
     rows = []
     for label, _, intervention in candidates:
         own = label.split(": ", 1)[0] if method == "auto" else method
         rows.append({"candidate": label, "method": own, **scorer.row(intervention)})
     frame = pd.DataFrame(rows)
     frame["pareto"] = pareto_front(frame)
-    frame["build_seconds"] = [round(BUILD_SECONDS.get(m, seconds) if method == "auto" else seconds, 1)
-                              for m in frame.method]
+    frame["build_seconds"] = [round(timings[m], 1) for m in frame.method]
     return frame
 
 
@@ -88,11 +85,12 @@ def plan_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = N
     table = rank_gender_features(lm, sae, hook, selection) if table is None else table
     features = config.features if config.features == "auto" else [sae.check_feature(f) for f in config.features]
     scorer = SelectionScorer(lm, selection)
-    start = time.perf_counter()
-    candidates = method(MethodContext(lm, sae, hook, config, table, selection, scorer, features))
+    start, context = time.perf_counter(), MethodContext(lm, sae, hook, config, table, selection, scorer, features)
+    candidates = method(context)
     if not candidates:
         raise SaescopeError(f"debias method {config.method!r} built no candidate")
-    frame = _table(candidates, scorer, config.method, time.perf_counter() - start)
+    context.timings.setdefault(config.method, time.perf_counter() - start)
+    frame = _table(candidates, scorer, config.method, context.timings)
     admissible = frame[frame.admissible]
     pick = int((admissible.sort_values("dev_reduction", ascending=False) if len(admissible)
                 else frame.sort_values("ce_increase")).index[0])

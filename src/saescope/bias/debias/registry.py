@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from saescope.errors import SaescopeError
@@ -55,6 +55,7 @@ class MethodContext:
     selection: SelectionPrompts
     scorer: SelectionScorer
     features: str | list[int]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per method, filled by methods that run others
 
 
 def register_method(name: str) -> Callable[[DebiasMethod], DebiasMethod]:
