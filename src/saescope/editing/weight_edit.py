@@ -31,6 +31,7 @@ from saescope.model.loading import LoadedModel
 from saescope.storage import atomic_path, read_json, write_json
 
 if TYPE_CHECKING:
+    from saescope.editing.weight_delta import WeightDelta
     from saescope.steering.base import Intervention
 
 
@@ -126,10 +127,14 @@ def load_edit(folder: str | Path) -> WeightEdit:
     return edit
 
 
-def load_applicable(path: str | Path) -> WeightEdit | Intervention:
-    """What ``--intervention`` / ``--edit`` names: a saved edit folder (``saescope edit rome|ft``) or an
-    intervention JSON file; both apply with ``with x.apply(lm):``."""
+def load_applicable(path: str | Path) -> WeightEdit | WeightDelta | Intervention:
+    """What ``--intervention`` / ``--edit`` names: a saved edit folder (``saescope edit rome|ft``), a saved
+    weight change (``debias --method cda``) or an intervention JSON file; all apply with ``with x.apply(lm):``."""
     if Path(path).is_dir():
+        if (Path(path) / "delta.json").exists():
+            from saescope.editing.weight_delta import load_delta
+
+            return load_delta(path)
         return load_edit(path)
     from saescope.steering import load_intervention
 

@@ -1,7 +1,8 @@
 """``auto``: every method's candidates on one table, one winner by one stated rule, on training data only.
 
 Each method in ``config.methods`` (default: ``AUTO_METHODS``, every built-in one but ``circuit``, which
-needs the SAE suite and several minutes; add it with ``methods=[..., "circuit"]``) builds its
+needs the SAE suite and several minutes; add it with ``methods=[..., "circuit"]``; ``cda`` is the
+classic fine-tuning baseline, about a minute) builds its
 candidates from the same ranked gender features; every candidate is then scored like any other on the
 selection prompts and training text (``plan_debias``): the winner removes the most occupation bias
 (``dev_reduction``) among those that keep definitional accuracy >= 95 % of the original and CE within
@@ -19,7 +20,7 @@ from dataclasses import replace
 from saescope.bias.debias.registry import Candidate, MethodContext, debias_method, register_method
 from saescope.errors import SaescopeError
 
-AUTO_METHODS = ("erase", "leace", "ablate", "cap", "steer")
+AUTO_METHODS = ("erase", "leace", "ablate", "cap", "steer", "cda")
 
 
 @register_method("auto")

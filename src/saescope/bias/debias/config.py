@@ -16,22 +16,23 @@ class DebiasConfig:
     ``--layers 12,14``. A comma-separated string is still accepted for the list fields."""
 
     method: str = "erase"
-    """ablate | auto | cap | circuit | erase | leace | steer, or a method added with register_method (see
-    bias.debias; auto compares the others on one table)."""
+    """ablate | auto | cap | cda | circuit | erase | leace | steer, or a method added with register_method
+    (see bias.debias; auto compares the others on one table)."""
     features: str | list[int] = "auto"
     """'auto' (chosen on training prompts) or the feature ids."""
     strengths: list[float] | None = None
     """Candidate strengths: feature counts (ablate, cap), node counts (circuit), fractions of the centering
-    coefficient (steer) or erasure fractions (erase); default: the method's built-in grid."""
+    coefficient (steer), erasure fractions (erase, leace) or fine-tuning steps (cda); default: the
+    method's built-in grid."""
     hook: str | None = None
     """Hook point of the SAE; default: the one the SAE names."""
     layers: list[int] | None = None
-    """erase and leace: candidate layers (each at or after the SAE's layer); default: the SAE's layer and
-    the next three even steps (+2, +4, +6)."""
+    """erase, leace and cda: candidate layers (each at or after the SAE's layer); default: the SAE's
+    layer and the next three even steps (+2, +4, +6)."""
     suite: str = "default"
     """circuit only: the SAE suite the circuit is found over ('default' = the shipped one, or a folder)."""
     methods: list[str] | None = None
-    """auto only: the methods compared; default erase, leace, ablate, cap, steer (circuit on request)."""
+    """auto only: the methods compared; default erase, leace, ablate, cap, steer, cda (circuit on request)."""
 
     def __post_init__(self) -> None:
         self.method = LEGACY_NAMES.get(self.method, self.method)

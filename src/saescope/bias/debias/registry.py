@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 Candidate = tuple[str, list[int], "Intervention"]  # (label, features used, intervention)
 DebiasMethod = Callable[["MethodContext"], list[Candidate]]
 
-BUILTIN = {"ablate": "features", "auto": "auto", "cap": "features", "circuit": "circuit", "erase": "erase",
-           "leace": "leace", "steer": "steer"}
+BUILTIN = {"ablate": "features", "auto": "auto", "cap": "features", "cda": "cda", "circuit": "circuit",
+           "erase": "erase", "leace": "leace", "steer": "steer"}
 LEGACY_NAMES = {"clamp": "cap", "project": "erase"}  # what earlier versions called two methods
 _METHODS: dict[str, DebiasMethod] = {}
 

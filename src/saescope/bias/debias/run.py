@@ -5,7 +5,8 @@ chosen features) and the folder it is saved as. The CLI only calls ``run_debias`
     run.save("debias")                     # intervention.json, metrics.json, report.html, ...
     again = DebiasRun.load("debias")       # same figures; again.intervention applies as before
 
-Folder: ``intervention.json`` (the chosen intervention), ``metrics.json`` (``BiasEvaluation.to_dict``),
+Folder: ``intervention.json`` (the chosen intervention; ``edit/`` for a weight change, ``cda``),
+``metrics.json`` (``BiasEvaluation.to_dict``),
 ``features.csv`` (the chosen features), ``selection.csv`` (every candidate's training-data scores),
 ``debias.json`` (method, candidate, features, settings, precision) and ``report.html``. Folders written
 before ``debias.json`` existed load too (their method and candidate are then unknown).
@@ -25,11 +26,12 @@ from saescope.bias.debias.plan import plan_debias
 from saescope.bias.evaluation import BiasEvaluation, evaluate
 from saescope.bias.outputs import write_results
 from saescope.bias.summary import features_summary
+from saescope.editing.weight_edit import load_applicable
 from saescope.errors import SaescopeError
 from saescope.features.run import FeatureRun
+from saescope.model.hooks import Applicable
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE
-from saescope.steering import Intervention, load_intervention
 from saescope.storage import read_json
 
 FILES = ("intervention.json", "metrics.json", "features.csv", "selection.csv", "report.html")
@@ -42,7 +44,7 @@ class DebiasRun:
     method: str
     candidate: str  # the chosen candidate's label
     features: list[int]
-    intervention: Intervention
+    intervention: Applicable  # an Intervention, or a WeightDelta (cda)
     evaluation: BiasEvaluation
     feature_summary: pd.DataFrame = field(repr=False)
     candidates: pd.DataFrame = field(repr=False)
@@ -75,8 +77,13 @@ class DebiasRun:
         except (KeyError, TypeError) as exc:
             raise SaescopeError(f"{out / 'metrics.json'} is not a bias evaluation ({type(exc).__name__}: {exc})") from None
         return cls(record.get("method", "unknown"), record.get("candidate", "unknown"),
-                   [int(f) for f in record.get("features", [])], load_intervention(out / "intervention.json"),
+                   [int(f) for f in record.get("features", [])], load_applicable(_applied(out)),
                    evaluation, _csv(out / "features.csv"), _csv(out / "selection.csv"), record.get("settings", {}))
+
+
+def _applied(out: Path) -> Path:
+    """The saved intervention (``intervention.json``) or weight change (``edit/``) of a folder."""
+    return out / "edit" if (out / "edit").is_dir() and not (out / "intervention.json").exists() else out / "intervention.json"
 
 
 def _csv(path: Path) -> pd.DataFrame:

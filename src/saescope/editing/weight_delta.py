@@ -1,0 +1,97 @@
+"""``WeightDelta``: full-rank changes of a few weight matrices (what fine-tuning leaves behind), applied
+inside a ``with`` block and restored exactly, saved as safetensors.
+
+A rank-one ROME edit is a ``WeightEdit``; a fine-tune (counterfactual data augmentation, ``bias.debias.cda``)
+changes whole matrices, so it is stored as ``{module: delta}``. Folder: ``delta.safetensors`` (one
+float32 tensor per module, named by its module path) and ``delta.json`` (``{"format":
+"saescope-delta/1", "modules": [...], "info": {...}}``). ``editing.weight_edit.load_applicable`` reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from saescope.errors import SaescopeError
+from saescope.model.loading import LoadedModel
+from saescope.storage import atomic_path, read_json, write_json
+
+FORMAT = "saescope-delta/1"
+
+
+@dataclass
+class WeightDelta:
+    """``weight += delta`` for every ``module -> delta`` while applied."""
+
+    deltas: dict[str, Tensor]
+    info: dict[str, Any] = field(default_factory=dict)
+    FILE_NAME = "edit"  # what a folder of results calls it (``bias.outputs``)
+
+    def _weights(self, lm: LoadedModel) -> dict[str, Tensor]:
+        modules = dict(lm.model.named_modules())
+        out = {}
+        for name, delta in self.deltas.items():
+            if name not in modules or not hasattr(modules[name], "weight"):
+                raise SaescopeError(f"this weight change is for {name}, which {lm.name} does not have: it was made "
+                                    "for another model")
+            weight = modules[name].weight
+            if tuple(weight.shape) != tuple(delta.shape):
+                raise SaescopeError(f"the change of {name} is {tuple(delta.shape)}, the weight of {lm.name} is "
+                                    f"{tuple(weight.shape)}: it was made for another model")
+            out[name] = weight
+        return out
+
+    @contextmanager
+    def apply(self, lm: LoadedModel) -> Iterator[None]:
+        """Active inside the block; every original weight is restored exactly on exit."""
+        weights = self._weights(lm)
+        originals = {name: weight.detach().clone() for name, weight in weights.items()}
+        try:
+            with torch.no_grad():
+                for name, weight in weights.items():
+                    weight.copy_((weight.float() + self.deltas[name].to(weight.device)).to(weight.dtype))
+            yield
+        finally:
+            with torch.no_grad():
+                for name, weight in weights.items():
+                    weight.copy_(originals[name])
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the change is, without its tensors (for JSON outputs)."""
+        return {"type": "WeightDelta", "modules": sorted(self.deltas), "info": self.info}
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise SaescopeError(f"{folder} is a file: a weight change is saved as a folder")
+        with atomic_path(folder) as tmp:
+            tmp.mkdir(parents=True)
+            save_file({k: v.float().contiguous() for k, v in self.deltas.items()}, str(tmp / "delta.safetensors"))
+            write_json(tmp / "delta.json", {"format": FORMAT, "modules": sorted(self.deltas), "info": self.info})
+        return folder
+
+
+def load_delta(folder: str | Path) -> WeightDelta:
+    """Read a folder written by ``WeightDelta.save``; a damaged or foreign folder raises ``SaescopeError``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta = read_json(folder / "delta.json", "weight-change file")
+    try:
+        tensors = load_file(folder / "delta.safetensors")
+        if meta.get("format") != FORMAT or sorted(tensors) != sorted(meta["modules"]):
+            raise ValueError("the tensors do not match delta.json")
+    except (OSError, SafetensorError, KeyError, TypeError, ValueError) as exc:
+        raise SaescopeError(f"{folder} is not a readable saescope weight change ({type(exc).__name__}: {exc})") from None
+    if not all(bool(t.isfinite().all()) for t in tensors.values()):
+        raise SaescopeError(f"{folder}/delta.safetensors holds non-finite values")
+    return WeightDelta(tensors, dict(meta.get("info", {})))
