@@ -82,14 +82,19 @@ def corpus_means(lm: LoadedModel, hooks: list[str], tokens: int = 8192) -> dict[
     return {hook: totals[hook] / counts[hook] for hook in hooks}
 
 
-@register_method("erase")
-def erase(ctx: MethodContext) -> list[Candidate]:
-    """One gated erasure per candidate layer (and ``strengths``: erasure fractions, default 1)."""
+def definitional_gate(ctx: MethodContext) -> tuple[list[int], FeatureGate]:
+    """The gate features (``features``, or the definitional-gender gate of the ranked table) and their gate."""
     gate_ids = gate_features(ctx.table) if ctx.features == "auto" else list(ctx.features)
     if not gate_ids:
         raise SaescopeError("no definitional-gender gate feature found on the selection prompts: "
                             "give the features explicitly")
-    gate = FeatureGate(ctx.sae, gate_ids, ctx.hook)
+    return gate_ids, FeatureGate(ctx.sae, gate_ids, ctx.hook)
+
+
+@register_method("erase")
+def erase(ctx: MethodContext) -> list[Candidate]:
+    """One gated erasure per candidate layer (and ``strengths``: erasure fractions, default 1)."""
+    gate_ids, gate = definitional_gate(ctx)
     layers = erase_layers(ctx.lm, ctx.hook, ctx.config.layers)
     directions, means = readout_directions(ctx.lm, layers, ctx.selection), corpus_means(ctx.lm, layers)
     return [(f"{layer} x{fraction:g}", gate_ids, SubspaceErasure(layer, directions[layer], means[layer], fraction,

@@ -18,11 +18,11 @@ from __future__ import annotations
 import torch
 
 from saescope.activations.text import text_activations
-from saescope.bias.debias.erase import ERASE_FRACTIONS, erase_layers
+from saescope.bias.debias.erase import ERASE_FRACTIONS, definitional_gate, erase_layers
 from saescope.bias.debias.registry import Candidate, MethodContext, register_method
-from saescope.bias.gender_features import gate_features, occupation_prefixes
+from saescope.bias.gender_features import occupation_prefixes
 from saescope.errors import SaescopeError
-from saescope.steering import FeatureGate, SubspaceErasure
+from saescope.steering import SubspaceErasure
 
 
 def leace_eraser(x: torch.Tensor, z: torch.Tensor):
@@ -38,11 +38,7 @@ def leace_eraser(x: torch.Tensor, z: torch.Tensor):
 @register_method("leace")
 def leace(ctx: MethodContext) -> list[Candidate]:
     """One gated LEACE erasure per candidate layer, fitted on the training occupation prompts."""
-    gate_ids = gate_features(ctx.table) if ctx.features == "auto" else list(ctx.features)
-    if not gate_ids:
-        raise SaescopeError("no definitional-gender gate feature found on the selection prompts: "
-                            "give the features explicitly")
-    gate = FeatureGate(ctx.sae, gate_ids, ctx.hook)
+    gate_ids, gate = definitional_gate(ctx)
     female, male = occupation_prefixes(ctx.selection, True), occupation_prefixes(ctx.selection, False)
     layers = erase_layers(ctx.lm, ctx.hook, ctx.config.layers)
     acts = text_activations(ctx.lm, layers, female + male, read="last", start=True)
