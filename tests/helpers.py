@@ -8,10 +8,29 @@ import sys
 import torch
 
 
-def saescope(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the real ``saescope`` command line in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "saescope.cli.main", *args], capture_output=True, text=True,
-                          timeout=timeout)
+def saescope(*args: str, timeout: int = 600, isolated: bool = False) -> subprocess.CompletedProcess:
+    """Run the real ``saescope`` command line: in this process (the entry point ``cli.main.run`` with its
+    own argv, stdout and stderr; saves the ~2 s of importing torch and transformers per call), or with
+    ``isolated=True`` in a subprocess (signals, environment, anything that must not share this process)."""
+    if isolated:
+        return subprocess.run([sys.executable, "-m", "saescope.cli.main", *args], capture_output=True, text=True,
+                              timeout=timeout)
+    import contextlib
+    import io
+
+    from saescope.cli.main import run
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    argv = sys.argv
+    sys.argv = ["saescope", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(["saescope", *args], code, out.getvalue(), err.getvalue())
 
 
 def tiny_model(family: str) -> torch.nn.Module:

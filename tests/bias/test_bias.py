@@ -163,7 +163,8 @@ def test_cap_clamps_from_above_and_keeps_the_error_term(lm):
 
 def test_evaluate_with_a_null_intervention_changes_nothing(lm):
     data = small_data()
-    result = evaluate(lm, VectorSteering("blocks.12.hook_resid_post", torch.zeros(lm.d_model)), data, ce_tokens=256)
+    null = VectorSteering("blocks.12.hook_resid_post", torch.zeros(lm.d_model))
+    result = evaluate(lm, null, data, ce_tokens=256, cache=False)  # both sides measured here, same threads
     assert result.intervened is not None and result.kl_div == pytest.approx(0.0, abs=1e-7)
     changes = result.changes
     assert changes["mean_abs_dev_reduction"] == pytest.approx(0.0, abs=1e-6)
