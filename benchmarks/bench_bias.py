@@ -95,13 +95,13 @@ def full(methods: list[str], dtype: str) -> None:
               f"dev_reduction={row.mean_abs_dev_reduction:.3f} "
               f"abs_r={row.abs_pearson_r:.3f} wino1={row.winobias_type1:.3f} wino2={row.winobias_type2:.3f} "
               f"ce_increase={row.ce_loss_increase:.4f} sva_drop={row.agreement_drop:.4f} "
-              f"definitional_ratio={row.definitional_ratio:.3f} pareto={int(row.pareto)}")
-    print(f"bias_eval seconds={full_seconds:.0f}")
+              f"definitional_ratio={row.definitional_ratio:.3f} pareto={int(row.pareto)} {machine(lm.dtype)}")
+    print(f"bias_eval seconds={full_seconds:.0f} {machine(lm.dtype)}")
     admissible = frame[(frame.ce_loss_increase <= 0.02) & (frame.definitional_ratio >= 0.95) & (frame.agreement_drop <= 0.01)]
     best = (admissible if len(admissible) else frame).sort_values("mean_abs_dev_reduction").iloc[-1]
     print(f"bias_best method={best.method} candidate={best.candidate.replace(' ', '_')} "
           f"dev_reduction={best.mean_abs_dev_reduction:.3f} "
-          f"ce_increase={best.ce_loss_increase:.4f} total_seconds={time.perf_counter() - start:.0f}")
+          f"ce_increase={best.ce_loss_increase:.4f} total_seconds={time.perf_counter() - start:.0f} {machine(lm.dtype)}")
 
 
 def main() -> None:
@@ -112,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.full is not None:
-        full(args.full or method_names(), args.dtype)
+        full(args.full or [m for m in method_names() if m != "auto"], args.dtype)
     else:
         speed(args.dtype)
 

@@ -1,7 +1,7 @@
 """SAELens interop, the direction the tests cannot check without SAELens: SAELens loads our SAE.
 
 Computes the bundled SAE's outputs on a fixed input with saescope, then runs the SAELens venv's
-python on ``saelens_load_ours.py``. Prints ``saelens_loads_ours architecture=<a> max_abs_diff=<x>``.
+python on ``saelens_load_ours.py``. Prints ``saelens_loads_ours architecture=<a> max_abs_diff=<x> dtype=float32 cpu=<c>``.
 """
 
 import subprocess
@@ -15,6 +15,8 @@ from safetensors.torch import save_file
 from saescope.sae.formats import default_sae_path, load_sae
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
 
 
 def main() -> None:
@@ -26,7 +28,12 @@ def main() -> None:
     reference = Path(tempfile.mkdtemp()) / "reference.safetensors"
     save_file({"input": x, "features": features, "reconstruction": sae.decode(features)}, str(reference))
     check = ROOT / "benchmarks" / "saelens_load_ours.py"
-    sys.exit(subprocess.run([saelens_python, str(check), str(default_sae_path()), str(reference)]).returncode)
+    done = subprocess.run([saelens_python, str(check), str(default_sae_path()), str(reference)], capture_output=True,
+                          text=True)
+    sys.stderr.write(done.stderr)
+    for line in done.stdout.splitlines():  # the SAELens side's line, with the precision and CPU it ran with
+        print(f"{line} {machine(torch.float32)}" if line.startswith("saelens_loads_ours") else line)
+    sys.exit(done.returncode)
 
 
 if __name__ == "__main__":
