@@ -344,6 +344,6 @@ def test_old_debias_method_names_still_work():
     from saescope.bias.debias.config import DebiasConfig
 
     assert DebiasConfig(method="project").method == "erase" and DebiasConfig(method="clamp").method == "cap"
-    assert DebiasConfig(features="3,5", strengths="0.5,1", layers="12,14").feature_ids == [3, 5]
+    assert DebiasConfig(features="3,5", strengths="0.5,1", layers="12,14").features == [3, 5]
     with pytest.raises(SaescopeError, match="comma-separated"):
         DebiasConfig(layers="12,x")

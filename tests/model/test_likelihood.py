@@ -14,11 +14,10 @@ from saescope.model.likelihood import (
     document_start_id,
     last_token_logits,
     next_token_logprobs,
-    pad_rows,
     sentence_logprobs,
     span_logprobs,
 )
-from saescope.model.loading import LoadedModel
+from saescope.model.loading import LoadedModel, pad_rows
 
 
 def test_last_token_logits_equal_the_full_forward(lm):

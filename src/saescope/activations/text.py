@@ -30,8 +30,8 @@ from torch import Tensor
 from saescope.activations.read import hooks_activations
 from saescope.errors import SaescopeError
 from saescope.model.hooks import Applicable, applied
-from saescope.model.likelihood import document_start_id, encode_texts, pad_id, pad_rows
-from saescope.model.loading import LoadedModel
+from saescope.model.likelihood import document_start_id, encode_texts, pad_id
+from saescope.model.loading import LoadedModel, pad_rows
 
 READS = ("last", "mean", "tokens")
 Read = str | Sequence[int]
@@ -58,8 +58,6 @@ def text_activations(lm: LoadedModel, hooks: str | list[str], texts: list[str], 
             where = None if isinstance(read, str) else _positions(read[first:first + batch_size], lengths)
             for hook, (acts, keep) in hooks_activations(lm, names, ids, mask).items():
                 acts = transform(acts.float()) if transform is not None else acts.float()
-                if start:
-                    keep[:, 0] = False
                 out[hook].extend(_read(acts, keep, lengths, read, where))
     result = {hook: values if read == "tokens" else torch.stack(values) for hook, values in out.items()}
     return result[names[0]] if isinstance(hooks, str) else result

@@ -69,11 +69,13 @@ def rank_gender_features(lm: LoadedModel, sae: SAE, hook: str | None = None,
     """One row per SAE feature, sorted by stereotype strength (``|stereotype_diff|``), with its kind."""
     hook = lm.check_sae(sae, hook)
     selection = selection or SelectionPrompts.load()
+    device = next(sae.parameters()).device  # the door returns CPU tensors; the SAE may sit on a GPU
     with torch.inference_mode():
-        female = sae.encode(last_token_acts(lm, hook, occupation_prefixes(selection, True))).numpy()
-        male = sae.encode(last_token_acts(lm, hook, occupation_prefixes(selection, False))).numpy()
-        def_f = sae.encode(last_token_acts(lm, hook, subject_prefixes(selection, True))).numpy()
-        def_m = sae.encode(last_token_acts(lm, hook, subject_prefixes(selection, False))).numpy()
+        def codes(texts: list[str]) -> np.ndarray:
+            return sae.encode(last_token_acts(lm, hook, texts).to(device)).cpu().numpy()
+
+        female, male = codes(occupation_prefixes(selection, True)), codes(occupation_prefixes(selection, False))
+        def_f, def_m = codes(subject_prefixes(selection, True)), codes(subject_prefixes(selection, False))
         pair_file = pairs_path(pairs or "gender_train")
         contrast = feature_tests(pair_activations(lm, sae, hook, read_pairs(pair_file)).feature_deltas, alpha)
         corpus_rate = _corpus_firing_rate(lm, sae, hook)

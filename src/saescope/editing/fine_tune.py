@@ -20,8 +20,8 @@ from saescope.editing.request import EditRequest
 from saescope.editing.rome import context_prefixes, edit_module
 from saescope.editing.values import STOP_NLL, request_rows, subject_keys
 from saescope.editing.weight_edit import WeightEdit
-from saescope.model.likelihood import logits_at, pad_id, pad_rows
-from saescope.model.loading import LoadedModel
+from saescope.model.likelihood import logits_at, pad_id
+from saescope.model.loading import LoadedModel, pad_rows
 
 
 def ft_l_edit(lm: LoadedModel, request: EditRequest, layer: int | FtConfig, epsilon: float = 5e-4, steps: int = 25,

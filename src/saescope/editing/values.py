@@ -21,8 +21,8 @@ from saescope.editing.config import RomeConfig
 from saescope.editing.request import EditRequest, locate_subject
 from saescope.errors import SaescopeError
 from saescope.model.hooks import forward_until, intervene
-from saescope.model.likelihood import final_hidden, head_logits, logits_at, pad_id, pad_rows
-from saescope.model.loading import LoadedModel
+from saescope.model.likelihood import final_hidden, head_logits, logits_at, pad_id
+from saescope.model.loading import LoadedModel, pad_rows
 
 STOP_NLL = 0.05  # a request is done once the target's mean negative log-likelihood is under this
 

@@ -10,7 +10,7 @@ float32 tensor per module, named by its module path) and ``delta.json`` (``{"for
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,23 @@ from saescope.model.loading import LoadedModel
 from saescope.storage import atomic_path, read_json, write_json
 
 FORMAT = "saescope-delta/1"
+
+
+@contextmanager
+def added_to_weights(changes: list[tuple[Tensor, Tensor]]) -> Iterator[None]:
+    """``weight += change`` (in float32, stored in the weight's dtype) for every pair inside the block;
+    every weight is restored exactly on exit, whatever happens. The one mechanism behind ``WeightDelta``
+    and ``WeightEdit``."""
+    originals = [weight.detach().clone() for weight, _ in changes]
+    try:
+        with torch.no_grad():
+            for weight, change in changes:
+                weight.copy_((weight.float() + change.to(weight.device).float()).to(weight.dtype))
+        yield
+    finally:
+        with torch.no_grad():
+            for (weight, _), original in zip(changes, originals):
+                weight.copy_(original)
 
 
 @dataclass
@@ -47,20 +64,10 @@ class WeightDelta:
             out[name] = weight
         return out
 
-    @contextmanager
-    def apply(self, lm: LoadedModel) -> Iterator[None]:
+    def apply(self, lm: LoadedModel) -> AbstractContextManager:
         """Active inside the block; every original weight is restored exactly on exit."""
         weights = self._weights(lm)
-        originals = {name: weight.detach().clone() for name, weight in weights.items()}
-        try:
-            with torch.no_grad():
-                for name, weight in weights.items():
-                    weight.copy_((weight.float() + self.deltas[name].to(weight.device)).to(weight.dtype))
-            yield
-        finally:
-            with torch.no_grad():
-                for name, weight in weights.items():
-                    weight.copy_(originals[name])
+        return added_to_weights([(weights[name], delta) for name, delta in self.deltas.items()])
 
     def to_dict(self) -> dict[str, Any]:
         """What the change is, without its tensors (for JSON outputs)."""

@@ -15,23 +15,21 @@ is transposed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor
 
 from saescope.editing.request import EditRequest
+from saescope.editing.weight_delta import WeightDelta, added_to_weights, load_delta
 from saescope.errors import SaescopeError
 from saescope.model.hooks import Together
 from saescope.model.loading import LoadedModel
 from saescope.storage import atomic_path, read_json, write_json
 
 if TYPE_CHECKING:
-    from saescope.editing.weight_delta import WeightDelta
     from saescope.steering.base import Intervention
 
 
@@ -71,19 +69,11 @@ class WeightEdit:
         return {"type": "WeightEdit", "module": self.module, "layer": self.layer, "method": self.method,
                 "request": self.request.to_dict()}
 
-    @contextmanager
-    def apply(self, lm: LoadedModel) -> Iterator[None]:
+    def apply(self, lm: LoadedModel) -> AbstractContextManager:
         """Active inside the block; the original weight is restored exactly on exit."""
         weight, transposed = self._weight(lm)
-        original = weight.detach().clone()
-        update = self.update().to(weight.device)
-        try:
-            with torch.no_grad():
-                weight.copy_((weight.float() + (update.T if transposed else update)).to(weight.dtype))
-            yield
-        finally:
-            with torch.no_grad():
-                weight.copy_(original)
+        update = self.update()
+        return added_to_weights([(weight, update.T if transposed else update)])
 
     FILE_NAME = "edit"  # what a folder of results calls a saved edit (``bias.outputs``)
 
@@ -132,8 +122,6 @@ def load_applicable(path: str | Path) -> WeightEdit | WeightDelta | Intervention
     weight change (``debias --method cda``) or an intervention JSON file; all apply with ``with x.apply(lm):``."""
     if Path(path).is_dir():
         if (Path(path) / "delta.json").exists():
-            from saescope.editing.weight_delta import load_delta
-
             return load_delta(path)
         return load_edit(path)
     from saescope.steering import load_intervention

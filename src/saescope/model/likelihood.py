@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from saescope.errors import SaescopeError
-from saescope.model.loading import LoadedModel
+from saescope.model.loading import LoadedModel, pad_rows
 
 
 def next_token_logprobs_of(logits: Tensor) -> Tensor:
@@ -49,17 +49,6 @@ def length_batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
         yield order[start:start + batch_size]
 
 
-def pad_rows(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Right-pad token id lists: ``(ids [n, width], attention_mask [n, width])``."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = torch.tensor(row)
-        mask[i, :len(row)] = 1
-    return ids.to(device), mask.to(device)
-
-
 def encode_texts(lm: LoadedModel, texts: list[str], prefix: list[int] | None = None) -> list[list[int]]:
     """Token ids of each text (no special tokens), after ``prefix``. Empty texts are refused."""
     if any(not t.strip() for t in texts):
@@ -68,8 +57,8 @@ def encode_texts(lm: LoadedModel, texts: list[str], prefix: list[int] | None = N
 
 
 def pad_id(lm: LoadedModel) -> int:
-    tok = lm.tokenizer
-    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    """``lm.pad_id``."""
+    return lm.pad_id
 
 
 @torch.inference_mode()

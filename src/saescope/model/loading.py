@@ -90,17 +90,29 @@ class LoadedModel:
             raise SaescopeError(f"{self.name}'s tokenizer has no BOS or EOS token to start a document with")
         return start
 
+    @property
+    def pad_id(self) -> int:
+        """The padding token (EOS when the tokenizer has none)."""
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
     def tokenize(self, texts: list[str], max_length: int | None = None, start: bool = False) -> dict[str, torch.Tensor]:
         """Right-padded batch of ``encode(texts, start)`` on the model's device (``input_ids``,
         ``attention_mask``), each row cut to ``max_length`` tokens when given."""
         rows = [row[:max_length] if max_length else row for row in self.encode(list(texts), start=start)]
-        width = max(len(row) for row in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row, dtype=torch.long), 1
-        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        ids, mask = pad_rows(rows, self.pad_id, self.device)
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+def pad_rows(rows: list[list[int]], pad_id: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists: ``(ids [n, width], attention_mask [n, width])``."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, :len(row)] = 1
+    return ids.to(device), mask.to(device)
 
 
 def load_model(name_or_path: str | Path | None = None, device: str = "cpu",

@@ -53,19 +53,6 @@ class DebiasConfig:
             if unknown:
                 raise SaescopeError(f"unknown debias method {unknown[0]!r} in methods: use {', '.join(method_names())}")
 
-    @property
-    def feature_ids(self) -> str | list[int]:
-        """``"auto"`` or the feature ids (kept for callers of 0.1; same as ``features``)."""
-        return self.features
-
-    @property
-    def layer_ids(self) -> list[int] | None:
-        return self.layers
-
-    @property
-    def grid(self) -> list[float] | None:
-        return self.strengths
-
 
 def _numbers(value: object, what: str, kind: type) -> list:
     """A list of ``kind`` from a list or a comma-separated string; a one-line error naming ``what`` otherwise."""

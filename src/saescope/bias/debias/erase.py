@@ -22,8 +22,8 @@ from saescope.bias.scoring import pronoun_ids
 from saescope.corpus import first_windows
 from saescope.errors import SaescopeError
 from saescope.model.hooks import capture_with_grad, resolve_hook
-from saescope.model.likelihood import encode_texts, last_token_logits, pad_id, pad_rows
-from saescope.model.loading import LoadedModel
+from saescope.model.likelihood import encode_texts, last_token_logits, pad_id
+from saescope.model.loading import LoadedModel, pad_rows
 from saescope.steering import FeatureGate, SubspaceErasure
 
 ERASE_FRACTIONS = (1.0,)
