@@ -242,6 +242,10 @@ class SelectionPrompts:
     definitional: list[GenderedPrompt]
     female_subjects: list[str]
     male_subjects: list[str]
+    fit_female_occupations: list[str] = field(default_factory=list)  # dama's edit keys (optional lists)
+    fit_male_occupations: list[str] = field(default_factory=list)
+    preserve_female: list[str] = field(default_factory=list)  # subjects dama must leave gendered
+    preserve_male: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> SelectionPrompts:
@@ -252,8 +256,10 @@ class SelectionPrompts:
             raise SaescopeError(f"{path}: every occupation template must contain {{occupation}}")
         female, male = _string_list(data, "female", path), _string_list(data, "male", path)
         definitional = _gendered(_string_list(data, "definitional_templates", path), female, male, path)
+        optional = [_string_list(data, key, path) if key in data else [] for key in
+                    ("fit_female_stereotyped", "fit_male_stereotyped", "preserve_female", "preserve_male")]
         return cls(_string_list(data, "female_stereotyped", path), _string_list(data, "male_stereotyped", path),
-                   templates, definitional, female, male)
+                   templates, definitional, female, male, *optional)
 
     def occupation_prompts(self) -> list[tuple[str, bool]]:
         """``(prompt, female_stereotyped)`` for every training occupation and template."""

@@ -151,6 +151,6 @@ def debias(
     if json_out:
         print_json({**result.to_dict(), "out": str(out)})
         return
-    console.print(f"{result.method}: {result.candidate}, features {result.features or '(gender vector)'}")
+    console.print(f"{result.method}: {result.candidate}, features {result.features or '(none)'}")
     _print_evaluation(result.evaluation, False)
     console.print(f"report: {out / 'report.html'}")

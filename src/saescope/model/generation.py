@@ -20,16 +20,19 @@ from saescope.model.loading import LoadedModel
 
 
 def format_prompts(lm: LoadedModel, prompts: list[str], chat: bool = False) -> list[str]:
-    """Check the prompts; with ``chat``, wrap each in the model's chat template as a user turn."""
+    """Check the prompts; with ``chat``, wrap each in the model's chat template as a user turn. The
+    model's ``instruction`` (the prompting baseline, ``steering.prompt``) goes before each prompt, or
+    in the system turn with ``chat``."""
     if not prompts:
         raise SaescopeError("no prompt given")
     for prompt in prompts:
         check_text(prompt, "prompt")
     if not chat:
-        return list(prompts)
+        return [(lm.instruction or "") + p for p in prompts]
     if not getattr(lm.tokenizer, "chat_template", None):
         raise SaescopeError(f"{lm.name} has no chat template: generate without the chat format")
-    return [lm.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+    system = [{"role": "system", "content": lm.instruction.strip()}] if lm.instruction else []
+    return [lm.tokenizer.apply_chat_template([*system, {"role": "user", "content": p}], tokenize=False,
                                              add_generation_prompt=True) for p in prompts]
 
 
@@ -51,7 +54,8 @@ def generate(lm: LoadedModel, prompts: list[str], intervention: Applicable | Non
         raise SaescopeError(f"temperature must be a finite number >= 0, got {temperature}")
     if n <= 0:
         raise SaescopeError(f"n (samples per prompt) must be positive, got {n}")
-    texts = format_prompts(lm, prompts, chat)
+    with applied(intervention, lm):  # an instruction (PromptPrefix) is part of the prompt
+        texts = format_prompts(lm, prompts, chat)
     tokenizer = lm.tokenizer
     tokenizer.padding_side = "left"
     try:

@@ -50,10 +50,14 @@ def length_batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
 
 
 def encode_texts(lm: LoadedModel, texts: list[str], prefix: list[int] | None = None) -> list[list[int]]:
-    """Token ids of each text (no special tokens), after ``prefix``. Empty texts are refused."""
+    """Token ids of each text (no special tokens), after ``prefix`` and the model's ``instruction`` (when
+    one is set: the prompting baseline, ``steering.prompt``). Empty texts are refused. Every scored or
+    read text goes through here (next-token queries, sentence scores, ``text_activations``); token
+    lookups (``lm.encode(" she")``) do not."""
     if any(not t.strip() for t in texts):
         raise SaescopeError("empty prompt: every text must hold some characters")
-    return [(prefix or []) + ids for ids in lm.encode(list(texts))]
+    lead = lm.encode(lm.instruction) if lm.instruction else []
+    return [(prefix or []) + lead + ids for ids in lm.encode(list(texts))]
 
 
 def pad_id(lm: LoadedModel) -> int:

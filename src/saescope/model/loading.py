@@ -36,6 +36,9 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
     name: str
+    instruction: str | None = None
+    """Text read before every scored text (``model.likelihood.encode_texts``); ``steering.prompt.PromptPrefix``
+    sets it inside a block."""
 
     @property
     def device(self) -> torch.device:

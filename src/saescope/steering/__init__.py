@@ -10,7 +10,7 @@ from saescope.lazy import lazy_getattr
 _EXPORTS = {"Intervention": "base", "Interventions": "base", "load_intervention": "base",
             "FeatureGate": "erasure", "SubspaceErasure": "erasure", "FeatureEdit": "features",
             "FeatureSteering": "features", "AlignmentScores": "ibm", "AlignmentSteering": "ibm",
-            "score_features": "ibm", "VectorSteering": "vectors"}
-KINDS = ("features", "vectors", "erasure", "ibm")  # the modules that register saved intervention types
+            "score_features": "ibm", "VectorSteering": "vectors", "PromptPrefix": "prompt"}
+KINDS = ("features", "vectors", "erasure", "ibm", "prompt")  # the modules that register saved intervention types
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_getattr("saescope.steering", {name: f"saescope.steering.{module}" for name, module in _EXPORTS.items()})

@@ -2,7 +2,7 @@
 
 Each method in ``config.methods`` (default: ``AUTO_METHODS``, every built-in one but ``circuit``, which
 needs the SAE suite and several minutes; add it with ``methods=[..., "circuit"]``; ``cda`` is the
-classic fine-tuning baseline, about a minute) builds its
+classic fine-tuning baseline, about a minute; ``prompt`` the instruction baseline) builds its
 candidates from the same ranked gender features; every candidate is then scored like any other on the
 selection prompts and training text (``plan_debias``): the winner removes the most occupation bias
 (``dev_reduction``) among those that keep definitional accuracy >= 95 % of the original and CE within
@@ -17,10 +17,12 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from tqdm.auto import tqdm
+
 from saescope.bias.debias.registry import Candidate, MethodContext, debias_method, register_method
 from saescope.errors import SaescopeError
 
-AUTO_METHODS = ("erase", "leace", "ablate", "cap", "steer", "cda")
+AUTO_METHODS = ("erase", "leace", "dama", "gender-vector", "ablate", "cap", "steer", "cda", "prompt")
 
 
 @register_method("auto")
@@ -30,7 +32,7 @@ def auto(ctx: MethodContext) -> list[Candidate]:
     if "auto" in methods:
         raise SaescopeError("auto cannot compare itself: list other methods")
     out: list[Candidate] = []
-    for name in methods:
+    for name in tqdm(methods, desc="debias methods", unit="method"):
         start = time.perf_counter()
         # each method sees its own defaults: explicit features are feature ids for ablate/cap/steer but
         # gate features for erase/leace, so auto leaves the choice to each method

@@ -16,8 +16,8 @@ class DebiasConfig:
     ``--layers 12,14``. A comma-separated string is still accepted for the list fields."""
 
     method: str = "erase"
-    """ablate | auto | cap | cda | circuit | erase | leace | steer, or a method added with register_method
-    (see bias.debias; auto compares the others on one table)."""
+    """ablate | auto | cap | cda | circuit | dama | erase | gender-vector | leace | prompt | steer, or a
+    method added with register_method (see bias.debias; auto compares the others on one table)."""
     features: str | list[int] = "auto"
     """'auto' (chosen on training prompts) or the feature ids."""
     strengths: list[float] | None = None
@@ -27,12 +27,18 @@ class DebiasConfig:
     hook: str | None = None
     """Hook point of the SAE; default: the one the SAE names."""
     layers: list[int] | None = None
-    """erase, leace and cda: candidate layers (each at or after the SAE's layer); default: the SAE's
-    layer and the next three even steps (+2, +4, +6)."""
+    """erase, leace, gender-vector and cda: candidate layers (each at or after the SAE's layer); default: the SAE's
+    layer and the next three even steps (+2, +4, +6). dama: the layers edited together (default: traced)."""
     suite: str = "default"
     """circuit only: the SAE suite the circuit is found over ('default' = the shipped one, or a folder)."""
     methods: list[str] | None = None
-    """auto only: the methods compared; default erase, leace, ablate, cap, steer, cda (circuit on request)."""
+    """auto only: the methods compared; default every built-in one but circuit (add it on request)."""
+    vector: str | None = None
+    """gender-vector only: a folder written by ``saescope bias gender-vector`` whose vector is erased;
+    default: one built from a few ROME name edits."""
+    preserve: list[str] | None = None
+    """dama only: the subjects whose gender the edit keeps (e.g. 'The baroness,Henry'); default: the
+    selection prompts' definitional subjects and preserve lists."""
 
     def __post_init__(self) -> None:
         self.method = LEGACY_NAMES.get(self.method, self.method)
@@ -52,6 +58,11 @@ class DebiasConfig:
             unknown = [m for m in self.methods or [] if m not in method_names()]
             if unknown:
                 raise SaescopeError(f"unknown debias method {unknown[0]!r} in methods: use {', '.join(method_names())}")
+        if self.preserve is not None:
+            names = self.preserve.split(",") if isinstance(self.preserve, str) else self.preserve
+            self.preserve = [n.strip() for n in names if n.strip()]
+            if not self.preserve:
+                raise SaescopeError("preserve is empty: give at least one definitional subject, or leave it out")
 
 
 def _numbers(value: object, what: str, kind: type) -> list:

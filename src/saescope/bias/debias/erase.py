@@ -19,27 +19,26 @@ from saescope.bias.data import SelectionPrompts
 from saescope.bias.debias.registry import Candidate, MethodContext, register_method
 from saescope.bias.gender_features import gate_features
 from saescope.bias.scoring import pronoun_ids
+from saescope.bias.stereotype_trace import occupation_rows
 from saescope.corpus import first_windows
 from saescope.errors import SaescopeError
 from saescope.model.hooks import capture_with_grad, resolve_hook
-from saescope.model.likelihood import encode_texts, last_token_logits, pad_id
+from saescope.model.likelihood import last_token_logits, pad_id
 from saescope.model.loading import LoadedModel, pad_rows
 from saescope.steering import FeatureGate, SubspaceErasure
 
 ERASE_FRACTIONS = (1.0,)
 
 
-def readout_directions(lm: LoadedModel, hooks: list[str], selection: SelectionPrompts,
-                       batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """Per hook point, the unit mean gradient of log P(she)/P(he) with respect to the occupation
-    token's residual over the training occupation prompts: the direction later layers read the
-    stereotype from. One batched backward pass gives it at every hook point."""
+def readout_gradients(lm: LoadedModel, hooks: list[str], selection: SelectionPrompts,
+                      batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """Per hook point, ``[prompts, d_model]``: the gradient of log P(she)/P(he) with respect to the
+    occupation token's residual, for every training occupation prompt. One batched backward pass
+    gives it at every hook point."""
     she, he = pronoun_ids(lm)
-    pairs = [(t.split("{occupation}")[0] + o, t.format(occupation=o)) for t in selection.templates
-             for o in selection.female_occupations + selection.male_occupations]
-    rows = encode_texts(lm, [prompt for _, prompt in pairs])
-    positions = [len(ids) - 1 for ids in encode_texts(lm, [prefix for prefix, _ in pairs])]
-    totals = {hook: torch.zeros(lm.d_model) for hook in hooks}
+    rows, positions = occupation_rows(lm, selection.female_occupations + selection.male_occupations,
+                                      selection.templates)
+    parts: dict[str, list[torch.Tensor]] = {hook: [] for hook in hooks}
     for start in range(0, len(rows), batch_size):
         ids, mask = pad_rows(rows[start:start + batch_size], pad_id(lm), lm.device)
         where = torch.tensor(positions[start:start + batch_size], device=lm.device)
@@ -47,8 +46,16 @@ def readout_directions(lm: LoadedModel, hooks: list[str], selection: SelectionPr
             logp = last_token_logits(lm, ids, mask).log_softmax(-1)
             (logp[:, she].logsumexp(-1) - logp[:, he].logsumexp(-1)).sum().backward()
         for hook in hooks:
-            totals[hook] += acts[hook].grad[torch.arange(len(ids), device=lm.device), where].sum(0).float().cpu()
-    return {hook: total / total.norm() for hook, total in totals.items()}
+            parts[hook].append(acts[hook].grad[torch.arange(len(ids), device=lm.device), where].float().cpu())
+    return {hook: torch.cat(chunks) for hook, chunks in parts.items()}
+
+
+def readout_directions(lm: LoadedModel, hooks: list[str], selection: SelectionPrompts,
+                       batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """Per hook point, the unit mean of ``readout_gradients``: the direction later layers read the
+    stereotype from."""
+    means = {hook: grads.sum(0) for hook, grads in readout_gradients(lm, hooks, selection, batch_size).items()}
+    return {hook: total / total.norm() for hook, total in means.items()}
 
 
 def readout_direction(lm: LoadedModel, hook: str, selection: SelectionPrompts) -> torch.Tensor:

@@ -10,8 +10,9 @@ A method is a function registered under a name (the shape of ``steering.base.reg
 
     plan_debias(lm, sae, "mine")   # then scored and chosen like the built-in ones
 
-The built-in methods live one per module (``features``: ablate and cap, ``erase``, ``steer``,
-``circuit``) and are imported only when used, so this module (and ``DebiasConfig``) stays light.
+The built-in methods live one per module (``features``: ablate and cap, ``erase``, ``leace``, ``dama``,
+``vector_erase``: gender-vector, ``steer``, ``circuit``, ``cda``, ``prompt``) and are imported only
+when used, so this module (and ``DebiasConfig``) stays light.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
 Candidate = tuple[str, list[int], "Intervention"]  # (label, features used, intervention)
 DebiasMethod = Callable[["MethodContext"], list[Candidate]]
 
-BUILTIN = {"ablate": "features", "auto": "auto", "cap": "features", "cda": "cda", "circuit": "circuit",
-           "erase": "erase", "leace": "leace", "steer": "steer"}
+BUILTIN = {"ablate": "features", "auto": "auto", "cap": "features", "cda": "cda", "circuit": "circuit", "dama": "dama",
+           "erase": "erase", "gender-vector": "vector_erase", "leace": "leace", "prompt": "prompt", "steer": "steer"}
 LEGACY_NAMES = {"clamp": "cap", "project": "erase"}  # what earlier versions called two methods
 _METHODS: dict[str, DebiasMethod] = {}
 

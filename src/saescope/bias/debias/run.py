@@ -57,7 +57,7 @@ class DebiasRun:
 
     def save(self, out: str | Path) -> Path:
         """Write the folder (atomically: an earlier folder is replaced only once everything is written)."""
-        report_settings = {"method": self.method, "features": ",".join(map(str, self.features)) or "(gender vector)",
+        report_settings = {"method": self.method, "features": ",".join(map(str, self.features)) or "(none)",
                            "candidate": self.candidate, "SAE": self.settings.get("sae", ""),
                            "precision": self.settings.get("precision", {}).get("dtype", self.evaluation.dtype)}
         record = {"format": "saescope-debias/1", "method": self.method, "candidate": self.candidate,
