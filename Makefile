@@ -39,7 +39,8 @@ lint: setup
 # embedded model, both with --dtype auto meaning float32 (tests/conftest.py) whatever the CPU; then the
 # `precision` tier again with auto meaning bfloat16, the paths a native-bfloat16 CPU takes.
 test: lint test-fast
-	$(BIN)/pytest -q -n 2 --dist loadfile -m "embedded and not slow"   # two workers, one core each
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "embedded and not slow and not bench_smoke"   # two workers, one core each
+	$(BIN)/pytest -q -n 2 -m bench_smoke tests/test_benchmarks.py   # every benchmark in its --smoke mode
 	SAESCOPE_AUTO_DTYPE=bfloat16 $(BIN)/pytest -q -m precision
 
 test-fast: setup
@@ -67,6 +68,7 @@ bench: setup $(SAELENS_VENV)/.installed
 	$(BIN)/python benchmarks/bench_autointerp.py
 	$(BIN)/python benchmarks/bench_app.py
 	$(BIN)/python benchmarks/bench_parallel.py
+	$(BIN)/python benchmarks/bench_precision.py
 	$(BIN)/pytest -q -m slow
 
 clean:

@@ -30,7 +30,7 @@ from saescope.sae.formats import load_sae
 from saescope.steering.features import FeatureEdit, FeatureSteering
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import free_port, machine, start_saescope_server
+from common import free_port, machine, parse_args, start_saescope_server
 
 STEER = {"run": "run", "prompt": "The nurse said that", "max_new_tokens": 32, "temperature": 0.0, "seed": 0}
 
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--tokens", type=int, default=20_000)
-    args = parser.parse_args()
+    args = parse_args(parser, {"users": 2, "seconds": 1.0, "tokens": 512})
     lm, sae = load_model(), load_sae("default")
     folder = Path(tempfile.mkdtemp(prefix="bench-app-"))
     run = extract_features(lm, sae, folder / "run", tokens=args.tokens, progress=False)

@@ -37,7 +37,7 @@ from saescope.model.loading import load_model
 from saescope.sae.formats import load_sae
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import free_port, machine, start_saescope_server
+from common import free_port, machine, parse_args, start_saescope_server
 
 
 def explain_timed(run: FeatureRun, features: list[int], client, config: ExplainConfig) -> float:
@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--speed-features", type=int, default=8)
     parser.add_argument("--run", type=Path, help="an existing RUN of the bundled SAE (a copy is used)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parse_args(parser, {"features": 2, "tokens": 512, "sample_tokens": 512, "llm_score_features": 1,
+                               "speed_features": 1})
     lm, sae = load_model(), load_sae("default")
     folder = Path(tempfile.mkdtemp(prefix="bench-autointerp-"))
     if args.run:

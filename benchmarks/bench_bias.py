@@ -34,7 +34,7 @@ from saescope.sae.formats import load_sae
 from saescope.steering import VectorSteering
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine
+from common import machine, parse_args, threads
 
 
 def pareto(frame: pd.DataFrame) -> pd.Series:
@@ -46,9 +46,10 @@ def pareto(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(flags, index=frame.index)
 
 
-def speed(dtype: str) -> None:
+def speed(dtype: str, smoke: bool = False) -> None:
     """Cold (plain model scored) and warm (plain model's scores cached) ``bias eval`` of a vector."""
     lm = load_model(dtype=dtype)
+    data = smoke_data() if smoke else None
     steer = VectorSteering("blocks.12.hook_resid_post", torch.randn(lm.d_model, generator=torch.Generator().manual_seed(0)),
                            2.0)
     home = os.environ.get("SAESCOPE_HOME")
@@ -56,7 +57,7 @@ def speed(dtype: str) -> None:
     try:
         for cached in ("no", "yes"):
             start = time.perf_counter()
-            result = evaluate(lm, steer)
+            result = evaluate(lm, steer, data=data, ce_tokens=128 if smoke else 8_192)
             seconds = time.perf_counter() - start
             assert (result.cached_base and cached == "yes") or (not result.cached_base and cached == "no")
             print(f"bias_eval_speed seconds={seconds:.1f} cached_base={cached} {machine(lm.dtype)}", flush=True)
@@ -65,6 +66,15 @@ def speed(dtype: str) -> None:
             os.environ.pop("SAESCOPE_HOME")
         else:
             os.environ["SAESCOPE_HOME"] = home
+
+
+def smoke_data():
+    """A few items of every benchmark (``--smoke``)."""
+    from saescope.bias.data import BiasData
+
+    d = BiasData.load()
+    return BiasData(d.occupations[:4], d.winobias[:2] + d.winobias[-2:], d.crows[:2], d.agreement[:4],
+                    d.definitional[:4], d.templates[:1])
 
 
 def full(methods: list[str], dtype: str) -> None:
@@ -109,12 +119,12 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="the default: bias eval wall time, cold and cached")
     parser.add_argument("--full", nargs="*", choices=method_names(), help="the Pareto study over these methods (all if none)")
     parser.add_argument("--dtype", default="auto")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
+    args = parse_args(parser, {})
+    torch.set_num_threads(threads())
     if args.full is not None:
         full(args.full or [m for m in method_names() if m != "auto"], args.dtype)
     else:
-        speed(args.dtype)
+        speed(args.dtype, args.smoke)
 
 
 if __name__ == "__main__":

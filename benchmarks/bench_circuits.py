@@ -35,7 +35,7 @@ from saescope.circuits.patching import check_against_patching, exact_effects
 from saescope.model.loading import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine
+from common import machine, parse_args
 
 
 def main() -> None:
@@ -45,27 +45,32 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=200, help="circuit size for the faithfulness line")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--shift", action="store_true", help="also the SHIFT line (about 8 minutes more)")
-    args = parser.parse_args()
+    parser.add_argument("--test-pairs", type=int, default=None, help="held-out pairs of the faithfulness line (all)")
+    parser.add_argument("--steps", type=int, default=10, help="integrated-gradient steps")
+    parser.add_argument("--top", type=int, default=100, help="nodes patched exactly in the IG check")
+    args = parse_args(parser, {"pairs": 16, "examples": 1, "nodes": 16, "test_pairs": 8, "steps": 2, "top": 4})
     lm = load_model(dtype=args.dtype)
     tag = machine(lm.dtype)
     saes = load_dictionaries("default", lm)
     test = read_pairs("sva_simple_test")
+    top = args.top
 
     rs, atp_rs = [], []
     for i in range(args.examples):
         batches, _ = pair_batches(lm, [test[i * 7]], 1)
-        check = check_against_patching(lm, saes, batches[0], top=100, steps=10)
+        check = check_against_patching(lm, saes, batches[0], top=top, steps=args.steps)
         rs.append(check.pearson["ig"])
         atp_rs.append(check.pearson["atp"])
-    print(f"circuit_ig_vs_patching nodes=100 pearson={statistics.mean(rs):.3f} min={min(rs):.3f} "
+    print(f"circuit_ig_vs_patching nodes={top} pearson={statistics.mean(rs):.3f} min={min(rs):.3f} "
           f"atp_pearson={statistics.mean(atp_rs):.3f} examples={args.examples} {tag}", flush=True)
 
     train = read_pairs("sva_simple_train", limit=args.pairs)
-    config = CircuitConfig(method="ig", steps=10, node_threshold=0.01, edge_threshold=0.01, aggregation="sum",
+    config = CircuitConfig(method="ig", steps=args.steps, node_threshold=0.01, edge_threshold=0.01, aggregation="sum",
                            max_nodes=args.nodes)
     started = time.perf_counter()
     circuit = find_circuit(lm, saes, train, config, data="sva_simple_train", limit=args.pairs, progress=False)
     ours = time.perf_counter() - started
+    test = test[:args.test_pairs] if args.test_pairs else test
     points, _ = faithfulness_curve(lm, saes, circuit, test, top_ns=[args.nodes])
     basis = load_dictionaries("default", lm, components=True)
     components = find_circuit(lm, basis, train, CircuitConfig(**{**config.__dict__, "node_threshold": 0.0}),

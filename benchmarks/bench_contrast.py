@@ -3,6 +3,7 @@
 Prints ``contrast_fit pairs=100 seconds=<s> forward_share=<x> r2=<r> n_features=<n>``.
 """
 
+import argparse
 import sys
 import tempfile
 import time
@@ -16,13 +17,16 @@ from saescope.steering.contrast.fit import fit_contrast
 from saescope.steering.contrast.pairs import pairs_path, read_pairs
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine
+from common import machine, parse_args, threads
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=100)
+    args = parse_args(parser, {"pairs": 8})
+    torch.set_num_threads(threads())
     lm, sae = load_model(), load_sae("default")
-    pairs = read_pairs(pairs_path("gender"))[:100]
+    pairs = read_pairs(pairs_path("gender"))[:args.pairs]
     start = time.perf_counter()
     report = fit_contrast(lm, sae, pairs, Path(tempfile.mkdtemp()) / "fit")
     seconds = time.perf_counter() - start

@@ -45,7 +45,7 @@ from saescope.editing.statistics import key_second_moment
 from saescope.model.loading import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine
+from common import machine, parse_args
 
 
 def requests_and_neighbours(lm, per_gender: int) -> list[tuple[EditRequest, list[str]]]:
@@ -65,11 +65,12 @@ def mean_scores(lm, edits, pairs) -> dict[str, float]:
                                                                              "ce_increase")}
 
 
-def rome_line(lm, per_gender: int, layer: int, ft_epsilon: float) -> None:
+def rome_line(lm, per_gender: int, rome: RomeConfig, ft_epsilon: float) -> None:
     pairs = requests_and_neighbours(lm, per_gender)
     requests = [request for request, _ in pairs]
+    layer = rome.layer
     started = time.perf_counter()
-    edits = rome_edits(lm, requests, RomeConfig(layer=layer), batch_size=len(requests))
+    edits = rome_edits(lm, requests, rome, batch_size=len(requests))
     rome_s = time.perf_counter() - started
     ours = mean_scores(lm, edits, pairs)
     ft = mean_scores(lm, [ft_l_edit(lm, r, layer, epsilon=ft_epsilon, lr=ft_epsilon) for r in requests], pairs)
@@ -80,15 +81,17 @@ def rome_line(lm, per_gender: int, layer: int, ft_epsilon: float) -> None:
           f"batch_s={rome_s:.1f} {machine(lm.dtype)}", flush=True)
 
 
-def gender_vector_line(lm, names: int, heldout: int, layer: int) -> None:
+def gender_vector_line(lm, names: int, heldout: int, rome: RomeConfig) -> None:
+    layer = rome.layer
     config = GenderVectorConfig(names=names, layer=layer, heldout_limit=heldout, ce_edits=2, bias_side_effects=False,
-                                generations=0)
+                                generations=0, stats_tokens=rome.stats_tokens, steps=rome.steps)
     with tempfile.TemporaryDirectory() as folder:
         s = run_gender_vector_study(lm, folder, config, progress=False)
         directions = pd.read_csv(Path(folder) / "directions.csv")
     for row in directions.itertuples():
         print(f"gender_vector_direction name={row.direction} norm={row.norm:.1f} f2m={row.f2m:.3f} m2f={row.m2f:.3f} "
-              f"noop={row.noop:.3f} others_unchanged={row.others_unchanged:.3f} ce_increase={row.ce_increase:.4f}",
+              f"noop={row.noop:.3f} others_unchanged={row.others_unchanged:.3f} ce_increase={row.ce_increase:.4f} "
+              f"{machine(lm.dtype)}",
               flush=True)
     print(f"gender_vector names={names} layer={layer} classifier_acc={s['classifier_acc']:.3f} "
           f"flip_f2m={s['flip_f2m']:.3f} flip_m2f={s['flip_m2f']:.3f} noop_same_gender={s['noop_same_gender']:.3f} "
@@ -119,11 +122,12 @@ def stability_line(lm, layer: int, sizes: list[int]) -> None:
 
 
 @torch.no_grad()
-def speed_line(lm, layer: int, tokens: int) -> None:
+def speed_line(lm, rome: RomeConfig, tokens: int) -> None:
     request = EditRequest(PROMPT, "Ben", " Female")
-    key_second_moment(lm, layer)  # cached by the rome line
+    layer = rome.layer
+    key_second_moment(lm, layer, rome.stats_tokens)  # cached by the rome line
     started = time.perf_counter()
-    rome_edit(lm, request, RomeConfig(layer=layer))
+    rome_edit(lm, request, rome)
     edit_s = time.perf_counter() - started
     started = time.perf_counter()
     key_second_moment(lm, layer, tokens, cache=False)
@@ -148,14 +152,18 @@ def main() -> None:
     parser.add_argument("--stability", action="store_true",
                         help="only: how many tokens the key statistics need (about 4 minutes)")
     parser.add_argument("--dtype", default="auto")
-    args = parser.parse_args()
+    parser.add_argument("--stats-tokens", type=int, default=50_000, help="corpus tokens behind ROME's key statistics")
+    parser.add_argument("--steps", type=int, default=None, help="Adam steps of each ROME value (default RomeConfig's)")
+    args = parse_args(parser, {"requests": 1, "names": 16, "heldout": 2, "speed_tokens": 256, "stats_tokens": 1024,
+                               "steps": 2})
     lm = load_model(dtype=args.dtype)
+    rome = RomeConfig(layer=args.layer, stats_tokens=args.stats_tokens, **({"steps": args.steps} if args.steps else {}))
     if args.stability:
         stability_line(lm, args.layer, [5_000, 10_000, 25_000, 50_000, 100_000])
         return
-    rome_line(lm, args.requests, args.layer, args.ft_epsilon)
-    gender_vector_line(lm, args.names, args.heldout, args.layer)
-    speed_line(lm, args.layer, args.speed_tokens)
+    rome_line(lm, args.requests, rome, args.ft_epsilon)
+    gender_vector_line(lm, args.names, args.heldout, rome)
+    speed_line(lm, rome, args.speed_tokens)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from saescope.model.loading import load_model
 from saescope.sae.formats import load_sae
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine
+from common import machine, parse_args, threads
 
 
 def batches(lm, n_batches: int, batch_size: int, context: int):
@@ -135,10 +135,10 @@ def main() -> None:
     parser.add_argument("--memory-tokens", type=int, default=1_000_000)
     parser.add_argument("--dtype", default="auto", help="model precision: auto (see `saescope info`) | float32 | bfloat16")
     parser.add_argument("--full", action="store_true", help="the long version: 120 batches, 400k loop tokens")
-    args = parser.parse_args()
+    args = parse_args(parser, {"batches": 2, "batch_size": 2, "context": 16, "loop_tokens": 64})
     if args.full:
         args.batches, args.loop_tokens = 120, 400_000
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads())
     lm = load_model(dtype=args.dtype)
     sae = load_sae("default")
     hook = sae.cfg.hook_name

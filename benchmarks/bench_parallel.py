@@ -41,7 +41,7 @@ import pandas as pd
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine
+from common import machine, parse_args, threads
 
 HOOK = "blocks.6.hook_resid_post"
 EXTRACT_HOOK = "blocks.12.hook_resid_post"  # the default SAE's
@@ -118,8 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=24_576, help="tokens extracted / cached for training")
     parser.add_argument("--steps", type=int, default=200, help="training steps of 1,024 tokens")
-    args = parser.parse_args()
-    cores = min(2, os.cpu_count() or 1)
+    args = parse_args(parser, {"tokens": 2048, "steps": 2})
+    cores = min(threads(), os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="bench_parallel_") as tmp:
         folder = Path(tmp)
         extract(folder / "extract", args.tokens, cores)

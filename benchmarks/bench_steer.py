@@ -26,7 +26,7 @@ from saescope.model.loading import LoadedModel, load_model
 from saescope.sae.formats import load_sae
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine
+from common import machine, parse_args, threads
 from saescope.model.hooks import applied
 from saescope.steering import FeatureEdit, FeatureSteering
 
@@ -79,10 +79,10 @@ def main() -> None:
     parser.add_argument("--feature", type=int, default=0)
     parser.add_argument("--dtype", default="auto", help="auto (see `saescope info`) | float32 | bfloat16")
     parser.add_argument("--full", action="store_true", help="the long version: 256 and 1024 tokens without a cache")
-    args = parser.parse_args()
+    args = parse_args(parser, {"tokens": 4, "repeats": 1})
     if args.full:
         args.repeats = max(args.repeats, 5)
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads())
     lm = load_model(dtype=args.dtype)
     sae = load_sae("default")
     add = FeatureSteering(sae, [FeatureEdit(args.feature, "add", 8.0)])
@@ -98,7 +98,7 @@ def main() -> None:
               f"batch={batch} {tag}", flush=True)
         print(f"steer ours={rate / steered:.1f} plain={rate / plain:.1f} ratio={plain / steered:.3f} batch={batch} {tag}",
               flush=True)
-    for tokens in ((64, 256, 1024) if args.full else (64, 256)):
+    for tokens in ((64, 256, 1024) if args.full else (4, 8) if args.smoke else (64, 256)):
         ours = timed(lambda: kv_generate(lm, 1, tokens, add), 1 if tokens > 64 else args.repeats)
         loop = timed(lambda: ibm_loop(lm, tokens, add), 1)
         print(f"steer_vs_nocache tokens={tokens} ours_s={ours:.1f} loop_s={loop:.1f} ratio={loop / ours:.2f} "

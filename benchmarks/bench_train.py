@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, parse_args, threads  # noqa: E402
 
 
 def ours_worker(args: argparse.Namespace) -> None:
@@ -32,7 +34,7 @@ def ours_worker(args: argparse.Namespace) -> None:
 
     from saescope.sae.training import TrainConfig, train_sae
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads())
     config = TrainConfig(hook=f"blocks.{args.layer}.hook_resid_post", features=args.features, k=args.k,
                          tokens=args.tokens, batch_size=args.batch_size, context=args.context, lr=args.lr,
                          warmup_steps=10, buffer_tokens=65536, dtype=args.dtype, corpus=args.corpus, log_every=1)
@@ -69,7 +71,7 @@ def main() -> None:
     parser.add_argument("--worker", choices=["ours"], help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, {"tokens": 2048, "features": 256, "batch_size": 512, "context": 64, "eval_tokens": 256})
     if args.worker == "ours":
         ours_worker(args)
         return
@@ -77,9 +79,6 @@ def main() -> None:
     from saescope.corpus import load_corpus
     from saescope.model.loading import embedded_model_path, load_model
     from saescope.precision import dtype_name, resolve_dtype
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from common import machine
 
     if args.full:
         args.tokens = 262_144
@@ -94,23 +93,31 @@ def main() -> None:
     common = ["--tokens", str(args.tokens), "--features", str(args.features), "--k", str(args.k),
               "--batch-size", str(args.batch_size), "--context", str(args.context), "--lr", str(args.lr),
               "--layer", str(args.layer), "--corpus", str(corpus)]
-    saelens = run_worker([args.saelens_python, str(ROOT / "benchmarks" / "saelens_train_worker.py"), *common,
-                          "--model", embedded_model_path(), "--out", str(tmp / "saelens"), *autocast])
+    # A smoke run without the SAELens venv (make test does not build it) checks our side alone.
+    with_saelens = Path(args.saelens_python).exists()
+    if not with_saelens and not args.smoke:
+        sys.exit(f"no SAELens at {args.saelens_python}: `make bench` installs it (make .venv-saelens/.installed)")
     ours = run_worker([sys.executable, __file__, "--worker", "ours", "--dtype", dtype, *common,
                        "--out", str(tmp / "ours")])
+    folders = {"ours": tmp / "ours"}
+    rates = {"ours": ours["tokens_per_s"]}
+    if with_saelens:
+        saelens = run_worker([args.saelens_python, str(ROOT / "benchmarks" / "saelens_train_worker.py"), *common,
+                              "--model", embedded_model_path(), "--out", str(tmp / "saelens"), *autocast])
+        folders["saelens"] = next(p.parent for p in (tmp / "saelens").rglob("cfg.json"))
+        rates["saelens"] = saelens["tokens_per_s"]
     lm = load_model()
-    saelens_dir = next(p.parent for p in (tmp / "saelens").rglob("cfg.json"))
     fvu = {}
-    for name, folder in (("ours", tmp / "ours"), ("saelens", saelens_dir)):
+    for name, folder in folders.items():
         metrics = evaluate_sae(lm, load_sae(folder), tokens=args.eval_tokens, progress=False)
-        fvu[name] = metrics
-        print(f"{name:8s} tok/s={(ours if name == 'ours' else saelens)['tokens_per_s']:.0f} "
-              f"fvu={metrics.fvu:.4f} ce_loss_score={metrics.ce_loss_score:.4f} l0={metrics.l0:.1f}")
-    print(f"train_sae_fvu tokens={args.tokens} ours={fvu['ours'].fvu:.4f} saelens={fvu['saelens'].fvu:.4f} "
+        fvu[name] = f"{metrics.fvu:.4f}"
+        print(f"{name:8s} tok/s={rates[name]:.0f} fvu={metrics.fvu:.4f} ce_loss_score={metrics.ce_loss_score:.4f} "
+              f"l0={metrics.l0:.1f}")
+    theirs = f"{rates['saelens']:.0f}" if with_saelens else "absent"
+    ratio = f"{rates['ours'] / rates['saelens']:.2f}" if with_saelens else "absent"
+    print(f"train_sae_fvu tokens={args.tokens} ours={fvu['ours']} saelens={fvu.get('saelens', 'absent')} "
           f"{machine(dtype)}")
-    ratio = ours["tokens_per_s"] / saelens["tokens_per_s"]
-    print(f"train_sae ours={ours['tokens_per_s']:.0f} saelens={saelens['tokens_per_s']:.0f} ratio={ratio:.2f} "
-          f"{machine(dtype)}")
+    print(f"train_sae ours={rates['ours']:.0f} saelens={theirs} ratio={ratio} {machine(dtype)}")
 
 
 if __name__ == "__main__":

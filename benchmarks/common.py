@@ -1,6 +1,10 @@
-"""What every benchmark prints beside its figures: the precision and the CPU it ran with."""
+"""What every benchmark shares: the precision and CPU printed beside its figures, and ``--smoke``."""
 
 from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
 
 import torch
 
@@ -11,6 +15,26 @@ def machine(dtype: str | torch.dtype = "auto", device: str = "cpu") -> str:
     """``dtype=<name> cpu=<capability>`` for the end of a benchmark line (``auto`` resolved here)."""
     resolved = resolve_dtype(dtype, device) if not isinstance(dtype, torch.dtype) else dtype
     return f"dtype={dtype_name(resolved)} cpu={cpu_capability()}"
+
+
+def threads() -> int:
+    """Torch threads of a benchmark: 2 (the machines the figures are for), or ``OMP_NUM_THREADS`` when set
+    (the smoke tests run two benchmarks at once with one thread each: four threads on two cores would
+    make both many times slower)."""
+    return int(os.environ.get("OMP_NUM_THREADS") or 2)
+
+
+def parse_args(parser: argparse.ArgumentParser, smoke: dict[str, Any]) -> argparse.Namespace:
+    """Parse the command line; with ``--smoke`` the settings in ``smoke`` replace the others, so the script
+    runs in seconds and prints every line it prints in full (``tests/test_benchmarks.py`` runs each one
+    so: a refactor cannot break a benchmark silently). A smoke run's figures mean nothing."""
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, tiny sizes: check the script runs and prints its lines (figures mean nothing)")
+    args = parser.parse_args()
+    if args.smoke:
+        for name, value in smoke.items():
+            setattr(args, name, value)
+    return args
 
 
 def free_port() -> int:

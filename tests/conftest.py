@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(config, items):
     loads it in a subprocess) is in the ``embedded`` tier; the rest (tiny models, random SAEs, parsers,
     files) is the fast tier, ``make test-fast``."""
     for item in items:
-        if "lm" in getattr(item, "fixturenames", ()):
+        if "lm" in getattr(item, "fixturenames", ()) or item.get_closest_marker("bench_smoke"):
             item.add_marker(pytest.mark.embedded)
 
 
