@@ -5,6 +5,9 @@
    and batch 8. Steering = an ``add`` of one SAE feature (the common case) and,
    for information, a ``clamp`` (which encodes with the SAE at every step).
    Prints ``steer ours=<tok/s> plain=<tok/s> ratio=<x> batch=<b>``.
+   Then ``decode_bandwidth gbs=<weights read per second> copy_read_gbs=<ceiling> ratio=<x>``: the
+   steered batch-1 decode's weight bytes per step (every linear weight once) times its steps per
+   second, against the read bandwidth of a plain torch copy of a 512 MB tensor on the same machine.
 2. Against IBM sae-steering's generation loop: for every new token, re-tokenize the text and re-run
    the whole sequence with the intervention hooked, no cache, argmax, append.
    Prints ``steer_vs_nocache tokens=<n> ratio=<x>`` for 64 and 256 tokens.
@@ -59,6 +62,22 @@ def kv_generate(lm: LoadedModel, batch: int, tokens: int, intervention=None, our
         lm.model.generate(**ids, **options)
 
 
+def weight_bytes(lm: LoadedModel) -> int:
+    """Bytes of weights one batch-1 decode step reads: every linear layer's weight (the LM head once,
+    also when it is tied to the embedding; the embedding itself gives one row)."""
+    seen = {m.weight.data_ptr(): m.weight.numel() * m.weight.element_size()
+            for m in lm.model.modules() if isinstance(m, torch.nn.Linear)}
+    return sum(seen.values())
+
+
+def copy_read_gbs(megabytes: int = 512, repeats: int = 5) -> float:
+    """Read bandwidth of a plain torch copy of a large tensor (GB read per second), the machine's ceiling."""
+    source = torch.ones(megabytes * 2**20 // 4)
+    target = torch.empty_like(source)
+    seconds = timed(lambda: target.copy_(source), repeats)
+    return source.numel() * 4 / seconds / 1e9
+
+
 @torch.no_grad()
 def ibm_loop(lm: LoadedModel, tokens: int, intervention) -> str:
     """IBM's way: re-tokenize and re-run everything for each new token, no KV cache."""
@@ -98,6 +117,11 @@ def main() -> None:
               f"batch={batch} {tag}", flush=True)
         print(f"steer ours={rate / steered:.1f} plain={rate / plain:.1f} ratio={plain / steered:.3f} batch={batch} {tag}",
               flush=True)
+        if batch == 1:
+            decode_gbs = weight_bytes(lm) * args.tokens / steered / 1e9
+    ceiling = copy_read_gbs()
+    print(f"decode_bandwidth gbs={decode_gbs:.2f} copy_read_gbs={ceiling:.2f} ratio={decode_gbs / ceiling:.2f} "
+          f"weights_mb={weight_bytes(lm) / 2**20:.0f} {machine(lm.dtype)}", flush=True)
     for tokens in ((64, 256, 1024) if args.full else (4, 8) if args.smoke else (64, 256)):
         ours = timed(lambda: kv_generate(lm, 1, tokens, add), 1 if tokens > 64 else args.repeats)
         loop = timed(lambda: ibm_loop(lm, tokens, add), 1)

@@ -20,7 +20,7 @@ EXPECTED = {  # script -> the lines it must print (by their first word)
     "bench_interop": ["saelens_loads_ours"],
     "bench_train": ["train_sae_fvu", "train_sae"],
     "bench_extract": ["extract", "extract_vs_per_feature_loop"],
-    "bench_steer": ["steer_set", "steer", "steer_vs_nocache"],
+    "bench_steer": ["steer_set", "steer", "decode_bandwidth", "steer_vs_nocache"],
     "bench_contrast": ["contrast_fit"],
     "bench_bias": ["bias_eval_speed"],
     "bench_circuits": ["circuit_ig_vs_patching", "circuit_faithfulness", "circuit_speed"],

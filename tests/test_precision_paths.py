@@ -108,3 +108,25 @@ def test_the_cli_follows_the_forced_precision_for_bulk_and_float32_for_measureme
     assert measured.returncode == 0, measured.stderr
     result = json.loads(measured.stdout)
     assert result["dtype"] == "float32" and result["precision"]["purpose"] == "measure"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_decode_path_gives_the_plain_models_logits(family, dtype):
+    """One-row products take the decode path (column-major copies in float32, ``torch.mv`` in bfloat16)
+    inside the block only, with the plain model's logits to rounding; several rows keep the weights."""
+    from saescope.model.fast_decode import decode_layout
+
+    lm = _lm(family, dtype)
+    one, rows = torch.tensor([[5]]), torch.tensor([[5, 9, 17]])
+    with torch.no_grad():
+        plain, plain_rows = lm.model(one).logits, lm.model(rows).logits
+        with decode_layout(lm.model):
+            patched = [m for m in lm.model.modules() if "forward" in vars(m)]
+            fast, fast_rows = lm.model(one).logits, lm.model(rows).logits
+    assert patched and not [m for m in lm.model.modules() if "forward" in vars(m)]
+    if dtype is torch.bfloat16:  # every linear layer, the LM head included
+        assert len(patched) == sum(isinstance(m, torch.nn.Linear) for m in lm.model.modules())
+    tolerance = 1e-4 if dtype is torch.float32 else 2e-2
+    torch.testing.assert_close(fast, plain, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(fast_rows, plain_rows, rtol=0, atol=0)
