@@ -98,6 +98,43 @@ def evaluate(
             console.print(f"{key:>22}  {value:.4f}" if isinstance(value, float) else f"{key:>22}  {value}")
 
 
+@sae_app.command("bench")
+def bench(
+    saes: list[str] = typer.Argument(..., help="SAEs to compare: 'default', folders or files (as for sae eval)."),
+    out: Path = typer.Option(..., help="Folder: <eval>/<sae>_eval_results.json (SAEBench's schema), table.csv, "
+                                       "comparison.png."),
+    evals: str = typer.Option("core,sparse_probing", help="Comma-separated: core, sparse_probing."),
+    tokens: int = typer.Option(50_000, help="Held-out tokens of the core eval."),
+    model: str = MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    dtype: str = MEASURE_DTYPE_OPTION,
+) -> None:
+    """SAEBench-compatible evals of several SAEs, one JSON per SAE and eval that SAEBench's readers load.
+
+    Example: saescope sae bench default runs/mine --evals core,sparse_probing --out bench
+    """
+    from saescope.cli.common import check_folder
+    from saescope.errors import SaescopeError
+    from saescope.precision import MEASURE
+    from saescope.sae.bench.run import bench_sae, check_evals
+    from saescope.sae.formats import load_sae
+
+    check_folder(out)
+    check_evals(evals)
+    if tokens <= 0:
+        raise SaescopeError(f"--tokens must be positive, got {tokens}")
+    lm, first, _ = load_model_and_sae(saes[0], model, None, device, dtype, MEASURE)
+    loaded = {}
+    for spec in saes:
+        name = Path(spec).name or spec
+        if name in loaded:
+            name = f"{name}-{len(loaded)}"
+        loaded[name] = first if spec == saes[0] and not loaded else load_sae(spec, device=device)
+    table = bench_sae(lm, loaded, evals, out, tokens=tokens)
+    console.print(table.T.to_string(header=False))
+    console.print(f"wrote {out}/table.csv, {out}/comparison.png and one JSON per SAE and eval")
+
+
 @sae_app.command("top")
 def top_features(
     text: str = typer.Option(..., help="The text to encode."),

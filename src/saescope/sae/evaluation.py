@@ -5,7 +5,15 @@ norm > 10x the median, see ``activations.sink_mask`` — which are neither measu
 - ``l0``: mean number of active features per token; ``dead_fraction``: share of features that
   never fire on the evaluated tokens.
 - ``mse``: mean squared error per element; ``fvu`` = Σ‖x − x̂‖² / Σ‖x − x̄‖² (x̄ the mean over all
-  tokens); ``explained_variance`` = 1 − fvu.
+  tokens, pooled); ``explained_variance`` = 1 − fvu (mean-centred and pooled, as SAELens since
+  6.45.1). ``explained_variance_around_zero`` = 1 − Σ‖x − x̂‖² / Σ‖x‖²: the variance around zero, the
+  definition SAEBench v0.6's ``explained_variance`` used (an overestimate whenever x̄ ≠ 0).
+- ``l1``: mean summed feature activation per token; ``cossim``: mean cosine of x̂ with x;
+  ``l2_norm_in`` / ``l2_norm_out``: mean ‖x‖ and ‖x̂‖, ``l2_ratio`` = mean of ‖x̂‖/‖x‖;
+  ``relative_reconstruction_bias`` = E[x̂·x̂] / E[x̂·x] (1: no shrinkage; Wright & Sharkey's γ).
+- ``details`` (not in ``to_dict``): per feature, ``density`` (share of tokens it fires on) and
+  ``tokens_per_active_window`` (SAEBench's consistent-activation heuristic: tokens it fires on in a
+  window where it fires at all).
 - ``ce_loss_clean`` / ``ce_loss_spliced`` / ``ce_loss_zero_ablated``: next-token cross-entropy of
   the model as is, with the SAE reconstruction spliced in at the hook, and with the hook zeroed.
   ``ce_loss_score`` = (zero − spliced) / (zero − clean), the fraction of CE loss recovered.
@@ -15,7 +23,7 @@ norm > 10x the median, see ``activations.sink_mask`` — which are neither measu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
@@ -49,9 +57,17 @@ class SAEEvaluation:
     n_tokens: int
     hook_name: str
     model: str
+    l1: float = float("nan")
+    cossim: float = float("nan")
+    l2_norm_in: float = float("nan")
+    l2_norm_out: float = float("nan")
+    l2_ratio: float = float("nan")
+    relative_reconstruction_bias: float = float("nan")
+    explained_variance_around_zero: float = float("nan")
+    details: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, float | int | str]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "details"}
 
 
 @torch.no_grad()
@@ -84,6 +100,7 @@ def _evaluate_batch(lm: LoadedModel, sae: SAE, hook: str, ids: Tensor, totals: _
     feats = sae.encode(acts)
     recon = sae.decode(feats)
     totals.add_reconstruction(acts, recon, feats)
+    totals.add_windows(feats, keep)
 
     def splice(values: Tensor):
         def patch(a: Tensor) -> Tensor:
@@ -114,6 +131,10 @@ class _Totals:
         self.sum_sq_x = 0.0
         self.active = 0.0
         self.fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
+        self.counts = torch.zeros(d_sae, dtype=torch.float64, device=device)  # tokens each feature fires on
+        self.windows = torch.zeros(d_sae, dtype=torch.float64, device=device)  # windows it fires in
+        self.sums = {"l1": 0.0, "cossim": 0.0, "norm_in": 0.0, "norm_out": 0.0, "ratio": 0.0, "out_out": 0.0,
+                     "out_in": 0.0}
         self.ce = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
         self.kl = {"spliced": 0.0, "zero": 0.0}
         self.d_in = 0
@@ -128,6 +149,23 @@ class _Totals:
         active = feats.reshape(-1, feats.shape[-1]) > 0
         self.active += float(active.sum())
         self.fired |= active.any(0)
+        self.counts += active.sum(0)
+        out = recon.reshape(-1, recon.shape[-1])
+        norm_in, norm_out = flat.norm(dim=-1), out.norm(dim=-1)
+        self.sums["l1"] += float(feats.abs().sum())
+        self.sums["cossim"] += float(torch.nn.functional.cosine_similarity(out, flat, dim=-1).sum())
+        self.sums["norm_in"] += float(norm_in.sum())
+        self.sums["norm_out"] += float(norm_out.sum())
+        self.sums["ratio"] += float((norm_out / norm_in.clamp_min(1e-12)).sum())
+        self.sums["out_out"] += float((out * out).sum())
+        self.sums["out_in"] += float((out * flat).sum())
+
+    def add_windows(self, feats: Tensor, keep: Tensor) -> None:
+        """Count, per feature, the windows (rows of ``keep``) it fires in at least once."""
+        window = torch.arange(len(keep), device=keep.device)[:, None].expand_as(keep)[keep]
+        per_window = torch.zeros(len(keep), feats.shape[-1], device=feats.device)
+        per_window.index_add_(0, window, (feats > 0).float())
+        self.windows += (per_window > 0).sum(0)
 
     def result(self, hook: str, model: str) -> SAEEvaluation:
         total_variance = self.sum_sq_x - float(self.sum_x.pow(2).sum()) / self.n_tokens
@@ -142,4 +180,11 @@ class _Totals:
             ce_loss_score=(ce["zero"] - ce["spliced"]) / ce_gap if ce_gap else float("nan"),
             kl_div_with_sae=kl["spliced"], kl_div_with_ablation=kl["zero"],
             kl_div_score=(kl["zero"] - kl["spliced"]) / kl["zero"] if kl["zero"] else float("nan"),
-            dead_fraction=float((~self.fired).float().mean()), n_tokens=self.n_tokens, hook_name=hook, model=model)
+            dead_fraction=float((~self.fired).float().mean()), n_tokens=self.n_tokens, hook_name=hook, model=model,
+            l1=self.sums["l1"] / self.n_tokens, cossim=self.sums["cossim"] / self.n_tokens,
+            l2_norm_in=self.sums["norm_in"] / self.n_tokens, l2_norm_out=self.sums["norm_out"] / self.n_tokens,
+            l2_ratio=self.sums["ratio"] / self.n_tokens,
+            relative_reconstruction_bias=self.sums["out_out"] / self.sums["out_in"] if self.sums["out_in"] else float("nan"),
+            explained_variance_around_zero=1 - self.sq_error / self.sum_sq_x,
+            details={"density": (self.counts / self.n_tokens).float().cpu(),
+                     "tokens_per_active_window": (self.counts / self.windows.clamp_min(1)).float().cpu()})

@@ -1,0 +1,100 @@
+"""``bench_sae``: run SAEBench-compatible evals on several SAEs, write one JSON per SAE and eval
+(``schema``), ``table.csv`` (one row per SAE, one column per ``eval.category.metric``) and
+``comparison.png`` (the headline metrics side by side).
+
+Example::
+
+    bench_sae(lm, {"default": load_sae("default"), "mine": load_sae("runs/mine")}, ["core", "sparse_probing"], "bench")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from saescope.errors import SaescopeError
+from saescope.model.loading import LoadedModel
+from saescope.sae.bench.schema import eval_output, write_output
+from saescope.sae.core import SAE
+from saescope.storage import atomic_path
+
+EVALS = ("core", "sparse_probing")
+NOT_YET = ("scr", "tpp", "absorption", "autointerp", "meta_structure", "unlearning")
+HEADLINE = {"core": ["reconstruction_quality.explained_variance", "model_performance_preservation.ce_loss_score",
+                     "model_behavior_preservation.kl_div_score", "misc_metrics.frac_alive"],
+            "sparse_probing": ["sae.sae_top_1_test_accuracy", "sae.sae_top_5_test_accuracy", "llm.llm_top_1_test_accuracy"]}
+
+
+def check_evals(evals: list[str] | str) -> list[str]:
+    """The eval names, checked: one line naming an unknown or not-yet-built eval."""
+    names = [e.strip() for e in (evals.split(",") if isinstance(evals, str) else evals) if e.strip()]
+    if not names:
+        raise SaescopeError(f"no eval given: use some of {', '.join(EVALS)}")
+    for name in names:
+        if name in NOT_YET:
+            raise SaescopeError(f"the {name} eval is not built yet: use {', '.join(EVALS)}")
+        if name not in EVALS:
+            raise SaescopeError(f"unknown eval {name!r}: use {', '.join(EVALS)}")
+    return names
+
+
+def _run_one(lm: LoadedModel, sae: SAE, name: str, tokens: int, progress: bool) -> tuple[dict, list, dict, dict]:
+    if name == "core":
+        from saescope.sae.bench.core import core_eval
+
+        return (*core_eval(lm, sae, tokens, progress), {"tokens": tokens, "context_size": 128, "dataset": "embedded heldout",
+                                                          "llm_dtype": str(lm.dtype).removeprefix("torch."),
+                                                          "compute_kl": True, "compute_ce_loss": True})
+    from saescope.sae.bench.sparse_probing import DATASETS, KS, sparse_probing_eval
+
+    return (*sparse_probing_eval(lm, sae), {"dataset_names": list(DATASETS), "k_values": list(KS),
+                                            "llm_dtype": str(lm.dtype).removeprefix("torch."), "pooling": "mean"})
+
+
+def bench_sae(lm: LoadedModel, saes: Mapping[str, SAE], evals: list[str] | str, out: str | Path,
+              tokens: int = 50_000, progress: bool = True) -> Any:
+    """Every eval of every SAE; returns the table (a pandas DataFrame, also ``out/table.csv``)."""
+    import pandas as pd
+
+    names = check_evals(evals)
+    if not saes:
+        raise SaescopeError("no SAE given")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SaescopeError(f"{out} is a file: out must name a folder")
+    rows = []
+    for sae_name, sae in saes.items():
+        lm.check_sae(sae)
+        row: dict[str, Any] = {"sae": sae_name, "architecture": sae.cfg.activation, "d_sae": sae.d_sae}
+        for name in tqdm(names, desc=f"bench {sae_name}", disable=not progress):
+            metrics, details, unstructured, config = _run_one(lm, sae, name, tokens, progress)
+            write_output(out, eval_output(name, config, metrics, details, sae, sae_name, lm.name, unstructured))
+            row |= {f"{name}.{category}.{metric}": value for category, values in metrics.items()
+                    for metric, value in values.items()}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    with atomic_path(out / "table.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    _plot(table, names, out / "comparison.png")
+    return table
+
+
+def _plot(table: Any, names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [f"{name}.{metric}" for name in names for metric in HEADLINE[name] if f"{name}.{metric}" in table]
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.2), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        ax.bar(table["sae"], table[column], color="#4c72b0")
+        ax.set_title(column.split(".")[-1].replace("_", " "), fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
