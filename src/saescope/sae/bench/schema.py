@@ -18,9 +18,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from saescope import __version__
 from saescope.sae.core import SAE
 from saescope.storage import write_json
+from saescope.version import __version__
 
 FIELDS = ("eval_type_id", "eval_config", "eval_id", "datetime_epoch_millis", "eval_result_metrics",
           "eval_result_details", "sae_bench_commit_hash", "sae_lens_id", "sae_lens_release_id", "sae_lens_version",

@@ -32,10 +32,12 @@ KS = (1, 2, 5)
 
 
 def biographies() -> list[dict]:
-    """The balanced biographies (``oracle_train`` and ``test``)."""
-    from saescope.bias.shift.data import read_bios
+    """The balanced biographies (``oracle_train`` and ``test``; read as data, the bias package sits above)."""
+    from saescope.resources import data_path
+    from saescope.storage import read_jsonl
 
-    return read_bios("oracle_train") + read_bios("test")
+    return [row for split in ("oracle_train", "test") for _, row in
+            read_jsonl(data_path("bias", "shift", f"{split}.jsonl"), "biography file", ("text", "profession", "gender"))]
 
 
 def halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
