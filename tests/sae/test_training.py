@@ -128,3 +128,15 @@ def test_the_shuffle_buffer_never_exceeds_a_short_run():
     assert short.shuffle_buffer == 2 * 2048  # not the 262,144 default: the first step comes within seconds
     assert TrainConfig(tokens=12_000_000, epochs=3).shuffle_buffer == 262_144
     assert TrainConfig(tokens=2_000_000).shuffle_buffer == 250_000
+
+
+def test_heldout_metrics_are_logged_during_training_and_match_sae_eval(lm, tmp_path):
+    from saescope.sae.evaluation import evaluate_sae
+
+    sae = train_sae(TrainConfig(**SMALL, checkpoint_every=1000, eval_every=20, eval_tokens=256), tmp_path / "run",
+                    lm=lm, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "heldout_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [20, 40]
+    assert log[1]["fvu"] < log[0]["fvu"] and 0 < log[1]["ce_loss_score"] <= 1
+    final = evaluate_sae(lm, sae, tokens=256, progress=False)  # the last line is the saved SAE's sae eval
+    assert log[1]["fvu"] == pytest.approx(final.fvu, rel=1e-5) and log[1]["l0"] == pytest.approx(final.l0)

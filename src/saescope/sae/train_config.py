@@ -61,6 +61,11 @@ class TrainConfig:
     """Steps between checkpoints."""
     log_every: int = 25
     """Steps between lines of OUT/training_log.jsonl."""
+    eval_every: int = 0
+    """Steps between held-out evaluations (``sae eval``'s metrics on the corpus' held-out split, written
+    to OUT/heldout_log.jsonl); 0: none."""
+    eval_tokens: int = 4096
+    """Held-out tokens of each of those evaluations."""
     keep_activations: bool = False
     """Keep the epochs' activation cache (OUT/activations) after training."""
     activations: str | None = None

@@ -73,7 +73,7 @@ def train_sae(config: TrainConfig, out: str | Path, resume: bool = False, lm: Lo
     ctx = distributed_context(config.device)
     parallel = DataParallel(ctx, config.batch_size, config.activation, config.activations is not None)
     resumable = {k: v for k, v in asdict(config).items() if k not in ("checkpoint_every", "log_every", "device",
-                                                                        "keep_activations")}
+                                                                        "keep_activations", "eval_every", "eval_tokens")}
     checkpoint = Checkpoint(out, finished="cfg.json", settings=resumable)
     checkpoint.guard(resume)
     ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
@@ -92,9 +92,7 @@ def train_sae(config: TrainConfig, out: str | Path, resume: bool = False, lm: Lo
         write_json(out / "train_config.json", asdict(config))
     loop = _TrainLoop(config, lm, sae, optimizer, dead_counter, state, checkpoint, parallel)
     loop.run(progress and ctx.is_main)
-    final = SAE(sae.cfg)
-    final.load_state_dict(sae.state_dict())
-    final.fold_input_scale(state.input_scale)
+    final = loop.snapshot()
     final.cfg.metadata.update(trained_tokens=state.step * config.batch_size, input_scale=state.input_scale,
                               train_seconds=round(state.elapsed, 1), train_config=asdict(config),
                               train_dtype=dtype_name(loop.compute_dtype), workers=ctx.world_size)
@@ -159,8 +157,30 @@ class _TrainLoop:
             log.write(json.dumps({"step": state.step, "tokens": state.step * cfg.batch_size,
                                   "seconds": round(state.elapsed, 4), **metrics}) + "\n")
             log.flush()
+        if cfg.eval_every and (state.step % cfg.eval_every == 0 or state.step == cfg.total_steps):
+            self._evaluate_heldout()
         if state.step % cfg.checkpoint_every == 0 and state.step < cfg.total_steps:
             self._checkpoint()
+
+    def snapshot(self) -> SAE:
+        """A copy of the SAE as it would be saved now (input scale folded in: it takes raw activations)."""
+        copy = SAE(self.sae.cfg)
+        copy.load_state_dict(self.sae.state_dict())
+        copy.fold_input_scale(self.state.input_scale)
+        return copy.to(self.lm.device)
+
+    def _evaluate_heldout(self) -> None:
+        """``sae eval``'s metrics of the current SAE on held-out text, one line of OUT/heldout_log.jsonl."""
+        if not self.parallel.ctx.is_main:
+            return
+        from saescope.sae.evaluation import evaluate_sae
+
+        result = evaluate_sae(self.lm, self.snapshot().eval(), self.config.hook, tokens=self.config.eval_tokens,
+                              progress=False).to_dict()
+        keep = ("fvu", "explained_variance", "l0", "ce_loss_score", "kl_div_score", "dead_fraction", "n_tokens")
+        with (self.out / "heldout_log.jsonl").open("a") as log:
+            log.write(json.dumps({"step": self.state.step, "tokens": self.state.step * self.config.batch_size,
+                                  **{k: result[k] for k in keep}}) + "\n")
 
     def _show_fill(self, filled: int, target: int) -> None:
         if self.interrupted():
