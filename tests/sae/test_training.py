@@ -140,3 +140,44 @@ def test_heldout_metrics_are_logged_during_training_and_match_sae_eval(lm, tmp_p
     assert log[1]["fvu"] < log[0]["fvu"] and 0 < log[1]["ce_loss_score"] <= 1
     final = evaluate_sae(lm, sae, tokens=256, progress=False)  # the last line is the saved SAE's sae eval
     assert log[1]["fvu"] == pytest.approx(final.fvu, rel=1e-5) and log[1]["l0"] == pytest.approx(final.l0)
+
+
+def test_the_matryoshka_loss_is_the_sum_of_the_prefix_fvus():
+    from saescope.sae.core import SAE, SAEConfig
+    from saescope.sae.objectives import ThresholdTracker, _batch_topk, objective
+
+    torch.manual_seed(0)
+    sae = SAE(SAEConfig(8, 16, "batchtopk", 3, "blocks.0.hook_resid_post"))
+    x = torch.randn(32, 8)
+    dead = torch.zeros(16, dtype=torch.bool)
+    result = objective(sae, x, dead, 0.0, 0.0, matryoshka=[4, 16])
+    feats = _batch_topk(sae.encode_pre(x), sae, ThresholdTracker())
+    variance = (x - x.mean(0)).pow(2).sum()
+    fvu = lambda m: float((feats[:, :m] @ sae.W_dec[:m] + sae.b_dec - x).pow(2).sum() / variance)
+    assert float(result.loss) == pytest.approx(fvu(16) + fvu(4), rel=1e-5) and result.fvu == pytest.approx(fvu(16), rel=1e-5)
+    assert TrainConfig(activation="batchtopk", features=64, matryoshka="8,32").matryoshka == [8, 32, 64]
+    with pytest.raises(SaescopeError, match="need --activation batchtopk"):
+        TrainConfig(activation="topk", matryoshka=[8])
+    with pytest.raises(SaescopeError, match="must increase strictly"):
+        TrainConfig(activation="batchtopk", features=64, matryoshka=[32, 8])
+
+
+def test_matryoshka_latents_reconstruct_alone(lm, tmp_path):
+    """The point of Matryoshka: the first latents reconstruct well without the rest, the full width as well
+    as plain BatchTopK (40 steps, same seed)."""
+    from saescope.sae.core import SAE
+    from saescope.sae.evaluation import evaluate_sae
+
+    fvus = {}
+    for name, widths in (("plain", None), ("matryoshka", [32, 256])):
+        settings = {**SMALL, "activation": "batchtopk"}
+        sae = train_sae(TrainConfig(**settings, checkpoint_every=1000, matryoshka=widths), tmp_path / name, lm=lm,
+                        progress=False)
+        prefix = SAE(sae.cfg)
+        prefix.load_state_dict(sae.state_dict())
+        with torch.no_grad():
+            prefix.W_dec[32:] = 0
+        fvus[name] = (evaluate_sae(lm, sae, tokens=512, progress=False).fvu,
+                      evaluate_sae(lm, prefix, tokens=512, progress=False).fvu)
+    assert fvus["matryoshka"][1] < fvus["plain"][1] - 0.05  # the first 32 latents alone
+    assert fvus["matryoshka"][0] < fvus["plain"][0] + 0.03  # the whole dictionary

@@ -5,7 +5,10 @@ coefficients mean the same at any activation scale.
 - topk: TopK (Gao et al. 2024) + AuxK on dead latents (coefficient ``auxk_coeff``, k_aux = d_in/2).
 - batchtopk: the top B·k pre-activations over the whole batch (Bussmann et al. 2024) + AuxK; a
   ``ThresholdTracker`` keeps the global threshold used at inference (the mean over steps of the
-  smallest kept activation).
+  smallest kept activation). With ``matryoshka`` widths (Matryoshka BatchTopK, Bussmann et al. 2025,
+  as SAELens and dictionary_learning define it) the loss is the sum of the FVUs of the reconstructions
+  from each prefix of the dictionary (the full width included), so early latents must reconstruct
+  alone; the reported ``fvu`` is the full width's.
 - relu: L1 on activations weighted by decoder norms (``sparsity_coeff``).
 - jumprelu: L0 through straight-through estimators with a rectangle kernel (Rajamanoharan et al. 2024).
 
@@ -69,7 +72,8 @@ class StepResult:
 
 def objective(sae: SAE, x: Tensor, dead: Tensor, sparsity_coeff: float, auxk_coeff: float,
               bandwidth: float = 0.05, threshold: ThresholdTracker | None = None,
-              compute_dtype: torch.dtype = torch.float32, share: BatchShare | None = None) -> StepResult:
+              compute_dtype: torch.dtype = torch.float32, share: BatchShare | None = None,
+              matryoshka: list[int] | None = None) -> StepResult:
     """Loss of ``sae`` on the batch ``x`` [batch, d_in]; ``dead`` [d_sae] marks latents for AuxK.
 
     ``compute_dtype`` is the precision of the TopK encoder's forward matmul (bfloat16 only where the
@@ -100,6 +104,8 @@ def objective(sae: SAE, x: Tensor, dead: Tensor, sparsity_coeff: float, auxk_coe
         l0, sparsity = l0_ste.detach(), l0_ste
     fvu = _fvu(recon, x, share)
     loss = fvu + sparsity_coeff * sparsity
+    if act == "batchtopk" and matryoshka:
+        loss = loss + sum(_fvu(feats[:, :m] @ sae.W_dec[:m] + sae.b_dec, x, share) for m in matryoshka[:-1])
     if act == "batchtopk" and bool(dead.any()):
         loss = loss + auxk_coeff * _auxk(sae, pre, x - recon.detach(), dead)
     return _result(loss, fvu, l0, fired, share)

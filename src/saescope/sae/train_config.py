@@ -68,6 +68,10 @@ class TrainConfig:
     """Held-out tokens of each of those evaluations."""
     keep_activations: bool = False
     """Keep the epochs' activation cache (OUT/activations) after training."""
+    matryoshka: list[int] | None = None
+    """batchtopk only: Matryoshka BatchTopK (Bussmann et al. 2025) — the nested prefix widths of the
+    dictionary (e.g. 256,1024,4608) whose reconstructions are each trained; the full width is added
+    when missing. The saved SAE is a plain BatchTopK one (JumpReLU at inference)."""
     activations: str | None = None
     """A folder of cached activations for this hook (``activations.cache``, as ``sae train-suite`` writes
     them) to train on instead of running the model; replayed, reshuffled, as often as ``tokens`` needs."""
@@ -88,6 +92,13 @@ class TrainConfig:
         for name in ("context", "model_batch", "buffer_tokens", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise SaescopeError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.matryoshka is not None:
+            widths = [int(w) for w in (self.matryoshka.split(",") if isinstance(self.matryoshka, str) else self.matryoshka)]
+            if self.activation != "batchtopk":
+                raise SaescopeError("matryoshka widths need --activation batchtopk (Matryoshka BatchTopK)")
+            if not widths or widths != sorted(set(widths)) or widths[0] < 1 or widths[-1] > self.features:
+                raise SaescopeError(f"matryoshka widths must increase strictly within 1-{self.features}, got {widths}")
+            self.matryoshka = widths if widths[-1] == self.features else [*widths, self.features]
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise SaescopeError(f"lr must be a positive number, got {self.lr}")
 

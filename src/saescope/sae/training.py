@@ -217,7 +217,7 @@ class _TrainLoop:
             group["lr"] = lr
         dead = self.dead_counter > cfg.dead_after_tokens
         result = objective(sae, x, dead, cfg.sparsity_coeff, cfg.auxk_coeff, threshold=self.threshold,
-                           compute_dtype=self.compute_dtype, share=share)
+                           compute_dtype=self.compute_dtype, share=share, matryoshka=cfg.matryoshka)
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         self.parallel.sum_gradients(sae)
