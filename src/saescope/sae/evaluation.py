@@ -23,7 +23,9 @@ norm > 10x the median, see ``activations.sink_mask`` — which are neither measu
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -90,6 +92,17 @@ def evaluate_sae(lm: LoadedModel, sae: SAE, hook: str | None = None, tokens: int
         ids = windows[start:start + batch_size].to(lm.device)
         _evaluate_batch(lm, sae, hook, ids, totals)
     return totals.result(hook, lm.name)
+
+
+def log_heldout(lm: LoadedModel, sae: SAE, hook: str, tokens: int, where: dict, path: Path) -> dict:
+    """``sae train --eval-every``: the headline metrics of ``sae`` on ``tokens`` held-out tokens, appended
+    to ``path`` as one JSON line after ``where`` (step and tokens seen)."""
+    result = evaluate_sae(lm, sae, hook, tokens=tokens, progress=False).to_dict()
+    line = {**where, **{k: result[k] for k in ("fvu", "explained_variance", "l0", "ce_loss_score", "kl_div_score",
+                                               "dead_fraction", "n_tokens")}}
+    with path.open("a") as log:
+        log.write(json.dumps(line) + "\n")
+    return line
 
 
 def _evaluate_batch(lm: LoadedModel, sae: SAE, hook: str, ids: Tensor, totals: _Totals) -> None:

@@ -43,6 +43,7 @@ from saescope.parallel.context import distributed_context
 from saescope.precision import dtype_name, resolve_dtype
 from saescope.sae.core import SAE, SAEConfig
 from saescope.sae.data_parallel import DataParallel
+from saescope.sae.evaluation import log_heldout
 from saescope.sae.formats import save_sae
 from saescope.sae.objectives import BatchShare, ThresholdTracker, objective
 from saescope.sae.train_config import TrainConfig
@@ -157,8 +158,9 @@ class _TrainLoop:
             log.write(json.dumps({"step": state.step, "tokens": state.step * cfg.batch_size,
                                   "seconds": round(state.elapsed, 4), **metrics}) + "\n")
             log.flush()
-        if cfg.eval_every and (state.step % cfg.eval_every == 0 or state.step == cfg.total_steps):
-            self._evaluate_heldout()
+        if cfg.eval_every and (state.step % cfg.eval_every == 0 or state.step == cfg.total_steps) and self.parallel.ctx.is_main:
+            log_heldout(self.lm, self.snapshot().eval(), cfg.hook, cfg.eval_tokens,
+                        {"step": state.step, "tokens": state.step * cfg.batch_size}, self.out / "heldout_log.jsonl")
         if state.step % cfg.checkpoint_every == 0 and state.step < cfg.total_steps:
             self._checkpoint()
 
@@ -168,19 +170,6 @@ class _TrainLoop:
         copy.load_state_dict(self.sae.state_dict())
         copy.fold_input_scale(self.state.input_scale)
         return copy.to(self.lm.device)
-
-    def _evaluate_heldout(self) -> None:
-        """``sae eval``'s metrics of the current SAE on held-out text, one line of OUT/heldout_log.jsonl."""
-        if not self.parallel.ctx.is_main:
-            return
-        from saescope.sae.evaluation import evaluate_sae
-
-        result = evaluate_sae(self.lm, self.snapshot().eval(), self.config.hook, tokens=self.config.eval_tokens,
-                              progress=False).to_dict()
-        keep = ("fvu", "explained_variance", "l0", "ce_loss_score", "kl_div_score", "dead_fraction", "n_tokens")
-        with (self.out / "heldout_log.jsonl").open("a") as log:
-            log.write(json.dumps({"step": self.state.step, "tokens": self.state.step * self.config.batch_size,
-                                  **{k: result[k] for k in keep}}) + "\n")
 
     def _show_fill(self, filled: int, target: int) -> None:
         if self.interrupted():
