@@ -125,11 +125,9 @@ def bench(
         raise SaescopeError(f"--tokens must be positive, got {tokens}")
     lm, first, _ = load_model_and_sae(saes[0], model, None, device, dtype, MEASURE)
     loaded = {}
-    for spec in saes:
+    for i, (spec, sae) in enumerate(zip(saes, [first, *(load_sae(s, device=device) for s in saes[1:])])):
         name = Path(spec).name or spec
-        if name in loaded:
-            name = f"{name}-{len(loaded)}"
-        loaded[name] = first if spec == saes[0] and not loaded else load_sae(spec, device=device)
+        loaded[name if name not in loaded else f"{name}-{i}"] = sae
     table = bench_sae(lm, loaded, evals, out, tokens=tokens)
     console.print(table.T.to_string(header=False))
     console.print(f"wrote {out}/table.csv, {out}/comparison.png and one JSON per SAE and eval")

@@ -42,6 +42,22 @@ def added_to_weights(changes: list[tuple[Tensor, Tensor]]) -> Iterator[None]:
                 weight.copy_(original)
 
 
+def write_tensor_folder(folder: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any], stem: str,
+                        what: str) -> Path:
+    """``folder/<stem>.safetensors`` (float32) and ``folder/<stem>.json``, written at once (a failure leaves
+    an earlier folder as it was): how ``WeightDelta`` and ``WeightEdit`` save themselves."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SaescopeError(f"{folder} is a file: {what} is saved as a folder")
+    with atomic_path(folder) as tmp:
+        tmp.mkdir(parents=True)
+        save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(tmp / f"{stem}.safetensors"))
+        write_json(tmp / f"{stem}.json", meta)
+    return folder
+
+
 @dataclass
 class WeightDelta:
     """``weight += delta`` for every ``module -> delta`` while applied."""
@@ -74,16 +90,8 @@ class WeightDelta:
         return {"type": "WeightDelta", "modules": sorted(self.deltas), "info": self.info}
 
     def save(self, folder: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise SaescopeError(f"{folder} is a file: a weight change is saved as a folder")
-        with atomic_path(folder) as tmp:
-            tmp.mkdir(parents=True)
-            save_file({k: v.float().contiguous() for k, v in self.deltas.items()}, str(tmp / "delta.safetensors"))
-            write_json(tmp / "delta.json", {"format": FORMAT, "modules": sorted(self.deltas), "info": self.info})
-        return folder
+        return write_tensor_folder(folder, self.deltas, {"format": FORMAT, "modules": sorted(self.deltas),
+                                                         "info": self.info}, "delta", "a weight change")
 
 
 def load_delta(folder: str | Path) -> WeightDelta:

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from saescope.editing.request import EditRequest
-from saescope.editing.weight_delta import WeightDelta, added_to_weights, load_delta
+from saescope.editing.weight_delta import WeightDelta, added_to_weights, load_delta, write_tensor_folder
 from saescope.errors import SaescopeError
 from saescope.model.hooks import Together
 from saescope.model.loading import LoadedModel
-from saescope.storage import atomic_path, read_json, write_json
+from saescope.storage import read_json
 
 if TYPE_CHECKING:
     from saescope.steering.base import Intervention
@@ -78,18 +78,9 @@ class WeightEdit:
     FILE_NAME = "edit"  # what a folder of results calls a saved edit (``bias.outputs``)
 
     def save(self, folder: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise SaescopeError(f"{folder} is a file: an edit is saved as a folder")
-        with atomic_path(folder) as tmp:
-            tmp.mkdir(parents=True)
-            save_file({"u": self.u.float().contiguous(), "v": self.v.float().contiguous(),
-                       "delta": self.delta.float().contiguous()}, str(tmp / "edit.safetensors"))
-            write_json(tmp / "edit.json", {"format": "saescope-edit/1", "module": self.module, "layer": self.layer,
-                                           "method": self.method, "request": self.request.to_dict(), "info": self.info})
-        return folder
+        meta = {"format": "saescope-edit/1", "module": self.module, "layer": self.layer, "method": self.method,
+                "request": self.request.to_dict(), "info": self.info}
+        return write_tensor_folder(folder, {"u": self.u, "v": self.v, "delta": self.delta}, meta, "edit", "an edit")
 
 
 def load_edit(folder: str | Path) -> WeightEdit:

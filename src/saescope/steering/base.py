@@ -107,13 +107,17 @@ class Intervention:
     @contextmanager
     def apply(self, lm: LoadedModel) -> Iterator[None]:
         """Active inside the block; hooks are removed on exit, even on error."""
-        if self.model_name and Path(self.model_name).name != Path(lm.name).name:
-            raise SaescopeError(f"this intervention was made for model {self.model_name!r}, not {lm.name!r}")
+        self.check_model(lm)
         fns: dict[str, HookFn] = {}
         for hook, fn in self.hook_fns(lm):
             fns[hook] = _chain(fns[hook], fn) if hook in fns else fn
         with intervene(lm.model, fns):
             yield
+
+    def check_model(self, lm: LoadedModel) -> None:
+        """A one-line error when it was made for another model than ``lm``."""
+        if self.model_name and Path(self.model_name).name != Path(lm.name).name:
+            raise SaescopeError(f"this intervention was made for model {self.model_name!r}, not {lm.name!r}")
 
     @property
     def position_wise(self) -> bool:

@@ -43,6 +43,7 @@ class PromptPrefix(Intervention):
     @contextmanager
     def apply(self, lm: LoadedModel) -> Iterator[None]:
         """Active inside the block; the model's previous instruction is put back on exit."""
+        self.check_model(lm)
         previous = lm.instruction
         lm.instruction = (previous or "") + self.text
         try:
