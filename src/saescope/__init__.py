@@ -35,6 +35,7 @@ _MODULES = {
     "saescope.circuits.config": ["CircuitConfig"],
     "saescope.sae.evaluation": ["SAEEvaluation", "evaluate_sae"],
     "saescope.sae.bench.run": ["bench_sae"],
+    "saescope.sae.bench.synthetic": ["synthetic_recovery"],
     "saescope.sae.text": ["encode_text", "top_features_of_text"],
     "saescope.features.config": ["ExtractConfig"],
     "saescope.features.extract": ["extract_features"],

@@ -103,7 +103,8 @@ def bench(
     saes: list[str] = typer.Argument(..., help="SAEs to compare: 'default', folders or files (as for sae eval)."),
     out: Path = typer.Option(..., help="Folder: <eval>/<sae>_eval_results.json (SAEBench's schema), table.csv, "
                                        "comparison.png."),
-    evals: str = typer.Option("core,sparse_probing", help="Comma-separated: core, sparse_probing."),
+    evals: str = typer.Option("core,sparse_probing",
+                              help="Comma-separated: core, sparse_probing, scr, tpp, absorption, meta_structure."),
     tokens: int = typer.Option(50_000, help="Held-out tokens of the core eval."),
     model: str = MODEL_OPTION,
     device: str = DEVICE_OPTION,
@@ -111,7 +112,7 @@ def bench(
 ) -> None:
     """SAEBench-compatible evals of several SAEs, one JSON per SAE and eval that SAEBench's readers load.
 
-    Example: saescope sae bench default runs/mine --evals core,sparse_probing --out bench
+    Example: saescope sae bench default runs/mine --evals core,sparse_probing,scr,tpp --out bench
     """
     from saescope.cli.common import check_folder
     from saescope.errors import SaescopeError
@@ -131,6 +132,35 @@ def bench(
     table = bench_sae(lm, loaded, evals, out, tokens=tokens)
     console.print(table.T.to_string(header=False))
     console.print(f"wrote {out}/table.csv, {out}/comparison.png and one JSON per SAE and eval")
+
+
+@sae_app.command("synth")
+def synth(
+    archs: str = typer.Option("topk,batchtopk,matryoshka", help="Comma-separated: topk, batchtopk, matryoshka, relu, "
+                                                             "jumprelu."),
+    steps: int = typer.Option(2000, help="Training steps of each SAE (1,024 samples each)."),
+    seed: int = typer.Option(0, help="Seed of the world and of the SAEs' initialisation."),
+    out: Path | None = typer.Option(None, help="Also write the rows to this JSON file."),
+) -> None:
+    """Train each architecture on a synthetic world with known hierarchical features (equal width and L0)
+    and report how well it recovers them: F1 of each matched latent's firing, MCC of the decoder.
+
+    Example: saescope sae synth --archs topk,batchtopk,matryoshka --steps 2000
+    """
+    from saescope.errors import SaescopeError
+    from saescope.sae.bench.synthetic import World, recovery
+    from saescope.storage import write_json
+
+    if steps <= 0:
+        raise SaescopeError(f"--steps must be positive, got {steps}")
+    if out is not None and out.is_dir():
+        raise SaescopeError(f"{out} is a folder: --out must name a JSON file")
+    rows = recovery(tuple(a.strip() for a in archs.split(",") if a.strip()), steps=steps, world=World.make(seed=seed),
+                    seed=seed)
+    for row in rows:
+        console.print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    if out is not None:
+        write_json(out, {"seed": seed, "steps": steps, "rows": rows})
 
 
 @sae_app.command("top")

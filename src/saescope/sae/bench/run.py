@@ -21,11 +21,14 @@ from saescope.sae.bench.schema import eval_output, write_output
 from saescope.sae.core import SAE
 from saescope.storage import atomic_path
 
-EVALS = ("core", "sparse_probing")
-NOT_YET = ("scr", "tpp", "absorption", "autointerp", "meta_structure", "unlearning")
+EVALS = ("core", "sparse_probing", "scr", "tpp", "absorption", "meta_structure")
+NOT_YET = ("autointerp", "unlearning")
 HEADLINE = {"core": ["reconstruction_quality.explained_variance", "model_performance_preservation.ce_loss_score",
                      "model_behavior_preservation.kl_div_score", "misc_metrics.frac_alive"],
-            "sparse_probing": ["sae.sae_top_1_test_accuracy", "sae.sae_top_5_test_accuracy", "llm.llm_top_1_test_accuracy"]}
+            "sparse_probing": ["sae.sae_top_1_test_accuracy", "sae.sae_top_5_test_accuracy", "llm.llm_top_1_test_accuracy"],
+            "scr": ["scr_metrics.scr_metric_threshold_10"], "tpp": ["tpp_metrics.tpp_threshold_10_total_metric"],
+            "absorption": ["mean.mean_absorption_fraction_score"],
+            "meta_structure": ["meta_structure.decoder_fraction_variance_explained"]}
 
 
 def check_evals(evals: list[str] | str) -> list[str]:
@@ -35,28 +38,58 @@ def check_evals(evals: list[str] | str) -> list[str]:
         raise SaescopeError(f"no eval given: use some of {', '.join(EVALS)}")
     for name in names:
         if name in NOT_YET:
-            raise SaescopeError(f"the {name} eval is not built yet: use {', '.join(EVALS)}")
+            raise SaescopeError(f"the {name} eval is not built into sae bench yet: use {', '.join(EVALS)} "
+                                "(autointerp: saescope explain and saescope score on a feature RUN)")
         if name not in EVALS:
             raise SaescopeError(f"unknown eval {name!r}: use {', '.join(EVALS)}")
     return names
 
 
-def _run_one(lm: LoadedModel, sae: SAE, name: str, tokens: int, progress: bool) -> tuple[dict, list, dict, dict]:
+def _run_one(lm: LoadedModel, sae: SAE, name: str, tokens: int, progress: bool, shared: dict[str, Any],
+             options: dict[str, Any]) -> tuple[dict, list, dict, dict]:
+    """``(metrics, details, unstructured, eval_config)`` of one eval with its ``options`` (keyword
+    arguments of its function); ``shared`` keeps what several evals of one SAE read (the pooled
+    biographies of scr and tpp)."""
+    dtype = str(lm.dtype).removeprefix("torch.")
     if name == "core":
         from saescope.sae.bench.core import core_eval
 
         return (*core_eval(lm, sae, tokens, progress), {"tokens": tokens, "context_size": 128, "dataset": "embedded heldout",
-                                                          "llm_dtype": str(lm.dtype).removeprefix("torch."),
-                                                          "compute_kl": True, "compute_ce_loss": True})
-    from saescope.sae.bench.sparse_probing import DATASETS, KS, sparse_probing_eval
+                                                          "llm_dtype": dtype, "compute_kl": True, "compute_ce_loss": True})
+    if name == "sparse_probing":
+        from saescope.sae.bench.sparse_probing import DATASETS, KS, sparse_probing_eval
 
-    return (*sparse_probing_eval(lm, sae), {"dataset_names": list(DATASETS), "k_values": list(KS),
-                                            "llm_dtype": str(lm.dtype).removeprefix("torch."), "pooling": "mean"})
+        return (*sparse_probing_eval(lm, sae), {"dataset_names": list(DATASETS), "k_values": list(KS),
+                                                "llm_dtype": dtype, "pooling": "mean"})
+    if name in ("scr", "tpp"):
+        from saescope.sae.bench import scr_tpp
+
+        check = scr_tpp.check_n_values(tuple(options.get("n_values", [n for n in scr_tpp.N_VALUES if n <= sae.d_sae])),
+                                       sae.d_sae)
+        if "biographies" not in shared:
+            shared["biographies"] = scr_tpp.pooled_splits(lm, sae)
+        run = scr_tpp.scr_eval if name == "scr" else scr_tpp.tpp_eval
+        return (*run(lm, sae, check, data=shared["biographies"]), {"dataset_names": ["saescope/shift_biographies"],
+                                                                    "n_values": list(check), "perform_scr": name == "scr",
+                                                                    "llm_dtype": dtype, "pooling": "mean"})
+    if name == "absorption":
+        from saescope.sae.bench.absorption import WARNING, absorption_eval
+
+        tqdm.write(WARNING)
+        settings = {"words_per_letter": 100, "max_k": 10, "f1_jump": 0.03} | options
+        return (*absorption_eval(lm, sae, **settings), {"prompt_template": "{word} has the first letter:",
+                                                        "llm_dtype": dtype, **settings})
+    from saescope.sae.bench.meta_structure import meta_structure_eval
+
+    return meta_structure_eval(sae, **options)
 
 
 def bench_sae(lm: LoadedModel, saes: Mapping[str, SAE], evals: list[str] | str, out: str | Path,
-              tokens: int = 50_000, progress: bool = True) -> Any:
-    """Every eval of every SAE; returns the table (a pandas DataFrame, also ``out/table.csv``)."""
+              tokens: int = 50_000, progress: bool = True, options: Mapping[str, dict[str, Any]] | None = None) -> Any:
+    """Every eval of every SAE; returns the table (a pandas DataFrame, also ``out/table.csv``).
+
+    ``options`` gives an eval's settings by name, e.g. ``{"scr": {"n_values": [2, 10]},
+    "meta_structure": {"steps": 500}, "absorption": {"words_per_letter": 40}}``."""
     import pandas as pd
 
     names = check_evals(evals)
@@ -65,12 +98,15 @@ def bench_sae(lm: LoadedModel, saes: Mapping[str, SAE], evals: list[str] | str, 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SaescopeError(f"{out} is a file: out must name a folder")
+    for sae in saes.values():  # every SAE checked before anything is written
+        lm.check_sae(sae)
     rows = []
     for sae_name, sae in saes.items():
-        lm.check_sae(sae)
         row: dict[str, Any] = {"sae": sae_name, "architecture": sae.cfg.activation, "d_sae": sae.d_sae}
+        shared: dict[str, Any] = {}
         for name in tqdm(names, desc=f"bench {sae_name}", disable=not progress):
-            metrics, details, unstructured, config = _run_one(lm, sae, name, tokens, progress)
+            metrics, details, unstructured, config = _run_one(lm, sae, name, tokens, progress, shared,
+                                                              dict((options or {}).get(name, {})))
             write_output(out, eval_output(name, config, metrics, details, sae, sae_name, lm.name, unstructured))
             row |= {f"{name}.{category}.{metric}": value for category, values in metrics.items()
                     for metric, value in values.items()}
