@@ -30,9 +30,12 @@ def layer_list_path(model: nn.Module) -> str:
 
 
 def sublayer_path(modules: dict[str, nn.Module], block: str, kind: str) -> str:
-    """The module whose output is ``kind`` (``mlp_out`` or ``attn_out``) of the block at path ``block``."""
+    """The module whose output is ``kind`` (``mlp_out`` or ``attn_out``) of the block at path ``block``,
+    or whose input is ``mlp_in`` (the MLP itself)."""
     gemma_style = f"{block}.post_feedforward_layernorm" in modules
-    if kind == "mlp_out":
+    if kind == "mlp_in":
+        candidates = [f"{block}.mlp"]
+    elif kind == "mlp_out":
         candidates = [f"{block}.post_feedforward_layernorm"] if gemma_style else [f"{block}.mlp"]
     else:
         candidates = ([f"{block}.post_attention_layernorm"] if gemma_style

@@ -6,7 +6,8 @@ and writes activations through ``intervene`` and ``capture`` here. Hook points u
 
 Conventions (modules found by ``model.arch``): ``hook_resid_pre`` is the input of block L (a
 forward *pre*-hook on the block); ``hook_resid_post`` its output; ``hook_attn_out`` / ``hook_mlp_out``
-what the attention / MLP sublayer adds to the residual; ``hook_mlp_post`` the MLP's hidden
+what the attention / MLP sublayer adds to the residual; ``hook_mlp_in`` what the MLP reads (the
+normalised residual: a pre-hook on the MLP, a transcoder's input); ``hook_mlp_post`` the MLP's hidden
 activations, the input of its output projection (a pre-hook on it; ROME's keys).
 """
 
@@ -26,8 +27,8 @@ from saescope.model.arch import down_projection_path, layer_list_path, layer_of,
 
 HookFn = Callable[[Tensor], "Tensor | None"]  # acts [batch, seq, d] -> replacement, or None to keep
 
-_HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_post|mlp_out|attn_out|mlp_post)$")
-_KIND_ORDER = {"resid_pre": 0, "attn_out": 1, "mlp_post": 2, "mlp_out": 3, "resid_post": 4, "module": 4}
+_HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_post|mlp_out|attn_out|mlp_in|mlp_post)$")
+_KIND_ORDER = {"resid_pre": 0, "attn_out": 1, "mlp_in": 2, "mlp_post": 2, "mlp_out": 3, "resid_post": 4, "module": 4}
 
 
 class StopForward(Exception):
@@ -41,11 +42,11 @@ class HookPoint:
     name: str
     module_path: str
     layer: int | None
-    kind: str  # resid_pre | resid_post | mlp_out | attn_out | module
+    kind: str  # resid_pre | resid_post | mlp_out | attn_out | mlp_in | mlp_post | module
 
     @property
     def is_pre(self) -> bool:
-        return self.kind in ("resid_pre", "mlp_post")
+        return self.kind in ("resid_pre", "mlp_in", "mlp_post")
 
 
 def resolve_hook(model: nn.Module, name: str) -> HookPoint:
@@ -61,7 +62,7 @@ def resolve_hook(model: nn.Module, name: str) -> HookPoint:
         if name in modules and name != "":
             return HookPoint(name, name, layer_of(model, name), "module")
         raise SaescopeError(f"unknown hook point {name!r}: use blocks.L.hook_resid_pre|resid_post|"
-                            "mlp_out|attn_out|mlp_post, or a module path such as 'model.layers.12'")
+                            "mlp_out|attn_out|mlp_in|mlp_post, or a module path such as 'model.layers.12'")
     layer, kind = int(match.group(1)), match.group(2)
     blocks_path = layer_list_path(model)
     n_layers = len(modules[blocks_path])

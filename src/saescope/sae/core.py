@@ -174,3 +174,23 @@ def sae_fingerprint(sae: SAE) -> str:
     digest = hashlib.sha256(f"{sae.d_in}:{sae.d_sae}:{sae.cfg.activation}".encode())
     digest.update(sae.W_dec.detach()[:, :16].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def build_sae(cfg: SAEConfig, tensors: dict[str, torch.Tensor], source: str) -> SAE:
+    """An SAE of ``cfg`` with the weights ``tensors`` (SAELens names and layout), checked: a one-line error
+    naming ``source`` for a missing tensor, a wrong shape, or a NaN/inf."""
+    sae = SAE(cfg)
+    expected = {name: tuple(p.shape) for name, p in sae.named_parameters()}
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise SaescopeError(f"{source} has no tensor {name!r} (expected {sorted(expected)})")
+        if tuple(tensors[name].shape) != shape:
+            raise SaescopeError(f"{source}: {name} has shape {tuple(tensors[name].shape)}, expected {shape} "
+                                f"from d_in={cfg.d_in}, d_sae={cfg.d_sae}")
+    with torch.no_grad():
+        for name, param in sae.named_parameters():
+            value = tensors[name].to(torch.float32)
+            if not torch.isfinite(value).all():
+                raise SaescopeError(f"{source}: {name} contains NaN or inf")
+            param.copy_(value)
+    return sae

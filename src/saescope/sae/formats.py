@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from saescope.errors import SaescopeError
 from saescope.resources import data_path
-from saescope.sae.core import SAE, SAEConfig
+from saescope.sae.core import SAE, SAEConfig, build_sae
 from saescope.sae.pretrained import fetch_pretrained, load_npz_params
 from saescope.storage import atomic_path, read_json
 
@@ -69,8 +69,9 @@ def save_sae(sae: SAE, folder: str | Path, dtype: torch.dtype = torch.float32) -
 
 
 def load_sae(path: str | Path = "default", device: str = "cpu", activation: str | None = None) -> SAE:
-    """Load an SAE from ``"default"`` (the bundled one), a SAELens folder, or a dictionary_learning
-    ``ae.pt`` file (or its folder). ``activation`` overrides the guess for ae.pt files ("batchtopk").
+    """Load an SAE from ``"default"`` (the bundled one), a SAELens folder, a dictionary_learning
+    ``ae.pt`` file (or its folder), or one layer of a transcoder set (``DIR/layer_3.safetensors``,
+    ``sae.transcoders``). ``activation`` overrides the guess for ae.pt files ("batchtopk").
 
     Example::
 
@@ -85,7 +86,14 @@ def load_sae(path: str | Path = "default", device: str = "cpu", activation: str 
         if isinstance(path, Path) or str(path).startswith((".", "/", "~")) or "/" not in str(path):
             raise SaescopeError(f"SAE path {str(path)!r} does not exist")
         folder, facts = fetch_pretrained(str(path))  # RELEASE/SAE_ID or hf:OWNER/REPO/FOLDER (sae.pretrained)
-    if folder.is_dir() and (folder / CFG_FILE).exists():
+    from saescope.sae.transcoders import is_transcoder_set, load_layer
+
+    if folder.is_file() and folder.suffix == ".safetensors" and is_transcoder_set(folder.parent):
+        sae = load_layer(folder)
+    elif folder.is_dir() and is_transcoder_set(folder):
+        raise SaescopeError(f"{folder} is a transcoder set: name one layer ({folder}/layer_0.safetensors) "
+                            "or load the set with load_transcoders")
+    elif folder.is_dir() and (folder / CFG_FILE).exists():
         sae = _load_saelens(folder)
     elif folder.is_dir() and (folder / "params.npz").exists():
         sae = load_npz_params(folder / "params.npz", facts.get("hook_name"), facts.get("model"))
@@ -162,7 +170,7 @@ def _load_saelens(folder: Path) -> SAE:
         tensors = load_file(str(folder / WEIGHTS_FILE))
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise SaescopeError(f"cannot read {folder / WEIGHTS_FILE}: corrupt or truncated ({exc})") from None
-    sae = _build(cfg, tensors, str(folder / WEIGHTS_FILE))
+    sae = build_sae(cfg, tensors, str(folder / WEIGHTS_FILE))
     if raw.get("rescale_acts_by_decoder_norm"):
         _fold_decoder_norm(sae)
     return sae
@@ -193,7 +201,7 @@ def _load_dictionary_learning(file: Path, activation: str | None) -> SAE:
     if "W_enc" in state:  # JumpReluAutoEncoder: no b_dec subtraction before encoding
         d_in, d_sae = state["W_enc"].shape
         cfg = SAEConfig(d_in, d_sae, "jumprelu", hook_name=hook, apply_b_dec_to_input=False)
-        return _build(cfg, {k: state[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")}, str(file))
+        return build_sae(cfg, {k: state[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")}, str(file))
     d_sae, d_in = state["encoder.weight"].shape
     tensors = {"W_enc": state["encoder.weight"].T, "b_enc": state["encoder.bias"],
                "W_dec": state["decoder.weight"].T, "b_dec": state.get("b_dec", state.get("bias"))}
@@ -204,22 +212,4 @@ def _load_dictionary_learning(file: Path, activation: str | None) -> SAE:
             tensors["threshold"] = torch.full((d_sae,), float(state["threshold"]))
     else:
         cfg = SAEConfig(d_in, d_sae, "relu", hook_name=hook)
-    return _build(cfg, tensors, str(file))
-
-
-def _build(cfg: SAEConfig, tensors: dict[str, torch.Tensor], source: str) -> SAE:
-    sae = SAE(cfg)
-    expected = {name: tuple(p.shape) for name, p in sae.named_parameters()}
-    for name, shape in expected.items():
-        if name not in tensors:
-            raise SaescopeError(f"{source} has no tensor {name!r} (expected {sorted(expected)})")
-        if tuple(tensors[name].shape) != shape:
-            raise SaescopeError(f"{source}: {name} has shape {tuple(tensors[name].shape)}, expected {shape} "
-                                f"from d_in={cfg.d_in}, d_sae={cfg.d_sae}")
-    with torch.no_grad():
-        for name, param in sae.named_parameters():
-            value = tensors[name].to(torch.float32)
-            if not torch.isfinite(value).all():
-                raise SaescopeError(f"{source}: {name} contains NaN or inf")
-            param.copy_(value)
-    return sae
+    return build_sae(cfg, tensors, str(file))

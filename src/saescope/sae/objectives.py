@@ -73,16 +73,19 @@ class StepResult:
 def objective(sae: SAE, x: Tensor, dead: Tensor, sparsity_coeff: float, auxk_coeff: float,
               bandwidth: float = 0.05, threshold: ThresholdTracker | None = None,
               compute_dtype: torch.dtype = torch.float32, share: BatchShare | None = None,
-              matryoshka: list[int] | None = None) -> StepResult:
+              matryoshka: list[int] | None = None, target: Tensor | None = None) -> StepResult:
     """Loss of ``sae`` on the batch ``x`` [batch, d_in]; ``dead`` [d_sae] marks latents for AuxK.
+    ``target`` is what the decoder must reconstruct: ``x`` itself (an SAE) or, for a transcoder, the
+    MLP's output for the input ``x``.
 
     ``compute_dtype`` is the precision of the TopK encoder's forward matmul (bfloat16 only where the
     hardware runs it faster, ``saescope.precision``); ``threshold`` tracks the BatchTopK threshold;
     ``share`` says which part of the global batch ``x`` is (data-parallel training)."""
     act = sae.cfg.activation
-    share = share or BatchShare.whole(x)
+    target = x if target is None else target
+    share = share or BatchShare.whole(target)
     if act == "topk":
-        return _topk_objective(sae, x, dead, auxk_coeff, compute_dtype, share)
+        return _topk_objective(sae, x, dead, auxk_coeff, compute_dtype, share, target)
     if act == "batchtopk" and share.distributed:
         from saescope.errors import SaescopeError
         raise SaescopeError("batchtopk picks its top activations over the whole batch: train it in one process "
@@ -102,12 +105,12 @@ def objective(sae: SAE, x: Tensor, dead: Tensor, sparsity_coeff: float, auxk_coe
         recon, fired = sae.decode(feats), (feats > 0).any(0)
         l0_ste = _Step.apply(pre, threshold, bandwidth).sum() / share.rows
         l0, sparsity = l0_ste.detach(), l0_ste
-    fvu = _fvu(recon, x, share)
+    fvu = _fvu(recon, target, share)
     loss = fvu + sparsity_coeff * sparsity
     if act == "batchtopk" and matryoshka:
-        loss = loss + sum(_fvu(feats[:, :m] @ sae.W_dec[:m] + sae.b_dec, x, share) for m in matryoshka[:-1])
+        loss = loss + sum(_fvu(feats[:, :m] @ sae.W_dec[:m] + sae.b_dec, target, share) for m in matryoshka[:-1])
     if act == "batchtopk" and bool(dead.any()):
-        loss = loss + auxk_coeff * _auxk(sae, pre, x - recon.detach(), dead)
+        loss = loss + auxk_coeff * _auxk(sae, pre, target - recon.detach(), dead)
     return _result(loss, fvu, l0, fired, share)
 
 
@@ -123,7 +126,7 @@ def _fvu(recon: Tensor, x: Tensor, share: BatchShare) -> Tensor:
 
 
 def _topk_objective(sae: SAE, x: Tensor, dead: Tensor, auxk_coeff: float, compute_dtype: torch.dtype,
-                    share: BatchShare) -> StepResult:
+                    share: BatchShare, target: Tensor) -> StepResult:
     """TopK + AuxK with a sparse backward: only the k (+ k_aux) selected latents get gradients."""
     k_aux = min(sae.d_in // 2, int(dead.sum()))
     values, indices = _SparseTopKEncode.apply(x, sae.W_enc, sae.b_enc, sae.b_dec, sae.cfg.k, dead, k_aux,
@@ -131,10 +134,10 @@ def _topk_objective(sae: SAE, x: Tensor, dead: Tensor, auxk_coeff: float, comput
     values = F.relu(values)
     main_values, main_indices = values[:, :sae.cfg.k], indices[:, :sae.cfg.k]
     recon = sae.decode_sparse(main_values, main_indices)
-    fvu = _fvu(recon, x, share)
+    fvu = _fvu(recon, target, share)
     loss = fvu
     if k_aux:
-        residual = x - recon.detach()
+        residual = target - recon.detach()
         residual_hat = F.embedding_bag(indices[:, sae.cfg.k:], sae.W_dec, per_sample_weights=values[:, sae.cfg.k:],
                                        mode="sum")
         residual_total = share.total(residual.pow(2).sum()).clamp_min(1e-12)

@@ -1,0 +1,125 @@
+"""Transcoders: circuit-tracer's layout both ways, training from one pass (with resume), evaluation, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from helpers import saescope
+from saescope.errors import SaescopeError
+from saescope.sae.objectives import objective
+from saescope.sae.transcoder_training import TranscoderConfig, check_layers, parse_layers, train_transcoders
+from saescope.sae.transcoders import TranscoderSet, load_transcoders, make_transcoder
+
+
+def _set(layers=(0, 1), d=16, f=24, activation="topk") -> TranscoderSet:
+    torch.manual_seed(0)
+    saes = {layer: make_transcoder(layer, d, f, activation, 4, "m") for layer in layers}
+    for sae in saes.values():
+        with torch.no_grad():
+            sae.b_enc.normal_()
+            sae.b_dec.normal_()
+            if sae.threshold is not None:
+                sae.threshold.uniform_(0, 0.5)
+    return TranscoderSet(saes, "m", {"note": "test"})
+
+
+@pytest.mark.parametrize("activation", ["topk", "jumprelu", "relu"])
+def test_the_circuit_tracer_layout_round_trips(tmp_path, activation):
+    original = _set(activation=activation)
+    original.save(tmp_path / "set")
+    config = yaml.safe_load((tmp_path / "set" / "config.yaml").read_text())
+    assert config["model_kind"] == "transcoder_set" and config["feature_input_hook"] == "mlp.hook_in"
+    assert config["transcoders"] == ["layer_0.safetensors", "layer_1.safetensors"]
+    tensors = load_file(str(tmp_path / "set" / "layer_1.safetensors"))
+    assert tensors["W_enc"].shape == (24, 16) and tensors["W_dec"].shape == (24, 16)  # circuit-tracer's orientation
+    assert ("k" in tensors) == (activation == "topk")
+    assert ("activation_function.threshold" in tensors) == (activation == "jumprelu")
+    loaded = load_transcoders(tmp_path / "set")
+    x = torch.randn(5, 16)
+    for layer in (0, 1):
+        assert torch.allclose(loaded[layer](x), original[layer](x), atol=1e-6)
+        assert loaded[layer].cfg.hook_name == f"blocks.{layer}.hook_mlp_in"
+        assert loaded[layer].cfg.metadata["output_hook"] == f"blocks.{layer}.hook_mlp_out"
+        assert not loaded[layer].cfg.apply_b_dec_to_input
+    from saescope.sae.formats import load_sae
+
+    one = load_sae(tmp_path / "set" / "layer_1.safetensors")
+    assert torch.allclose(one(x), original[1](x), atol=1e-6)
+    with pytest.raises(SaescopeError, match="is a transcoder set: name one layer"):
+        load_sae(tmp_path / "set")
+
+
+def test_bad_sets_are_refused(tmp_path):
+    with pytest.raises(SaescopeError, match="is not a transcoder set"):
+        load_transcoders(tmp_path)
+    (tmp_path / "config.yaml").write_text("model_kind: [unclosed")
+    with pytest.raises(SaescopeError, match="not valid YAML"):
+        load_transcoders(tmp_path)
+    (tmp_path / "config.yaml").write_text("model_kind: transcoder_set\ntranscoders: [layer_0.safetensors]\n")
+    (tmp_path / "layer_0.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(SaescopeError, match="not a readable safetensors file"):
+        load_transcoders(tmp_path)
+    with pytest.raises(SaescopeError, match="layer 30 is out of range"):
+        check_layers([0, 30], 30)
+    assert parse_layers("all") is None and parse_layers("0-2,5") == [0, 1, 2, 5]
+    with pytest.raises(SaescopeError, match="--layers must be"):
+        parse_layers("0,x")
+    with pytest.raises(SaescopeError, match="different widths"):
+        TranscoderSet({0: make_transcoder(0, 8, 16, k=4), 1: make_transcoder(1, 8, 32, k=4)})
+
+
+def test_the_objective_reconstructs_a_target_not_the_input():
+    torch.manual_seed(0)
+    sae = make_transcoder(0, 8, 32, "topk", 4)
+    x, y = torch.randn(64, 8), torch.randn(64, 8)
+    dead = torch.zeros(32, dtype=torch.bool)
+    as_transcoder = objective(sae, x, dead, 0.0, 0.0, target=y)
+    recon = sae(x).detach()
+    assert as_transcoder.fvu == pytest.approx(float((recon - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum()), rel=1e-5)
+    assert objective(sae, x, dead, 0.0, 0.0).fvu != pytest.approx(as_transcoder.fvu)
+
+
+def test_training_on_the_model_resumes_and_evaluates(lm, tmp_path):
+    from saescope.sae.transcoder_eval import evaluate_transcoders
+
+    config = TranscoderConfig(layers=[0, 1], features=64, k=8, tokens=3000, model_batch=4, checkpoint_every=2)
+    trained = train_transcoders(config, tmp_path / "a", lm=lm, progress=False)
+    assert trained.layers == [0, 1] and (tmp_path / "a" / "config.yaml").exists()
+    assert not (tmp_path / "a" / "checkpoint").exists()
+    with pytest.raises(SaescopeError, match="already holds a finished run"):
+        train_transcoders(config, tmp_path / "a", lm=lm, progress=False)
+    result = evaluate_transcoders(lm, load_transcoders(tmp_path / "a"), tokens=512, progress=False)
+    assert set(result.fvu) == {0, 1} and all(0 < v < 1.5 for v in result.fvu.values())
+    assert 4 < result.l0[0] <= 8  # TopK k = 8 (a negative pre-activation among the top 8 stays off)
+    assert result.ce_clean < result.ce_replaced < result.ce_zero  # a poor stand-in, better than no MLPs
+    # an interrupted run resumes from its checkpoint to the same place
+    short = TranscoderConfig(layers=[0, 1], features=64, k=8, tokens=1000, model_batch=4, checkpoint_every=1)
+    from saescope.sae import transcoder_training
+
+    original_save = transcoder_training.TranscoderSet.save
+
+    def crash(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    transcoder_training.TranscoderSet.save = crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_transcoders(short, tmp_path / "b", lm=lm, progress=False)
+    finally:
+        transcoder_training.TranscoderSet.save = original_save
+    assert (tmp_path / "b" / "checkpoint" / "state.json").exists()
+    resumed = train_transcoders(short, tmp_path / "b", resume=True, lm=lm, progress=False)
+    assert resumed.record["trained_tokens"] >= 1000
+
+
+def test_transcoder_cli_bad_input(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = saescope("transcoders", "train", "--layers", "0,99", "--tokens", "100", "--out", str(tmp_path / "t"))
+    assert result.returncode == 2 and "layer 99 is out of range" in result.stderr
+    result = saescope("transcoders", "train", "--layers", "0", "--tokens", "100", "--out", str(tmp_path / "file"))
+    assert result.returncode == 2 and "is a file" in result.stderr
+    result = saescope("transcoders", "eval", str(tmp_path))
+    assert result.returncode == 2 and "is not a transcoder set" in result.stderr
