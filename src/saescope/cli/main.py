@@ -18,15 +18,19 @@ from saescope.cli.edit_commands import edit_app
 from saescope.cli.features_commands import features_app
 from saescope.cli.gender_vector_command import gender_vector
 from saescope.cli.generate_command import generate_command
+from saescope.cli.graph_commands import graph_app
 from saescope.cli.model_commands import info
 from saescope.cli.sae_commands import sae_app
 from saescope.cli.shift_commands import shift_app
 from saescope.cli.steering_commands import align_app, steer_app
+from saescope.cli.transcoder_commands import transcoders_app
 from saescope.errors import SaescopeError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="saescope: find, explain and act on the SAE features behind a model's behaviour.")
 app.add_typer(sae_app, name="sae")
+app.add_typer(transcoders_app, name="transcoders")
+app.add_typer(graph_app, name="graph")
 app.add_typer(activations_app, name="activations")
 app.add_typer(features_app, name="features")
 app.add_typer(steer_app, name="steer")

@@ -1,0 +1,268 @@
+"""Attribution graphs over transcoders (circuit-tracer's method) for one prompt: ``attribute_graph``.
+
+**Nodes**, in circuit-tracer's order (the adjacency's rows and columns):
+1. every active transcoder feature ``(layer, position, feature)`` off the attention sinks (a sink's MLP
+   output stays whole in its error node, as circuit-tracer zeroes position 0);
+2. one error node per (layer, position): the MLP's output minus its transcoder's reconstruction;
+3. one token-embedding node per position;
+4. the logit nodes: the most likely next tokens until their probabilities add up to
+   ``logit_probability`` (0.95) or ``max_logits`` (10) are taken.
+
+**Edges** ``A[target, source]`` are direct effects in the local replacement model
+(``circuits.replacement``: attention patterns and norms frozen, MLPs replaced by transcoder + error):
+``source value × ∂ target / ∂ source``. A feature's target is its pre-activation
+(``W_enc[:, f] · mlp_in``); a logit's is the logit minus the mean logit (circuit-tracer's demeaned logit).
+The system is linear, so a target's incoming edges add up to the target minus bias terms (tested).
+
+Rows are computed ``batch_size`` targets per backward pass (``B`` copies of the prompt, one target
+each), features grouped by layer so a pass stops after the highest layer it needs. With
+``max_feature_nodes`` only that many feature rows are computed: logit rows first, then the features
+with the largest estimated influence on the logits (re-estimated after every pass), as circuit-tracer
+does; features without a row keep their outgoing edges and get no incoming ones.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from saescope.activations.read import sink_mask
+from saescope.errors import SaescopeError
+from saescope.model.hooks import StopForward, intervene
+from saescope.sae.transcoders import INPUT_HOOK, OUTPUT_HOOK, TranscoderSet
+from saescope.storage import atomic_path, read_json, write_json
+
+
+@dataclass
+class Graph:
+    """An attribution graph (module docstring). ``save``/``load`` a folder: ``graph.safetensors`` and
+    ``graph.json``."""
+
+    prompt: str
+    tokens: list[int]
+    token_strings: list[str]
+    features: Tensor  # [n_features, 3] long: layer, position, feature id
+    activations: Tensor  # [n_features]
+    logit_tokens: list[int]
+    logit_strings: list[str]
+    logit_probabilities: Tensor  # [n_logits]
+    adjacency: Tensor  # [n_nodes, n_nodes] float32: rows are targets, columns sources
+    n_layers: int
+    computed_rows: Tensor  # [n_features] bool: features whose incoming edges were computed
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_pos(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    def error_index(self, layer: int, position: int) -> int:
+        return self.n_features + layer * self.n_pos + position
+
+    def token_index(self, position: int) -> int:
+        return self.n_features + self.n_layers * self.n_pos + position
+
+    def logit_index(self, i: int) -> int:
+        return self.n_features + (self.n_layers + 1) * self.n_pos + i
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise SaescopeError(f"{folder} is a file: a graph is saved to a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {"features": self.features, "activations": self.activations, "adjacency": self.adjacency,
+                   "logit_probabilities": self.logit_probabilities, "computed_rows": self.computed_rows}
+        with atomic_path(folder / "graph.safetensors") as tmp:
+            save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        write_json(folder / "graph.json", {"prompt": self.prompt, "tokens": self.tokens,
+                                           "token_strings": self.token_strings, "logit_tokens": self.logit_tokens,
+                                           "logit_strings": self.logit_strings, "n_layers": self.n_layers,
+                                           "info": self.info})
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Graph:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta = read_json(folder / "graph.json", "graph file")
+        try:
+            tensors = load_file(str(folder / "graph.safetensors"))
+        except (SafetensorError, OSError):
+            raise SaescopeError(f"{folder / 'graph.safetensors'} is missing or unreadable") from None
+        return cls(meta["prompt"], meta["tokens"], meta["token_strings"], tensors["features"], tensors["activations"],
+                   meta["logit_tokens"], meta["logit_strings"], tensors["logit_probabilities"], tensors["adjacency"],
+                   meta["n_layers"], tensors["computed_rows"].bool(), meta.get("info", {}))
+
+
+@dataclass
+class _Prompt:
+    """What the plain forward pass gives: per layer the active features and the error."""
+
+    plan: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]]
+    features: Tensor
+    activations: Tensor
+    logits: Tensor  # [vocab] at the last position
+
+
+def _read_prompt(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor) -> _Prompt:
+    layers = transcoders.layers
+    captured: dict[str, Tensor] = {}
+    hooks = {h.format(layer=layer): (lambda a, name=h.format(layer=layer): captured.__setitem__(name, a))
+             for layer in layers for h in (INPUT_HOOK, OUTPUT_HOOK)}
+    with torch.no_grad(), intervene(model, hooks):
+        logits = model(input_ids=ids[None]).logits[0, -1].float()
+    plan, rows, values = {}, [], []
+    for layer in layers:
+        x, y = captured[INPUT_HOOK.format(layer=layer)][0].float(), captured[OUTPUT_HOOK.format(layer=layer)][0].float()
+        sae = transcoders[layer]
+        with torch.no_grad():
+            acts = sae.encode(x)
+            acts[sink_mask(x[None])[0] | sink_mask(y[None])[0]] = 0  # sinks stay whole in their error node
+            error = y - sae.decode(acts)
+        positions, feats = acts.nonzero(as_tuple=True)
+        plan[layer] = (positions, feats, acts[positions, feats][None], error)
+        rows.append(torch.stack([torch.full_like(positions, layer), positions, feats], 1))
+        values.append(acts[positions, feats])
+    return _Prompt(plan, torch.cat(rows), torch.cat(values), logits)
+
+
+def attribute_graph(lm: Any, transcoders: TranscoderSet, prompt: str, max_logits: int = 10,
+                    logit_probability: float = 0.95, batch_size: int = 32, max_feature_nodes: int | None = None,
+                    progress: bool = True) -> Graph:
+    """The attribution graph of ``prompt`` (module docstring). Example::
+
+        graph = attribute_graph(lm, load_transcoders("transcoders"), "The nurse said that")
+        graph.save("graphs/nurse")
+    """
+    if not prompt.strip():
+        raise SaescopeError("the prompt is empty")
+    ids = torch.tensor(lm.encode(prompt), device=lm.device)
+    limit = getattr(lm.model.config, "max_position_embeddings", None)
+    if limit is not None and len(ids) > limit:
+        raise SaescopeError(f"the prompt has {len(ids)} tokens, longer than the model's context ({limit})")
+    tokenizer = lm.tokenizer
+    graph = attribute_ids(lm.model, transcoders, ids, max_logits, logit_probability, batch_size, max_feature_nodes,
+                          progress, check=lm)
+    graph.prompt = prompt
+    graph.token_strings = [tokenizer.decode([t]) for t in graph.tokens]
+    graph.logit_strings = [tokenizer.decode([t]) for t in graph.logit_tokens]
+    graph.info["model"] = lm.name
+    return graph
+
+
+def attribute_ids(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor, max_logits: int = 10,
+                  logit_probability: float = 0.95, batch_size: int = 32, max_feature_nodes: int | None = None,
+                  progress: bool = True, check: Any = None) -> Graph:
+    """``attribute_graph`` on token ids and a bare Hugging Face model (no tokenizer needed)."""
+    from saescope.circuits.graph_prune import estimated_influence
+
+    n_layers = model.config.num_hidden_layers
+    if check is not None:
+        transcoders.check_model(check)
+    if transcoders.layers != list(range(n_layers)):
+        missing = sorted(set(range(n_layers)) - set(transcoders.layers))
+        raise SaescopeError(f"an attribution graph needs a transcoder at every layer: layer {missing[0]} is missing "
+                            "from the set" if missing else "the transcoder set has layers the model lacks")
+    if not 0 < logit_probability <= 1 or max_logits < 1 or batch_size < 1:
+        raise SaescopeError("logit_probability must be in (0, 1], max_logits and batch_size at least 1")
+    started = time.perf_counter()
+    read = _read_prompt(model, transcoders, ids)
+    probs = read.logits.softmax(-1)
+    top = probs.topk(min(max_logits, len(probs)))
+    n_logits = int((top.values.cumsum(0) < logit_probability).sum()) + 1
+    logit_tokens, logit_probs = top.indices[:min(n_logits, max_logits)], top.values[:min(n_logits, max_logits)]
+    n_features, n_pos = len(read.features), len(ids)
+    n_nodes = n_features + (n_layers + 1) * n_pos + len(logit_tokens)
+    adjacency = torch.zeros(n_nodes, n_nodes)
+    computed = torch.zeros(n_features, dtype=torch.bool)
+    budget = n_features if max_feature_nodes is None else min(n_features, max_feature_nodes)
+    bar = tqdm(total=len(logit_tokens) + budget, desc="attribution rows", unit="row", disable=not progress)
+    logit_rows = [("logit", i) for i in range(len(logit_tokens))]
+    for start in range(0, len(logit_rows), batch_size):
+        _fill_rows(model, transcoders, ids, read, logit_tokens, logit_rows[start:start + batch_size], adjacency)
+        bar.update(len(logit_rows[start:start + batch_size]))
+    logit_weights = torch.zeros(n_nodes)
+    logit_weights[n_nodes - len(logit_tokens):] = logit_probs.cpu()
+    pending = torch.ones(n_features, dtype=torch.bool)
+    while int(computed.sum()) < budget:
+        if max_feature_nodes is None:  # every row: in layer order, no influence estimate needed
+            order = pending.nonzero().squeeze(-1)
+        else:
+            influence = estimated_influence(adjacency, logit_weights)[:n_features]
+            order = pending.nonzero().squeeze(-1)
+            order = order[influence[order].argsort(descending=True)]
+        chosen = order[:min(batch_size, budget - int(computed.sum()))]
+        chosen = chosen[read.features[chosen, 0].argsort()]  # one pass stops after the highest layer
+        _fill_rows(model, transcoders, ids, read, logit_tokens, [("feature", int(i)) for i in chosen], adjacency)
+        computed[chosen], pending[chosen] = True, False
+        bar.update(len(chosen))
+    bar.close()
+    return Graph("", ids.tolist(), [], read.features.cpu(), read.activations.cpu(), logit_tokens.tolist(), [],
+                 logit_probs.cpu(), adjacency, n_layers, computed,
+                 {"seconds": round(time.perf_counter() - started, 2), "max_feature_nodes": max_feature_nodes,
+                  "transcoders": transcoders.record.get("scan") or transcoders.model_name,
+                  "d_transcoder": transcoders[0].d_sae})
+
+
+def _fill_rows(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor, read: _Prompt, logit_tokens: Tensor,
+               rows: list[tuple[str, int]], adjacency: Tensor) -> None:
+    """One backward pass: the incoming edges of ``rows`` (logit or feature targets) into ``adjacency``."""
+    from saescope.circuits.replacement import linearised
+
+    if not rows:
+        return
+    batch, n_pos, n_features = len(rows), len(ids), len(read.features)
+    feature_rows = [(b, int(read.features[i, 0]), int(read.features[i, 1]), int(read.features[i, 2]))
+                    for b, (kind, i) in enumerate(rows) if kind == "feature"]
+    needs_logits = any(kind == "logit" for kind, _ in rows)
+    stop = None if needs_logits else max(layer for _, layer, _, _ in feature_rows)
+    plan = {layer: (p, f, v.expand(batch, -1), e) for layer, (p, f, v, e) in read.plan.items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad(), linearised(model, transcoders, plan, stop_after=stop) as leaves:
+            try:
+                logits = model(input_ids=ids[None].expand(batch, -1)).logits[:, -1].float()
+            except StopForward:
+                logits = None
+            targets = []
+            for b, (kind, i) in enumerate(rows):
+                if kind == "logit":
+                    targets.append(logits[b, logit_tokens[i]] - logits[b].mean())
+            for b, layer, position, feature in feature_rows:
+                x = leaves.mlp_inputs[layer][b, position].float()
+                targets.append(x @ transcoders[layer].W_enc[:, feature].float())
+            torch.stack(targets).sum().backward()
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    for b, (kind, i) in enumerate(rows):
+        target = (adjacency.shape[0] - len(logit_tokens) + i) if kind == "logit" else i
+        start = 0
+        for layer in transcoders.layers:
+            n = len(read.plan[layer][0])
+            acts, err = leaves.activations.get(layer), leaves.errors.get(layer)
+            if acts is not None and acts.grad is not None:
+                adjacency[target, start:start + n] = (acts.grad[b] * acts[b]).detach().cpu()
+            start += n
+            if err is not None and err.grad is not None:
+                edge = (err.grad[b] * err[b]).sum(-1).detach().cpu()
+                adjacency[target, n_features + layer * n_pos:n_features + (layer + 1) * n_pos] = edge
+        emb = leaves.embeddings
+        if emb is not None and emb.grad is not None:
+            first = n_features + len(transcoders.layers) * n_pos
+            adjacency[target, first:first + n_pos] = (emb.grad[b] * emb[b]).sum(-1).detach().cpu().float()

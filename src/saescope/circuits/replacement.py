@@ -1,0 +1,127 @@
+"""The local replacement model of an attribution graph (Ameisen et al. 2025; circuit-tracer): the model
+on one prompt, made linear so that direct effects between nodes are exact and add up.
+
+On a forward pass under ``linearised``, for ``B`` copies of the prompt (one attribution target each):
+- **attention patterns are frozen**: the outputs of every ``q_proj`` and ``k_proj`` are detached, so
+  gradients flow through the values and output projections only;
+- **normalisations are frozen**: each RMSNorm / LayerNorm keeps its output value but passes gradients
+  with its scale (1/rms, or 1/std after centring) held constant;
+- **MLPs are replaced** by their transcoder: the MLP's output becomes ``Σ_i a_i·W_dec[i] + b_dec + error``,
+  where the active features' activations ``a`` [B, n_l] and the error ``e`` [B, T, d] (the MLP's true
+  output minus the transcoder's reconstruction) are leaves: constants whose gradients are read;
+- **token embeddings** are a leaf too.
+
+So the logits and every feature's pre-activation are linear in (embeddings, activations, errors), and for
+a target, ``leaf · ∂target/∂leaf`` is each source node's direct effect (an edge). The values of the
+forward pass are the model's own: the replacement changes gradients, never activations. Every hook
+goes through ``model.hooks.intervene`` (the one intervention layer) or a plain forward hook on the
+attention projections and norms this module names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from saescope.errors import SaescopeError
+from saescope.model.arch import layer_list_path
+
+
+@dataclass
+class Leaves:
+    """The leaves of one linearised pass (filled by its hooks)."""
+
+    embeddings: Tensor | None = None  # [B, T, d]
+    activations: dict[int, Tensor] = field(default_factory=dict)  # layer -> [B, n_l]
+    errors: dict[int, Tensor] = field(default_factory=dict)  # layer -> [B, T, d]
+    mlp_inputs: dict[int, Tensor] = field(default_factory=dict)  # layer -> [B, T, d], with gradients
+
+
+def attention_projections(model: nn.Module) -> list[nn.Module]:
+    """Every block's query and key projections; a one-line error for fused projections (GPT-2)."""
+    modules = dict(model.named_modules())
+    blocks = layer_list_path(model)
+    found = []
+    for layer in range(len(modules[blocks])):
+        names = [name for name in modules if name.startswith(f"{blocks}.{layer}.")
+                 and name.rsplit(".", 1)[-1] in ("q_proj", "k_proj")]
+        if len(names) != 2:
+            raise SaescopeError("attribution graphs need separate q_proj / k_proj modules (Llama, Qwen, Mistral, "
+                                f"Gemma); {type(model).__name__} has none at layer {layer}")
+        found += [modules[n] for n in names]
+    return found
+
+
+def norm_modules(model: nn.Module) -> list[nn.Module]:
+    """Every normalisation module (by class: LayerNorm, or a name ending in RMSNorm)."""
+    return [m for m in model.modules() if isinstance(m, nn.LayerNorm) or type(m).__name__.endswith("RMSNorm")]
+
+
+def _frozen_norm(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+    x = args[0]
+    if isinstance(module, nn.LayerNorm):
+        centred = x - x.mean(-1, keepdim=True)
+        std = (centred.pow(2).mean(-1, keepdim=True) + module.eps).sqrt()
+        linear = centred / std.detach() * (module.weight if module.weight is not None else 1)
+        return output.detach() + (linear - linear.detach()).to(output.dtype)
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+    rms = (x.float().pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    gain = module.weight.float() + (1.0 if "Gemma" in type(module).__name__ else 0.0)
+    delta = (x.float() - x.float().detach()) / rms.detach() * gain
+    return output.detach() + delta.to(output.dtype)
+
+
+@contextmanager
+def linearised(model: nn.Module, transcoders: dict, plan: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]],
+               stop_after: int | None = None) -> Iterator[Leaves]:
+    """Run ``model`` as the local replacement model (module docstring).
+
+    ``plan[layer] = (positions [n_l], features [n_l], values [B, n_l], error [T, d])``: the active
+    features of the prompt at that layer and the MLP's error. ``stop_after``: end the forward pass after
+    that layer's MLP input is read (the targets of the pass lie there or below).
+    """
+    from saescope.model.hooks import StopForward, intervene
+
+    leaves = Leaves()
+    embedding = model.get_input_embeddings()
+
+    def embed_hook(_module: nn.Module, _args: tuple, output: Tensor) -> Tensor:
+        leaves.embeddings = output.detach().clone().requires_grad_(True)
+        return leaves.embeddings
+
+    def reader(layer: int):
+        def read(x: Tensor) -> None:
+            leaves.mlp_inputs[layer] = x
+            if stop_after is not None and layer == stop_after:
+                raise StopForward
+        return read
+
+    def writer(layer: int):
+        positions, features, values, error = plan[layer]
+        sae = transcoders[layer]
+
+        def write(y: Tensor) -> Tensor:
+            batch = y.shape[0]
+            acts = values.to(y.device, torch.float32).clone().requires_grad_(True)
+            err = error.to(y.device, torch.float32).expand(batch, -1, -1).clone().requires_grad_(True)
+            leaves.activations[layer], leaves.errors[layer] = acts, err
+            parts = acts[..., None] * sae.W_dec[features].float()  # [B, n_l, d]
+            recon = torch.zeros(batch, y.shape[1], y.shape[2], device=y.device).index_add(1, positions, parts)
+            return (recon + sae.b_dec.float() + err).to(y.dtype)
+        return write
+
+    fns = {}
+    for layer in plan:
+        fns[f"blocks.{layer}.hook_mlp_in"] = reader(layer)
+        fns[f"blocks.{layer}.hook_mlp_out"] = writer(layer)
+    with ExitStack() as stack:
+        handles = [embedding.register_forward_hook(embed_hook)]
+        handles += [m.register_forward_hook(lambda _m, _a, out: out.detach()) for m in attention_projections(model)]
+        handles += [m.register_forward_hook(_frozen_norm) for m in norm_modules(model)]
+        stack.callback(lambda: [h.remove() for h in handles])
+        stack.enter_context(intervene(model, fns))
+        yield leaves
