@@ -127,3 +127,44 @@ def test_graph_cli_on_the_embedded_model(lm, tmp_path):
     bad = saescope("graph", "attribute", "--prompt", "x", "--transcoders", str(tmp_path / "one"), "--out",
                    str(tmp_path / "g3"))
     assert bad.returncode == 2 and "layer 1 is missing from the set" in bad.stderr
+
+
+def test_the_graph_page_pans_zooms_highlights_and_pins_in_chromium(graph, tmp_path):
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed (as root: apt-get install chromium)")
+    from saescope.circuits.graph_html import graph_html
+
+    _, g = graph
+    g.prompt = "a prompt"
+    g.token_strings = ['<img src=x onerror="window.PWNED=1">', "</script><b>x</b>", "c", "d", "e", "f"]
+    exported = neuronpedia_json(g, prune(g), "t", "scan", 0.8)
+    (tmp_path / "graph.html").write_text(graph_html(exported, feature_link="/features/{feature}?layer={layer}"))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto((tmp_path / "graph.html").as_uri())
+        assert not errors
+        assert page.locator("circle.node").count() == len(exported["nodes"])
+        assert page.locator("line.edge").count() == len(exported["links"])
+        assert page.evaluate("window.PWNED") is None  # labels are text, never HTML
+        feature = next(n for n in exported["nodes"] if n["feature_type"] == "cross layer transcoder")
+        node = page.locator(f'circle[data-id="{feature["node_id"]}"]')
+        node.hover()
+        assert page.locator("line.edge.hot").count() > 0 and page.locator("circle.node.dim").count() > 0
+        node.click()
+        assert page.evaluate("window.graphView.pinned()") == [feature["node_id"]]
+        assert feature["node_id"] in page.inner_text("#card") and page.locator("#card-edges tr").count() > 0
+        layer, feat = feature["layer"], feature["node_id"].split("_")[1]
+        assert page.get_attribute("#feature-link", "href") == f"/features/{feat}?layer={layer}"
+        page.keyboard.press("Escape")
+        assert page.evaluate("window.graphView.pinned()") == []
+        page.mouse.move(600, 400)
+        page.mouse.wheel(0, -300)
+        assert page.evaluate("window.graphView.zoom()") > 1
+        browser.close()

@@ -17,8 +17,8 @@ graph_app = typer.Typer(no_args_is_help=True, help="Attribution graphs over tran
 def attribute(
     prompt: str = typer.Option(..., help="The prompt whose next-token prediction is explained."),
     transcoders: Path = typer.Option(..., help="A transcoder-set folder (saescope transcoders train)."),
-    out: Path = typer.Option(..., help="Output folder: graph.safetensors + graph.json (the whole graph) and "
-                                       "graph-neuronpedia.json (the pruned graph)."),
+    out: Path = typer.Option(..., help="Output folder: graph.safetensors + graph.json (the whole graph), "
+                                       "graph-neuronpedia.json (the pruned graph) and graph.html (its view)."),
     max_logits: int = typer.Option(10, help="Most logit nodes."),
     logit_probability: float = typer.Option(0.95, help="Logit nodes are added until their probabilities reach this."),
     max_feature_nodes: int = typer.Option(None, help="Compute incoming edges for at most this many features "
@@ -37,6 +37,7 @@ def attribute(
     """
     from saescope.circuits.attribution_graph import attribute_graph
     from saescope.circuits.graph_export import neuronpedia_json
+    from saescope.circuits.graph_html import graph_html
     from saescope.circuits.graph_prune import check_thresholds, graph_scores, prune
     from saescope.model.loading import load_model
     from saescope.sae.transcoders import load_transcoders
@@ -56,6 +57,8 @@ def attribute(
                                 node_threshold=node_threshold)
     with atomic_path(out / "graph-neuronpedia.json") as tmp:
         tmp.write_text(json.dumps(exported))
+    with atomic_path(out / "graph.html") as tmp:
+        tmp.write_text(graph_html(exported))
     summary = {"prompt_tokens": graph.n_pos, "features": graph.n_features, "nodes_kept": len(exported["nodes"]),
                "links_kept": len(exported["links"]), "replacement_score": replacement,
                "completeness_score": completeness, "seconds": graph.info["seconds"],
@@ -65,4 +68,4 @@ def attribute(
         return
     for key, value in summary.items():
         console.print(f"{key:>20}  {value:.4f}" if isinstance(value, float) else f"{key:>20}  {value}")
-    console.print(f"wrote {out}/graph.safetensors, graph.json and graph-neuronpedia.json")
+    console.print(f"wrote {out}/graph.safetensors, graph.json, graph-neuronpedia.json and graph.html (open it offline)")
