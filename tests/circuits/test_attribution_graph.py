@@ -11,7 +11,7 @@ import torch
 from helpers import saescope, tiny_model
 from saescope.circuits.attribution_graph import Graph, attribute_ids
 from saescope.circuits.graph_export import neuronpedia_json
-from saescope.circuits.graph_prune import graph_scores, prune
+from saescope.circuits.graph_prune import estimated_influence, graph_scores, logit_weights, prune
 from saescope.errors import SaescopeError
 from saescope.sae.transcoders import TranscoderSet, make_transcoder
 
@@ -81,12 +81,14 @@ def test_a_feature_budget_computes_the_most_influential_rows(graph):
     model, full = graph
     budget = attribute_ids(model, _transcoders(model.config.hidden_size), IDS, progress=False, batch_size=4,
                            max_feature_nodes=10)
-    assert int(budget.computed_rows.sum()) == 10
-    first = full.logit_index(0)
-    assert torch.allclose(budget.adjacency[first:], full.adjacency[first:], atol=1e-5)  # logit rows are the same
-    computed = budget.computed_rows.nonzero().squeeze(-1)
-    assert torch.allclose(budget.adjacency[computed], full.adjacency[computed], atol=1e-5)
-    assert not budget.adjacency[:budget.n_features][~budget.computed_rows].any()
+    assert budget.n_features == 10 and budget.info["active_features"] == full.n_features
+    kept = [next(i for i in range(full.n_features) if torch.equal(full.features[i], f)) for f in budget.features]
+    columns = torch.tensor(kept + list(range(full.n_features, full.adjacency.shape[0])))
+    rows = torch.tensor(kept + list(range(full.logit_index(0), full.adjacency.shape[0])))
+    mine = torch.cat([torch.arange(10), torch.arange(budget.logit_index(0), budget.adjacency.shape[0])])
+    assert torch.allclose(budget.adjacency[mine], full.adjacency[rows][:, columns], atol=1e-5)  # the same edges
+    influence = estimated_influence(full.adjacency, logit_weights(full))[:full.n_features]
+    assert influence[kept].min() >= influence.sort(descending=True).values[30]  # among the most influential
 
 
 def test_models_and_sets_that_cannot_be_attributed():
@@ -109,12 +111,13 @@ def test_graph_cli_on_the_embedded_model(lm, tmp_path):
                       "--out", str(out), "--max-feature-nodes", "12", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["prompt_tokens"] == 4 and summary["features"] > 12
+    assert summary["prompt_tokens"] == 4 and summary["features"] == 12  # the budget bounds the graph
     assert 0 <= summary["replacement_score"] <= 1 and 0 <= summary["completeness_score"] <= 1
     exported = json.loads((out / "graph-neuronpedia.json").read_text())
     assert exported["metadata"]["prompt_tokens"] == ["The", " nurse", " said", " that"]
     assert " she" in summary["top_logits"] or " he" in summary["top_logits"]
-    assert int(Graph.load(out).computed_rows.sum()) == 12
+    loaded = Graph.load(out)
+    assert loaded.n_features == 12 and loaded.info["active_features"] > 12
     bad = saescope("graph", "attribute", "--prompt", "x", "--transcoders", str(tmp_path / "tc"), "--out",
                    str(tmp_path / "g2"), "--node-threshold", "1.5")
     assert bad.returncode == 2 and "node_threshold must be between 0 and 1" in bad.stderr

@@ -18,7 +18,8 @@ Rows are computed ``batch_size`` targets per backward pass (``B`` copies of the 
 each), features grouped by layer so a pass stops after the highest layer it needs. With
 ``max_feature_nodes`` only that many feature rows are computed: logit rows first, then the features
 with the largest estimated influence on the logits (re-estimated after every pass), as circuit-tracer
-does; features without a row keep their outgoing edges and get no incoming ones.
+does; the graph then holds those features only (edges from the others are dropped, as in
+circuit-tracer), so its size is bounded by the budget, not by the prompt.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def attribute_ids(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tenso
                   logit_probability: float = 0.95, batch_size: int = 32, max_feature_nodes: int | None = None,
                   progress: bool = True, check: Any = None) -> Graph:
     """``attribute_graph`` on token ids and a bare Hugging Face model (no tokenizer needed)."""
-    from saescope.circuits.graph_prune import estimated_influence
+    from saescope.circuits.graph_prune import rows_influence
 
     n_layers = model.config.num_hidden_layers
     if check is not None:
@@ -184,42 +185,49 @@ def attribute_ids(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tenso
     top = probs.topk(min(max_logits, len(probs)))
     n_logits = int((top.values.cumsum(0) < logit_probability).sum()) + 1
     logit_tokens, logit_probs = top.indices[:min(n_logits, max_logits)], top.values[:min(n_logits, max_logits)]
-    n_features, n_pos = len(read.features), len(ids)
-    n_nodes = n_features + (n_layers + 1) * n_pos + len(logit_tokens)
-    adjacency = torch.zeros(n_nodes, n_nodes)
-    computed = torch.zeros(n_features, dtype=torch.bool)
+    n_features, n_pos, n_logits = len(read.features), len(ids), len(logit_tokens)
+    n_nodes = n_features + (n_layers + 1) * n_pos + n_logits
     budget = n_features if max_feature_nodes is None else min(n_features, max_feature_nodes)
-    bar = tqdm(total=len(logit_tokens) + budget, desc="attribution rows", unit="row", disable=not progress)
-    logit_rows = [("logit", i) for i in range(len(logit_tokens))]
-    for start in range(0, len(logit_rows), batch_size):
-        _fill_rows(model, transcoders, ids, read, logit_tokens, logit_rows[start:start + batch_size], adjacency)
-        bar.update(len(logit_rows[start:start + batch_size]))
-    logit_weights = torch.zeros(n_nodes)
-    logit_weights[n_nodes - len(logit_tokens):] = logit_probs.cpu()
-    pending = torch.ones(n_features, dtype=torch.bool)
-    while int(computed.sum()) < budget:
-        if max_feature_nodes is None:  # every row: in layer order, no influence estimate needed
-            order = pending.nonzero().squeeze(-1)
-        else:
-            influence = estimated_influence(adjacency, logit_weights)[:n_features]
-            order = pending.nonzero().squeeze(-1)
+    rows = torch.zeros(n_logits + budget, n_nodes)  # computed rows over every node as a source
+    row_nodes = torch.full((n_logits + budget,), -1, dtype=torch.long)  # the node of each computed row
+    row_nodes[:n_logits] = torch.arange(n_nodes - n_logits, n_nodes)
+    bar = tqdm(total=n_logits + budget, desc="attribution rows", unit="row", disable=not progress)
+    for first in range(0, n_logits, batch_size):
+        targets = [("logit", i) for i in range(first, min(first + batch_size, n_logits))]
+        _fill_rows(model, transcoders, ids, read, logit_tokens, targets, rows, [i for _, i in targets])
+        bar.update(len(targets))
+    filled, pending = n_logits, torch.ones(n_features, dtype=torch.bool)
+    while filled < n_logits + budget:
+        order = pending.nonzero().squeeze(-1)
+        if max_feature_nodes is not None:  # the most influential first (all rows: layer order is enough)
+            influence = rows_influence(rows[:filled], row_nodes[:filled], logit_probs.cpu(), n_nodes)[:n_features]
             order = order[influence[order].argsort(descending=True)]
-        chosen = order[:min(batch_size, budget - int(computed.sum()))]
+        chosen = order[:min(batch_size, n_logits + budget - filled)]
         chosen = chosen[read.features[chosen, 0].argsort()]  # one pass stops after the highest layer
-        _fill_rows(model, transcoders, ids, read, logit_tokens, [("feature", int(i)) for i in chosen], adjacency)
-        computed[chosen], pending[chosen] = True, False
+        slots = list(range(filled, filled + len(chosen)))
+        _fill_rows(model, transcoders, ids, read, logit_tokens, [("feature", int(i)) for i in chosen], rows, slots)
+        row_nodes[slots] = chosen
+        pending[chosen] = False
+        filled += len(chosen)
         bar.update(len(chosen))
     bar.close()
-    return Graph("", ids.tolist(), [], read.features.cpu(), read.activations.cpu(), logit_tokens.tolist(), [],
-                 logit_probs.cpu(), adjacency, n_layers, computed,
+    selected = row_nodes[n_logits:].sort().values
+    columns = torch.cat([selected, torch.arange(n_features, n_nodes)])
+    adjacency = torch.zeros(len(columns), len(columns))
+    position = {int(node): i for i, node in enumerate(columns)}
+    for row, node in enumerate(row_nodes.tolist()):
+        adjacency[position[node]] = rows[row, columns]
+    return Graph("", ids.tolist(), [], read.features[selected].cpu(), read.activations[selected].cpu(),
+                 logit_tokens.tolist(), [], logit_probs.cpu(), adjacency, n_layers,
+                 torch.ones(len(selected), dtype=torch.bool),
                  {"seconds": round(time.perf_counter() - started, 2), "max_feature_nodes": max_feature_nodes,
-                  "transcoders": transcoders.record.get("scan") or transcoders.model_name,
+                  "active_features": n_features, "transcoders": transcoders.record.get("scan") or transcoders.model_name,
                   "d_transcoder": transcoders[0].d_sae})
 
 
 def _fill_rows(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor, read: _Prompt, logit_tokens: Tensor,
-               rows: list[tuple[str, int]], adjacency: Tensor) -> None:
-    """One backward pass: the incoming edges of ``rows`` (logit or feature targets) into ``adjacency``."""
+               rows: list[tuple[str, int]], adjacency: Tensor, slots: list[int]) -> None:
+    """One backward pass: the incoming edges of ``rows`` (logit or feature targets) into ``adjacency[slots]``."""
     from saescope.circuits.replacement import linearised
 
     if not rows:
@@ -250,8 +258,7 @@ def _fill_rows(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor, 
     finally:
         for p in params:
             p.requires_grad_(True)
-    for b, (kind, i) in enumerate(rows):
-        target = (adjacency.shape[0] - len(logit_tokens) + i) if kind == "logit" else i
+    for b, target in enumerate(slots):
         start = 0
         for layer in transcoders.layers:
             n = len(read.plan[layer][0])

@@ -39,8 +39,30 @@ def influence(matrix: Tensor, weights: Tensor, max_iter: int = 1000) -> Tensor:
 
 
 def estimated_influence(adjacency: Tensor, logit_weights: Tensor) -> Tensor:
-    """Every node's influence on the logits through the rows computed so far."""
+    """Every node's influence on the logits through a square adjacency."""
     return influence(normalised(adjacency), logit_weights)
+
+
+def rows_influence(rows: Tensor, row_nodes: Tensor, logit_probabilities: Tensor, n_nodes: int,
+                   max_iter: int = 1000) -> Tensor:
+    """Influence on the logits from only the rows computed so far: ``rows[i]`` are the incoming edges of
+    node ``row_nodes[i]`` (the logit rows first, weighted by ``logit_probabilities``). Nodes without a row
+    end their paths. Returns one value per node."""
+    norm = normalised(rows)
+    slot = torch.full((n_nodes,), -1, dtype=torch.long)
+    slot[row_nodes] = torch.arange(len(row_nodes))
+    current = torch.zeros(len(row_nodes))
+    current[:len(logit_probabilities)] = logit_probabilities.float()
+    total = torch.zeros(n_nodes)
+    for _ in range(max_iter):
+        reached = current @ norm
+        total += reached
+        has_row = slot >= 0
+        current = torch.zeros(len(row_nodes))
+        current[slot[has_row]] = reached[has_row]
+        if not bool(current.any()):
+            return total
+    raise SaescopeError("influence did not converge: the graph has a cycle")
 
 
 def logit_weights(graph) -> Tensor:

@@ -59,7 +59,8 @@ def attribute(
         tmp.write_text(json.dumps(exported))
     with atomic_path(out / "graph.html") as tmp:
         tmp.write_text(graph_html(exported))
-    summary = {"prompt_tokens": graph.n_pos, "features": graph.n_features, "nodes_kept": len(exported["nodes"]),
+    summary = {"prompt_tokens": graph.n_pos, "active_features": graph.info["active_features"],
+               "features": graph.n_features, "nodes_kept": len(exported["nodes"]),
                "links_kept": len(exported["links"]), "replacement_score": replacement,
                "completeness_score": completeness, "seconds": graph.info["seconds"],
                "top_logits": dict(zip(graph.logit_strings, graph.logit_probabilities.tolist()))}
