@@ -77,6 +77,7 @@ bench: setup $(SAELENS_VENV)/.installed
 	$(BIN)/python benchmarks/bench_parallel.py
 	$(BIN)/python benchmarks/bench_precision.py
 	$(BIN)/python benchmarks/bench_saebench.py
+	$(BIN)/python benchmarks/bench_graphs.py
 	$(BIN)/pytest -q -m slow
 
 clean:

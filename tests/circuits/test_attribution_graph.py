@@ -171,3 +171,27 @@ def test_the_graph_page_pans_zooms_highlights_and_pins_in_chromium(graph, tmp_pa
         page.mouse.wheel(0, -300)
         assert page.evaluate("window.graphView.zoom()") > 1
         browser.close()
+
+
+def test_each_edge_is_what_removing_its_source_changes_in_the_frozen_model(graph):
+    from saescope.circuits.attribution_graph import _read_prompt
+    from saescope.circuits.replacement import Frozen, linearised
+
+    model, g = graph
+    transcoders = _transcoders(model.config.hidden_size)
+    read = _read_prompt(model, transcoders, IDS)
+    frozen = Frozen()
+
+    def logit(plan):
+        with torch.no_grad(), linearised(model, transcoders, plan, frozen=frozen):
+            logits = model(input_ids=IDS[None]).logits[0, -1]
+        return float(logits[g.logit_tokens[0]] - logits.mean())
+
+    full = logit(read.plan)  # records the norm scales and attention inputs; later passes replay them
+    strongest = g.adjacency[g.logit_index(0), :g.n_features].abs().topk(5).indices
+    for source in strongest.tolist():
+        layer, pos, feature = (int(v) for v in g.features[source])
+        plan = {k: (p, f, v.clone(), e) for k, (p, f, v, e) in read.plan.items()}
+        at = int(((plan[layer][0] == pos) & (plan[layer][1] == feature)).nonzero()[0])
+        plan[layer][2][0, at] = 0.0
+        assert full - logit(plan) == pytest.approx(float(g.adjacency[g.logit_index(0), source]), abs=1e-5)

@@ -61,28 +61,63 @@ def norm_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.LayerNorm) or type(m).__name__.endswith("RMSNorm")]
 
 
-def _frozen_norm(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-    x = args[0]
-    if isinstance(module, nn.LayerNorm):
-        centred = x - x.mean(-1, keepdim=True)
-        std = (centred.pow(2).mean(-1, keepdim=True) + module.eps).sqrt()
-        linear = centred / std.detach() * (module.weight if module.weight is not None else 1)
-        return output.detach() + (linear - linear.detach()).to(output.dtype)
-    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
-    rms = (x.float().pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    gain = module.weight.float() + (1.0 if "Gemma" in type(module).__name__ else 0.0)
-    delta = (x.float() - x.float().detach()) / rms.detach() * gain
-    return output.detach() + delta.to(output.dtype)
+class Frozen:
+    """The frozen quantities of one prompt (norm denominators, query and key outputs), recorded on the
+    first pass that uses it and replayed on later ones. With it, a pass's *values* are linear in the
+    leaves too, not only its gradients: removing a source changes a target by exactly that edge
+    (``benchmarks/bench_graphs.py`` checks edges so)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[int, list[Tensor]] = {}
+        self.calls: dict[int, int] = {}
+
+    def start(self) -> None:
+        self.calls = {}
+
+    def value(self, module: nn.Module, current: Tensor) -> Tensor:
+        """``current`` on the recording pass; what was recorded at this call on later passes."""
+        key = id(module)
+        index = self.calls.get(key, 0)
+        self.calls[key] = index + 1
+        saved = self.saved.setdefault(key, [])
+        if index == len(saved):
+            saved.append(current.detach())
+        return saved[index].expand_as(current) if saved[index].shape != current.shape else saved[index]
+
+
+def _norm_hook(frozen: Frozen | None):
+    def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        x = args[0].float()
+        if isinstance(module, nn.LayerNorm):
+            x = x - x.mean(-1, keepdim=True)
+            scale = (x.pow(2).mean(-1, keepdim=True) + module.eps).sqrt()
+            gain, bias = module.weight.float() if module.weight is not None else 1.0, module.bias
+        else:
+            eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+            scale = (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+            gain, bias = module.weight.float() + (1.0 if "Gemma" in type(module).__name__ else 0.0), None
+        if frozen is None:  # the module's own value, gradients with the scale held constant
+            return output.detach() + ((x - x.detach()) / scale.detach() * gain).to(output.dtype)
+        linear = x / frozen.value(module, scale) * gain + (bias.float() if bias is not None else 0.0)
+        return linear.to(output.dtype)
+    return hook
+
+
+def _projection_hook(frozen: Frozen | None):
+    def hook(module: nn.Module, _args: tuple, output: Tensor) -> Tensor:
+        return output.detach() if frozen is None else frozen.value(module, output)
+    return hook
 
 
 @contextmanager
 def linearised(model: nn.Module, transcoders: dict, plan: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]],
-               stop_after: int | None = None) -> Iterator[Leaves]:
+               stop_after: int | None = None, frozen: Frozen | None = None) -> Iterator[Leaves]:
     """Run ``model`` as the local replacement model (module docstring).
 
     ``plan[layer] = (positions [n_l], features [n_l], values [B, n_l], error [T, d])``: the active
     features of the prompt at that layer and the MLP's error. ``stop_after``: end the forward pass after
-    that layer's MLP input is read (the targets of the pass lie there or below).
+    that layer's MLP input is read (the targets of the pass lie there or below). ``frozen``: also freeze
+    the values (``Frozen``), for passes that change the leaves.
     """
     from saescope.model.hooks import StopForward, intervene
 
@@ -120,8 +155,10 @@ def linearised(model: nn.Module, transcoders: dict, plan: dict[int, tuple[Tensor
         fns[f"blocks.{layer}.hook_mlp_out"] = writer(layer)
     with ExitStack() as stack:
         handles = [embedding.register_forward_hook(embed_hook)]
-        handles += [m.register_forward_hook(lambda _m, _a, out: out.detach()) for m in attention_projections(model)]
-        handles += [m.register_forward_hook(_frozen_norm) for m in norm_modules(model)]
+        if frozen is not None:
+            frozen.start()
+        handles += [m.register_forward_hook(_projection_hook(frozen)) for m in attention_projections(model)]
+        handles += [m.register_forward_hook(_norm_hook(frozen)) for m in norm_modules(model)]
         stack.callback(lambda: [h.remove() for h in handles])
         stack.enter_context(intervene(model, fns))
         yield leaves
