@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from saescope.sae.core import SAE
-from saescope.sae.objectives import ThresholdTracker, objective
+from saescope.sae.objectives import ThresholdTracker, objective, unit_decoder_step
 
 
 def fit_sampler(sae: SAE, sample: Callable[[torch.Generator], Tensor], steps: int, lr: float = 1e-3,
@@ -39,16 +39,8 @@ def fit_sampler(sae: SAE, sample: Callable[[torch.Generator], Tensor], steps: in
             group["lr"] = lr * min(1.0, (steps - step) / max(1, steps // 5))
         result = objective(sae, x, dead_counter > dead_after, sparsity_coeff, auxk_coeff, threshold=tracker,
                            matryoshka=matryoshka)
-        optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
+        unit_decoder_step(sae, optimizer, result.loss)
         with torch.no_grad():
-            directions = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)
-            sae.W_dec.grad -= (sae.W_dec.grad * directions).sum(-1, keepdim=True) * directions
-        optimizer.step()
-        with torch.no_grad():
-            sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True))
-            if sae.cfg.activation == "jumprelu":
-                sae.threshold.clamp_(min=1e-6)
             dead_counter += len(x)
             dead_counter[result.fired] = 0
         fvus.append(result.fvu)

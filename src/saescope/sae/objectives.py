@@ -114,6 +114,25 @@ def objective(sae: SAE, x: Tensor, dead: Tensor, sparsity_coeff: float, auxk_coe
     return _result(loss, fvu, l0, fired, share)
 
 
+def unit_decoder_step(sae: SAE, optimizer: torch.optim.Optimizer, loss: Tensor,
+                      after_backward: Callable[[], None] | None = None) -> None:
+    """One optimizer step that keeps decoder rows unit-norm: the gradient's component along each row is
+    removed before the step and the rows renormalised after it (JumpReLU thresholds stay positive).
+    ``after_backward`` runs between the backward pass and the step (e.g. summing gradients over ranks)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if after_backward is not None:
+        after_backward()
+    with torch.no_grad():
+        directions = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)
+        sae.W_dec.grad -= (sae.W_dec.grad * directions).sum(-1, keepdim=True) * directions
+    optimizer.step()
+    with torch.no_grad():
+        sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True))
+        if sae.cfg.activation == "jumprelu":
+            sae.threshold.clamp_(min=1e-6)
+
+
 def _result(loss: Tensor, fvu: Tensor, l0: Tensor | float, fired: Tensor, share: BatchShare) -> StepResult:
     """The step's figures over the global batch (this rank's parts summed over ranks)."""
     parts = share.total(torch.stack([fvu.detach().float(), torch.as_tensor(l0, dtype=torch.float32, device=fvu.device)]))

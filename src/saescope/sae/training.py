@@ -45,7 +45,7 @@ from saescope.sae.core import SAE, SAEConfig
 from saescope.sae.data_parallel import DataParallel
 from saescope.sae.evaluation import log_heldout
 from saescope.sae.formats import save_sae
-from saescope.sae.objectives import BatchShare, ThresholdTracker, objective
+from saescope.sae.objectives import BatchShare, ThresholdTracker, objective, unit_decoder_step
 from saescope.sae.train_config import TrainConfig
 from saescope.storage import RESUME_HINT, Checkpoint, write_json
 
@@ -207,17 +207,8 @@ class _TrainLoop:
         dead = self.dead_counter > cfg.dead_after_tokens
         result = objective(sae, x, dead, cfg.sparsity_coeff, cfg.auxk_coeff, threshold=self.threshold,
                            compute_dtype=self.compute_dtype, share=share, matryoshka=cfg.matryoshka)
-        self.optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
-        self.parallel.sum_gradients(sae)
+        unit_decoder_step(sae, self.optimizer, result.loss, lambda: self.parallel.sum_gradients(sae))
         with torch.no_grad():
-            directions = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)
-            sae.W_dec.grad -= (sae.W_dec.grad * directions).sum(-1, keepdim=True) * directions
-        self.optimizer.step()
-        with torch.no_grad():
-            sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True))
-            if sae.cfg.activation == "jumprelu":
-                sae.threshold.clamp_(min=1e-6)
             self.dead_counter += share.rows if share else len(x)
             self.dead_counter[result.fired] = 0
         loss = float(share.total(result.loss.detach().clone())) if share else float(result.loss.detach())

@@ -30,7 +30,7 @@ from saescope.corpus import load_corpus, token_windows
 from saescope.errors import SaescopeError
 from saescope.model.loading import LoadedModel, load_model
 from saescope.sae.core import ACTIVATIONS, SAE
-from saescope.sae.objectives import ThresholdTracker, objective
+from saescope.sae.objectives import ThresholdTracker, objective, unit_decoder_step
 from saescope.sae.transcoders import INPUT_HOOK, OUTPUT_HOOK, TranscoderSet, make_transcoder
 from saescope.storage import Checkpoint
 
@@ -189,15 +189,8 @@ class _Loop:
             sx, sy = self.scales[layer]
             result = objective(sae, x * sx, self.dead[layer] > cfg.dead_after_tokens, 0.0, cfg.auxk_coeff,
                                threshold=self.thresholds[layer], target=y * sy)
-            optimizer = self.optimizers[layer]
-            optimizer.zero_grad(set_to_none=True)
-            result.loss.backward()
+            unit_decoder_step(sae, self.optimizers[layer], result.loss)
             with torch.no_grad():
-                directions = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)
-                sae.W_dec.grad -= (sae.W_dec.grad * directions).sum(-1, keepdim=True) * directions
-            optimizer.step()
-            with torch.no_grad():
-                sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True))
                 self.dead[layer] += len(x)
                 self.dead[layer][result.fired] = 0
             n = len(x)
