@@ -107,6 +107,7 @@ def main() -> None:
     else:
         folder = args.transcoders
     transcoders = load_transcoders(folder)
+    train_min = train_min or transcoders.record.get("train_seconds", 0.0) / 60  # a given set: its own record
     result = evaluate_transcoders(lm, transcoders, tokens=args.eval_tokens, progress=False)
     tokens = transcoders.record.get("trained_tokens", 0)
     print(f"transcoders layers={len(transcoders.layers)} features={transcoders[0].d_sae} trained_tokens={tokens} "
