@@ -38,6 +38,9 @@ def main() -> None:
         print(f"## {prompt!r}: p(she)={probs.get(' she', 0):.3f} p(he)={probs.get(' he', 0):.3f} "
               f"replacement={replacement:.3f} completeness={completeness:.3f} features={graph.n_features} "
               f"seconds={graph.info['seconds']}")
+        parts = direct_difference(graph)
+        print("direct effect on logit(she) - logit(he): total " + f"{sum(parts.values()):+.2f}; " + "; ".join(
+            f"{k} {v:+.2f}" for k, v in sorted(parts.items(), key=lambda kv: -abs(kv[1]))[:8]))
         for pronoun in (" she", " he"):
             if pronoun not in graph.logit_strings:
                 continue
@@ -59,8 +62,6 @@ def main() -> None:
                 f"#{int(graph.features[i, 2])}: {float(v) / total:.3f}" for v, i in zip(top.values, top.indices)))
 
 
-if __name__ == "__main__":
-    main()
 
 
 def direct_difference(graph) -> dict[str, float]:
@@ -79,10 +80,5 @@ def direct_difference(graph) -> dict[str, float]:
     return out
 
 
-if __name__ == "__main__" and len(sys.argv) > 3:
-    from saescope.circuits.attribution_graph import Graph
-
-    for name in PROMPTS:
-        graph = Graph.load(Path(sys.argv[2]) / name)
-        parts = direct_difference(graph)
-        print(name, "sum", round(sum(parts.values()), 3), {k: round(v, 3) for k, v in parts.items() if abs(v) > 0.05})
+if __name__ == "__main__":
+    main()
