@@ -123,3 +123,7 @@ def test_transcoder_cli_bad_input(tmp_path):
     assert result.returncode == 2 and "is a file" in result.stderr
     result = saescope("transcoders", "eval", str(tmp_path))
     assert result.returncode == 2 and "is not a transcoder set" in result.stderr
+    name = "SmolLM2-135M-Instruct"
+    TranscoderSet({0: make_transcoder(0, 576, 24, "topk", 4, name)}, name).save(tmp_path / "set")
+    result = saescope("sae", "eval", str(tmp_path / "set" / "layer_0.safetensors"), "--tokens", "64")
+    assert result.returncode == 2 and "this is a transcoder" in result.stderr

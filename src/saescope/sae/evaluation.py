@@ -83,6 +83,9 @@ def evaluate_sae(lm: LoadedModel, sae: SAE, hook: str | None = None, tokens: int
         metrics = evaluate_sae(lm, load_sae("default"), tokens=20_000)
         metrics.fvu, metrics.ce_loss_score
     """
+    if sae.cfg.metadata.get("kind") == "transcoder":
+        raise SaescopeError("this is a transcoder (it reconstructs the MLP's output, not its input): evaluate its set "
+                            "with saescope transcoders eval (API: sae.transcoder_eval.evaluate_transcoders)")
     hook = lm.check_sae(sae, hook)
     if tokens <= 0:
         raise SaescopeError(f"tokens must be positive, got {tokens}")
