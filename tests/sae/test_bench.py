@@ -63,8 +63,11 @@ def test_the_output_has_saebenchs_fields_and_no_nan():
 
 def test_unknown_and_unbuilt_evals_are_refused():
     assert check_evals("core, sparse_probing,scr") == ["core", "sparse_probing", "scr"]
-    with pytest.raises(SaescopeError, match="the autointerp eval is not built into sae bench yet"):
-        check_evals("core,autointerp")
+    with pytest.raises(SaescopeError, match="the autointerp eval runs saescope's explain/score pipeline"):
+        check_evals("core,autointerp")  # the SAE layer alone cannot run it: the layer above hands it in
+    assert check_evals("autointerp", {"autointerp": None}) == ["autointerp"]
+    with pytest.raises(SaescopeError, match="the unlearning eval is not built into sae bench yet"):
+        check_evals("unlearning")
     with pytest.raises(SaescopeError, match="unknown eval 'nope'"):
         check_evals(["nope"])
 
@@ -177,9 +180,22 @@ def test_bench_writes_saebench_files_a_table_and_a_plot(lm, tmp_path):
 
 
 def test_bench_cli_refuses_an_unbuilt_eval(tmp_path):
-    result = saescope("sae", "bench", "default", "--evals", "autointerp", "--out", str(tmp_path / "b"))
-    assert result.returncode == 2 and "the autointerp eval is not built into sae bench yet" in result.stderr
+    result = saescope("sae", "bench", "default", "--evals", "unlearning", "--out", str(tmp_path / "b"))
+    assert result.returncode == 2 and "the unlearning eval is not built into sae bench yet" in result.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_autointerp_through_the_explain_and_score_pipeline(lm, tmp_path):
+    from saescope.autointerp.saebench import EXTRA
+    from saescope.sae.formats import load_sae
+
+    options = {"autointerp": {"n_latents": 2, "tokens": 1024, "sample_tokens": 1024, "max_contexts": 2}}
+    bench_sae(lm, {"default": load_sae("default")}, "autointerp", tmp_path, progress=False, options=options,
+              extra=EXTRA)
+    result = json.loads((tmp_path / "autointerp" / "default_eval_results.json").read_text())
+    assert tuple(result) == FIELDS and result["eval_config"]["n_latents"] == 2
+    assert 0 <= result["eval_result_metrics"]["autointerp"]["autointerp_score"] <= 1
+    assert len(result["eval_result_details"]) == 2 and all(d["n_positive"] > 0 for d in result["eval_result_details"])
 
 
 def test_synth_cli_reports_each_architecture_and_refuses_bad_input(tmp_path):

@@ -104,7 +104,12 @@ def bench(
     out: Path = typer.Option(..., help="Folder: <eval>/<sae>_eval_results.json (SAEBench's schema), table.csv, "
                                        "comparison.png."),
     evals: str = typer.Option("core,sparse_probing",
-                              help="Comma-separated: core, sparse_probing, scr, tpp, absorption, meta_structure."),
+                              help="Comma-separated: core, sparse_probing, scr, tpp, absorption, meta_structure, "
+                                   "autointerp."),
+    autointerp_url: str = typer.Option(None, help="autointerp: an OpenAI-compatible endpoint "
+                                                  "(default: the embedded chat model)."),
+    autointerp_model: str = typer.Option(None, help="autointerp: the endpoint's model name."),
+    autointerp_latents: int = typer.Option(20, help="autointerp: latents explained and scored."),
     tokens: int = typer.Option(50_000, help="Held-out tokens of the core eval."),
     model: str = MODEL_OPTION,
     device: str = DEVICE_OPTION,
@@ -114,6 +119,7 @@ def bench(
 
     Example: saescope sae bench default runs/mine --evals core,sparse_probing,scr,tpp --out bench
     """
+    from saescope.autointerp.saebench import EXTRA
     from saescope.cli.common import check_folder
     from saescope.errors import SaescopeError
     from saescope.precision import MEASURE
@@ -121,7 +127,9 @@ def bench(
     from saescope.sae.formats import load_sae
 
     check_folder(out)
-    check_evals(evals)
+    check_evals(evals, EXTRA)
+    if autointerp_latents <= 0:
+        raise SaescopeError(f"--autointerp-latents must be positive, got {autointerp_latents}")
     if tokens <= 0:
         raise SaescopeError(f"--tokens must be positive, got {tokens}")
     lm, first, _ = load_model_and_sae(saes[0], model, None, device, dtype, MEASURE)
@@ -129,7 +137,15 @@ def bench(
     for i, (spec, sae) in enumerate(zip(saes, [first, *(load_sae(s, device=device) for s in saes[1:])])):
         name = Path(spec).name or spec
         loaded[name if name not in loaded else f"{name}-{i}"] = sae
-    table = bench_sae(lm, loaded, evals, out, tokens=tokens)
+    options: dict = {"autointerp": {"n_latents": autointerp_latents}}
+    if autointerp_url:
+        from saescope.autointerp.llm.cache import CachedClient
+        from saescope.autointerp.llm.http import OpenAIChatClient
+
+        out.mkdir(parents=True, exist_ok=True)
+        options["autointerp"]["client"] = CachedClient(OpenAIChatClient(autointerp_url, autointerp_model or "default"),
+                                                       out / "autointerp-cache.sqlite")
+    table = bench_sae(lm, loaded, evals, out, tokens=tokens, options=options, extra=EXTRA)
     console.print(table.T.to_string(header=False))
     console.print(f"wrote {out}/table.csv, {out}/comparison.png and one JSON per SAE and eval")
 

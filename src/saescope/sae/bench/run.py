@@ -22,31 +22,36 @@ from saescope.sae.core import SAE
 from saescope.storage import atomic_path
 
 EVALS = ("core", "sparse_probing", "scr", "tpp", "absorption", "meta_structure")
-NOT_YET = ("autointerp", "unlearning")
+NOT_YET = ("unlearning",)
+PLUGGED = ("autointerp",)  # evals that live above the SAE layer and are handed in (``extra``)
 HEADLINE = {"core": ["reconstruction_quality.explained_variance", "model_performance_preservation.ce_loss_score",
                      "model_behavior_preservation.kl_div_score", "misc_metrics.frac_alive"],
             "sparse_probing": ["sae.sae_top_1_test_accuracy", "sae.sae_top_5_test_accuracy", "llm.llm_top_1_test_accuracy"],
             "scr": ["scr_metrics.scr_metric_threshold_10"], "tpp": ["tpp_metrics.tpp_threshold_10_total_metric"],
             "absorption": ["mean.mean_absorption_fraction_score"],
-            "meta_structure": ["meta_structure.decoder_fraction_variance_explained"]}
+            "meta_structure": ["meta_structure.decoder_fraction_variance_explained"],
+            "autointerp": ["autointerp.autointerp_score"]}
 
 
-def check_evals(evals: list[str] | str) -> list[str]:
+def check_evals(evals: list[str] | str, extra: Mapping[str, Any] | None = None) -> list[str]:
     """The eval names, checked: one line naming an unknown or not-yet-built eval."""
     names = [e.strip() for e in (evals.split(",") if isinstance(evals, str) else evals) if e.strip()]
+    known = [*EVALS, *(extra or {})]
     if not names:
-        raise SaescopeError(f"no eval given: use some of {', '.join(EVALS)}")
+        raise SaescopeError(f"no eval given: use some of {', '.join(known)}")
     for name in names:
         if name in NOT_YET:
-            raise SaescopeError(f"the {name} eval is not built into sae bench yet: use {', '.join(EVALS)} "
-                                "(autointerp: saescope explain and saescope score on a feature RUN)")
-        if name not in EVALS:
-            raise SaescopeError(f"unknown eval {name!r}: use {', '.join(EVALS)}")
+            raise SaescopeError(f"the {name} eval is not built into sae bench yet: use {', '.join(known)}")
+        if name in PLUGGED and name not in (extra or {}):
+            raise SaescopeError(f"the {name} eval runs saescope's explain/score pipeline: pass "
+                                "extra=saescope.autointerp.saebench.EXTRA to bench_sae (saescope sae bench does)")
+        if name not in known:
+            raise SaescopeError(f"unknown eval {name!r}: use {', '.join(known)}")
     return names
 
 
 def _run_one(lm: LoadedModel, sae: SAE, name: str, tokens: int, progress: bool, shared: dict[str, Any],
-             options: dict[str, Any]) -> tuple[dict, list, dict, dict]:
+             options: dict[str, Any], extra: Mapping[str, Any]) -> tuple[dict, list, dict, dict]:
     """``(metrics, details, unstructured, eval_config)`` of one eval with its ``options`` (keyword
     arguments of its function); ``shared`` keeps what several evals of one SAE read (the pooled
     biographies of scr and tpp)."""
@@ -61,6 +66,8 @@ def _run_one(lm: LoadedModel, sae: SAE, name: str, tokens: int, progress: bool, 
 
         return (*sparse_probing_eval(lm, sae), {"dataset_names": list(DATASETS), "k_values": list(KS),
                                                 "llm_dtype": dtype, "pooling": "mean"})
+    if name in extra:
+        return extra[name](lm, sae, **options)
     if name in ("scr", "tpp"):
         from saescope.sae.bench import scr_tpp
 
@@ -85,14 +92,17 @@ def _run_one(lm: LoadedModel, sae: SAE, name: str, tokens: int, progress: bool, 
 
 
 def bench_sae(lm: LoadedModel, saes: Mapping[str, SAE], evals: list[str] | str, out: str | Path,
-              tokens: int = 50_000, progress: bool = True, options: Mapping[str, dict[str, Any]] | None = None) -> Any:
+              tokens: int = 50_000, progress: bool = True, options: Mapping[str, dict[str, Any]] | None = None,
+              extra: Mapping[str, Any] | None = None) -> Any:
     """Every eval of every SAE; returns the table (a pandas DataFrame, also ``out/table.csv``).
+    ``extra`` adds evals built above the SAE layer by name (``saescope.autointerp.saebench.EXTRA``).
 
     ``options`` gives an eval's settings by name, e.g. ``{"scr": {"n_values": [2, 10]},
     "meta_structure": {"steps": 500}, "absorption": {"words_per_letter": 40}}``."""
     import pandas as pd
 
-    names = check_evals(evals)
+    extra = dict(extra or {})
+    names = check_evals(evals, extra)
     if not saes:
         raise SaescopeError("no SAE given")
     out = Path(out)
@@ -106,7 +116,7 @@ def bench_sae(lm: LoadedModel, saes: Mapping[str, SAE], evals: list[str] | str, 
         shared: dict[str, Any] = {}
         for name in tqdm(names, desc=f"bench {sae_name}", disable=not progress):
             metrics, details, unstructured, config = _run_one(lm, sae, name, tokens, progress, shared,
-                                                              dict((options or {}).get(name, {})))
+                                                              dict((options or {}).get(name, {})), extra)
             write_output(out, eval_output(name, config, metrics, details, sae, sae_name, lm.name, unstructured))
             row |= {f"{name}.{category}.{metric}": value for category, values in metrics.items()
                     for metric, value in values.items()}
