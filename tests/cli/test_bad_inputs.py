@@ -236,13 +236,18 @@ def test_ctrl_c_exits_130_with_a_message(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "saescope.cli.main", "edit", "trace", "--prompt", "Name: Ben. Gender:",
                                 "--subject", "Ben", "--samples", "200", "--out", str(tmp_path / "t")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(1)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None and not _model_loaded(process.pid):
-        time.sleep(0.5)
-    time.sleep(2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    try:
+        time.sleep(1)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and not _model_loaded(process.pid):
+            time.sleep(0.5)
+        time.sleep(2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:  # never leave the job running (a timed-out run once kept a core busy for 16 min)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 130, stderr.decode()
     assert "interrupted" in stderr.decode() and "Traceback" not in stderr.decode()
 
