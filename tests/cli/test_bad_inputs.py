@@ -233,17 +233,26 @@ def test_circuit_eval_json_parses(files):
 @pytest.mark.embedded  # loads the embedded model in a subprocess
 def test_ctrl_c_exits_130_with_a_message(tmp_path):
     """typer returns 130 on Ctrl-C outside standalone mode; it used to be dropped (exit 0, no message)."""
+    def as_from_a_shell() -> None:  # a test worker may hand its children SIGINT ignored or blocked; a shell does not
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     process = subprocess.Popen([sys.executable, "-m", "saescope.cli.main", "edit", "trace", "--prompt", "Name: Ben. Gender:",
                                 "--subject", "Ben", "--samples", "200", "--out", str(tmp_path / "t")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_from_a_shell)
     try:
         time.sleep(1)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and process.poll() is None and not _model_loaded(process.pid):
             time.sleep(0.5)
         time.sleep(2)
+        status = Path(f"/proc/{process.pid}/status").read_text() if process.poll() is None else ""
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
+        try:
+            _, stderr = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            masks = [line for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+            raise AssertionError(f"Ctrl-C did not stop the job within 120 s; its signal masks: {masks}") from None
     finally:  # never leave the job running (a timed-out run once kept a core busy for 16 min)
         if process.poll() is None:
             process.kill()
