@@ -39,11 +39,11 @@ def exact_edges(lm, transcoders, graph, n: int, seed: int = 0) -> tuple[list[flo
     """``n`` random feature → feature / logit edges, each recomputed by removing its source."""
     import torch
 
-    from saescope.circuits.attribution_graph import _read_prompt
+    from saescope.circuits.attribution_graph import read_prompt
     from saescope.circuits.replacement import Frozen, linearised
 
     ids = torch.tensor(graph.tokens)
-    read = _read_prompt(lm.model, transcoders, ids)
+    read = read_prompt(lm.model, transcoders, ids)
     generator = torch.Generator().manual_seed(seed)
     targets, sources = graph.adjacency[:, :graph.n_features].nonzero(as_tuple=True)
     picks = torch.randperm(len(targets), generator=generator)[:n]

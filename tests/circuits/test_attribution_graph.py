@@ -44,7 +44,7 @@ def test_incoming_edges_add_up_to_each_target(graph):
         assert float(g.adjacency[g.logit_index(i)].sum()) == pytest.approx(float(logits[token] - logits.mean()), abs=1e-4)
     for i in range(0, g.n_features, 17):  # a feature's target is its pre-activation (minus the encoder bias)
         assert float(g.adjacency[i].sum()) == pytest.approx(float(g.activations[i]) - 0.05, abs=1e-4)
-    assert g.computed_rows.all() and (g.features[:, 1] > 0).all()  # the sink (position 0) has no features
+    assert (g.features[:, 1] > 0).all()  # the sink (position 0) has no features
     layer, pos = g.features[:, 0], g.features[:, 1]
     later = (g.features[None, :, 0] >= layer[:, None]) | (g.features[None, :, 1] > pos[:, None])
     assert not g.adjacency[:g.n_features, :g.n_features][later].any()  # no edge from a later layer or position
@@ -174,12 +174,12 @@ def test_the_graph_page_pans_zooms_highlights_and_pins_in_chromium(graph, tmp_pa
 
 
 def test_each_edge_is_what_removing_its_source_changes_in_the_frozen_model(graph):
-    from saescope.circuits.attribution_graph import _read_prompt
+    from saescope.circuits.attribution_graph import read_prompt
     from saescope.circuits.replacement import Frozen, linearised
 
     model, g = graph
     transcoders = _transcoders(model.config.hidden_size)
-    read = _read_prompt(model, transcoders, IDS)
+    read = read_prompt(model, transcoders, IDS)
     frozen = Frozen()
 
     def logit(plan):

@@ -55,7 +55,6 @@ class Graph:
     logit_probabilities: Tensor  # [n_logits]
     adjacency: Tensor  # [n_nodes, n_nodes] float32: rows are targets, columns sources
     n_layers: int
-    computed_rows: Tensor  # [n_features] bool: features whose incoming edges were computed
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -83,7 +82,7 @@ class Graph:
             raise SaescopeError(f"{folder} is a file: a graph is saved to a folder")
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {"features": self.features, "activations": self.activations, "adjacency": self.adjacency,
-                   "logit_probabilities": self.logit_probabilities, "computed_rows": self.computed_rows}
+                   "logit_probabilities": self.logit_probabilities}
         with atomic_path(folder / "graph.safetensors") as tmp:
             save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
         write_json(folder / "graph.json", {"prompt": self.prompt, "tokens": self.tokens,
@@ -105,11 +104,11 @@ class Graph:
             raise SaescopeError(f"{folder / 'graph.safetensors'} is missing or unreadable") from None
         return cls(meta["prompt"], meta["tokens"], meta["token_strings"], tensors["features"], tensors["activations"],
                    meta["logit_tokens"], meta["logit_strings"], tensors["logit_probabilities"], tensors["adjacency"],
-                   meta["n_layers"], tensors["computed_rows"].bool(), meta.get("info", {}))
+                   meta["n_layers"], meta.get("info", {}))
 
 
 @dataclass
-class _Prompt:
+class Prompt:
     """What the plain forward pass gives: per layer the active features and the error."""
 
     plan: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]]
@@ -118,7 +117,7 @@ class _Prompt:
     logits: Tensor  # [vocab] at the last position
 
 
-def _read_prompt(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor) -> _Prompt:
+def read_prompt(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor) -> Prompt:
     layers = transcoders.layers
     captured: dict[str, Tensor] = {}
     hooks = {h.format(layer=layer): (lambda a, name=h.format(layer=layer): captured.__setitem__(name, a))
@@ -137,7 +136,7 @@ def _read_prompt(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor
         plan[layer] = (positions, feats, acts[positions, feats][None], error)
         rows.append(torch.stack([torch.full_like(positions, layer), positions, feats], 1))
         values.append(acts[positions, feats])
-    return _Prompt(plan, torch.cat(rows), torch.cat(values), logits)
+    return Prompt(plan, torch.cat(rows), torch.cat(values), logits)
 
 
 def attribute_graph(lm: Any, transcoders: TranscoderSet, prompt: str, max_logits: int = 10,
@@ -180,7 +179,7 @@ def attribute_ids(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tenso
     if not 0 < logit_probability <= 1 or max_logits < 1 or batch_size < 1:
         raise SaescopeError("logit_probability must be in (0, 1], max_logits and batch_size at least 1")
     started = time.perf_counter()
-    read = _read_prompt(model, transcoders, ids)
+    read = read_prompt(model, transcoders, ids)
     probs = read.logits.softmax(-1)
     top = probs.topk(min(max_logits, len(probs)))
     n_logits = int((top.values.cumsum(0) < logit_probability).sum()) + 1
@@ -219,13 +218,12 @@ def attribute_ids(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tenso
         adjacency[position[node]] = rows[row, columns]
     return Graph("", ids.tolist(), [], read.features[selected].cpu(), read.activations[selected].cpu(),
                  logit_tokens.tolist(), [], logit_probs.cpu(), adjacency, n_layers,
-                 torch.ones(len(selected), dtype=torch.bool),
                  {"seconds": round(time.perf_counter() - started, 2), "max_feature_nodes": max_feature_nodes,
                   "active_features": n_features, "transcoders": transcoders.record.get("scan") or transcoders.model_name,
                   "d_transcoder": transcoders[0].d_sae})
 
 
-def _fill_rows(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor, read: _Prompt, logit_tokens: Tensor,
+def _fill_rows(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor, read: Prompt, logit_tokens: Tensor,
                rows: list[tuple[str, int]], adjacency: Tensor, slots: list[int]) -> None:
     """One backward pass: the incoming edges of ``rows`` (logit or feature targets) into ``adjacency[slots]``."""
     from saescope.circuits.replacement import linearised

@@ -112,7 +112,7 @@ def prune(graph, node_threshold: float = 0.8, edge_threshold: float = 0.98, max_
         before = keep.clone()
         edges &= keep[:, None] & keep[None, :]
         keep[:fixed] &= edges[:, :fixed].any(0)  # features and errors need an outgoing edge
-        keep[:graph.n_features] &= edges[:graph.n_features].any(1) | ~graph.computed_rows  # and features an incoming one
+        keep[:graph.n_features] &= edges[:graph.n_features].any(1)  # and features an incoming one
         if bool((keep == before).all()):
             break
     return Pruned(keep, edges, node_influence)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -154,15 +155,9 @@ class _Loop:
         bar = tqdm(total=cfg.tokens, initial=self.tokens, unit="tok", desc=f"transcoders x{len(self.saes)}",
                    disable=not progress)
         started = time.perf_counter() - self.elapsed
-        batch: list[torch.Tensor] = []
-        for window in token_windows(self.lm.tokenizer, docs, cfg.context, cfg.seed, self.windows):
-            batch.append(window)
-            if len(batch) < cfg.model_batch:
-                continue
-            ids = torch.stack(batch).to(self.lm.device)
-            batch = []
+        for ids in self._batches(docs):
             with torch.no_grad():
-                captured = hooks_activations(self.lm, self.hooks, ids)
+                captured = hooks_activations(self.lm, self.hooks, ids.to(self.lm.device))
             self.windows += len(ids)
             n = self._train_step(captured)
             self.tokens += n
@@ -173,8 +168,25 @@ class _Loop:
             if self.tokens >= cfg.tokens:
                 break
         bar.close()
-        if self.tokens == 0:
+
+    def _batches(self, docs: list) -> Iterator[torch.Tensor]:
+        """Batches of windows from ``self.windows`` on; the corpus is cycled, reshuffled each time (as
+        ``activations.stream.ModelActivations`` does, a cycle's length taken from the first shuffle), so a run
+        may ask for more tokens than the corpus holds."""
+        cfg, tokenizer = self.config, self.lm.tokenizer
+        per_cycle = sum(1 for _ in token_windows(tokenizer, docs, cfg.context, cfg.seed))
+        if per_cycle == 0:
             raise SaescopeError("the corpus gave no tokens to train on")
+        batch: list[torch.Tensor] = []
+        position = self.windows
+        while True:
+            cycle, offset = divmod(position, per_cycle)
+            for window in token_windows(tokenizer, docs, cfg.context, cfg.seed + cycle, offset):
+                batch.append(window)
+                position += 1
+                if len(batch) == cfg.model_batch:
+                    yield torch.stack(batch)
+                    batch = []
 
     def _train_step(self, captured: dict) -> int:
         cfg, n = self.config, 0

@@ -55,20 +55,17 @@ def check_n_values(n_values: tuple[int, ...], d_sae: int) -> tuple[int, ...]:
 
 def pooled_splits(lm: LoadedModel, sae: SAE) -> dict[str, dict[str, Any]]:
     """Per split: pooled residual ``x``, pooled latents ``f`` and the labels, as numpy arrays."""
-    from saescope.activations.text import text_activations
     from saescope.resources import data_path
+    from saescope.sae.bench.sparse_probing import pooled
     from saescope.storage import read_jsonl
 
     hook = lm.check_sae(sae)
-    encode: Any = lambda acts: sae.encode(acts.to(sae.W_enc.device)).cpu()
     out = {}
     for split in SPLITS:
         rows = [row for _, row in read_jsonl(data_path("bias", "shift", f"{split}.jsonl"), "biography file",
                                              ("text", "profession", "gender"))]
-        texts = [r["text"] for r in rows]
-        out[split] = {"x": text_activations(lm, hook, texts, read="mean").numpy().astype(np.float64),
-                      "f": text_activations(lm, hook, texts, read="mean", transform=encode).numpy().astype(np.float64),
-                      **{c: np.array([r[c] for r in rows]) for c in CONCEPTS}}
+        x, f = pooled(lm, sae, hook, [r["text"] for r in rows])
+        out[split] = {"x": x, "f": f, **{c: np.array([r[c] for r in rows]) for c in CONCEPTS}}
     return out
 
 

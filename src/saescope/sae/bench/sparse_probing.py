@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from saescope.activations.text import text_activations
 from saescope.model.loading import LoadedModel
@@ -38,6 +39,19 @@ def biographies() -> list[dict]:
 
     return [row for split in ("oracle_train", "test") for _, row in
             read_jsonl(data_path("bias", "shift", f"{split}.jsonl"), "biography file", ("text", "profession", "gender"))]
+
+
+def pooled(lm: LoadedModel, sae: SAE, hook: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's mean over its non-sink tokens of the activations and of the SAE's latents, from one
+    forward pass (float64)."""
+    xs, fs = [], []
+    for acts, keep in text_activations(lm, hook, texts, read="tokens"):
+        kept = acts[keep].float()
+        if len(kept) == 0:
+            kept = torch.zeros(1, acts.shape[-1])
+        xs.append(kept.mean(0))
+        fs.append(sae.encode(kept.to(sae.W_enc.device)).float().cpu().mean(0))
+    return torch.stack(xs).double().numpy(), torch.stack(fs).double().numpy()
 
 
 def halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -80,15 +94,14 @@ def sparse_probing_eval(lm: LoadedModel, sae: SAE, datasets: tuple[str, ...] = t
     hook = lm.check_sae(sae)
     rows = biographies()
     texts = [r["text"] for r in rows]
-    encode: Any = lambda acts: sae.encode(acts.to(sae.W_enc.device)).cpu()
-    pooled = {"llm": text_activations(lm, hook, texts, read="mean").numpy(),
-              "sae": text_activations(lm, hook, texts, read="mean", transform=encode).numpy()}
+    llm, latents = pooled(lm, sae, hook, texts)
+    pooled_by = {"llm": llm, "sae": latents}
     details = []
     for name in datasets:
         labels = np.array([r[DATASETS[name]] for r in rows])
         fit, score = halves(labels)
         row: dict[str, Any] = {"dataset_name": name}
-        for prefix, x in pooled.items():
+        for prefix, x in pooled_by.items():
             row |= probe_row(prefix, x[fit], labels[fit], x[score], labels[score], ks)
         details.append(row)
     keys = [k for k in details[0] if k != "dataset_name"]
