@@ -5,7 +5,9 @@ A BatchTopK meta-SAE (width ``width_ratio`` × d_sae, k = 4; SAEBench's defaults
 trainer's objective), and the decoder's fraction of variance explained around its mean row is reported
 with the reconstruction MSE and the training time. Higher means the latents share more structure
 (they are compositions of fewer meta-latents); SAEBench reports it without a preferred direction.
-SAEBench rescales meta-activations by decoder norm; our decoder rows are unit-norm already.
+SAEBench rescales meta-activations by decoder norm; our decoder rows are unit-norm already. The fit
+runs on the CPU whatever device the SAE is on: a few thousand rows of a few hundred dimensions, where a
+GPU round trip would not pay.
 """
 
 from __future__ import annotations
