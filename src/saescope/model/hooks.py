@@ -8,7 +8,9 @@ Conventions (modules found by ``model.arch``): ``hook_resid_pre`` is the input o
 forward *pre*-hook on the block); ``hook_resid_post`` its output; ``hook_attn_out`` / ``hook_mlp_out``
 what the attention / MLP sublayer adds to the residual; ``hook_mlp_in`` what the MLP reads (the
 normalised residual: a pre-hook on the MLP, a transcoder's input); ``hook_mlp_post`` the MLP's hidden
-activations, the input of its output projection (a pre-hook on it; ROME's keys).
+activations, the input of its output projection (a pre-hook on it; ROME's keys). ``hook_tokens`` is
+the token ids entering the model (``[batch, seq]``, a pre-hook on the input embedding; read only:
+token gates such as ``steering.TokenGate`` read which words are where).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from saescope.model.arch import down_projection_path, layer_list_path, layer_of,
 HookFn = Callable[[Tensor], "Tensor | None"]  # acts [batch, seq, d] -> replacement, or None to keep
 
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_post|mlp_out|attn_out|mlp_in|mlp_post)$")
-_KIND_ORDER = {"resid_pre": 0, "attn_out": 1, "mlp_in": 2, "mlp_post": 2, "mlp_out": 3, "resid_post": 4, "module": 4}
+TOKENS = "hook_tokens"
+_KIND_ORDER = {"tokens": -1, "resid_pre": 0, "attn_out": 1, "mlp_in": 2, "mlp_post": 2, "mlp_out": 3, "resid_post": 4,
+               "module": 4}
 
 
 class StopForward(Exception):
@@ -46,7 +50,7 @@ class HookPoint:
 
     @property
     def is_pre(self) -> bool:
-        return self.kind in ("resid_pre", "mlp_in", "mlp_post")
+        return self.kind in ("tokens", "resid_pre", "mlp_in", "mlp_post")
 
 
 def resolve_hook(model: nn.Module, name: str) -> HookPoint:
@@ -57,12 +61,15 @@ def resolve_hook(model: nn.Module, name: str) -> HookPoint:
         resolve_hook(lm.model, "blocks.12.hook_resid_post").module_path   # 'model.layers.12'
     """
     modules = dict(model.named_modules())
+    if name == TOKENS:
+        embedding = model.get_input_embeddings()
+        return HookPoint(name, next(path for path, module in modules.items() if module is embedding), None, "tokens")
     match = _HOOK_RE.match(name)
     if match is None:
         if name in modules and name != "":
             return HookPoint(name, name, layer_of(model, name), "module")
         raise SaescopeError(f"unknown hook point {name!r}: use blocks.L.hook_resid_pre|resid_post|"
-                            "mlp_out|attn_out|mlp_in|mlp_post, or a module path such as 'model.layers.12'")
+                            "mlp_out|attn_out|mlp_in|mlp_post, hook_tokens, or a module path such as 'model.layers.12'")
     layer, kind = int(match.group(1)), match.group(2)
     blocks_path = layer_list_path(model)
     n_layers = len(modules[blocks_path])
@@ -88,10 +95,12 @@ def _replace_hidden(output: object, new: Tensor) -> object:
 
 def _make_hooks(fn: HookFn, is_pre: bool, stop: bool) -> Callable[..., object]:
     if is_pre:
-        def pre_hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
+        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
             in_kwargs = not args
-            acts = kwargs["hidden_states"] if in_kwargs else args[0]
+            acts = kwargs["input" if isinstance(module, nn.Embedding) else "hidden_states"] if in_kwargs else args[0]
             new = fn(acts)
+            if new is not None and isinstance(module, nn.Embedding):
+                raise SaescopeError("hook_tokens is read only: a hook there must return None")
             if stop:
                 raise StopForward
             if new is None:
@@ -142,7 +151,7 @@ def intervene(model: nn.Module, fns: Mapping[str, HookFn], stop_after_last: bool
 
 def execution_order(point: HookPoint) -> tuple[int, int]:
     """A sort key: hook points that run earlier in the forward pass sort first."""
-    return (point.layer if point.layer is not None else -1, _KIND_ORDER[point.kind])
+    return (point.layer if point.layer is not None else -1, _KIND_ORDER[point.kind])  # tokens: (-1, -1), first
 
 
 def _last_point(model: nn.Module, points: list[HookPoint]) -> HookPoint:

@@ -149,9 +149,8 @@ class Intervention:
 def _chain(first: HookFn, second: HookFn) -> HookFn:
     def both(acts: Tensor) -> Tensor | None:
         out = first(acts)
-        acts = acts if out is None else out
-        out2 = second(acts)
-        return acts if out2 is None else out2
+        out2 = second(acts if out is None else out)
+        return out if out2 is None else out2  # None when neither replaced anything
     return both
 
 
