@@ -8,7 +8,7 @@ from __future__ import annotations
 from saescope.lazy import lazy_getattr
 
 _EXPORTS = {"Intervention": "base", "Interventions": "base", "load_intervention": "base",
-            "FeatureGate": "erasure", "SubspaceErasure": "erasure", "FeatureEdit": "features",
+            "FeatureGate": "erasure", "SubspaceErasure": "erasure", "TokenGate": "token_gate", "FeatureEdit": "features",
             "FeatureSteering": "features", "AlignmentScores": "ibm", "AlignmentSteering": "ibm",
             "score_features": "ibm", "VectorSteering": "vectors", "PromptPrefix": "prompt"}
 KINDS = ("features", "vectors", "erasure", "ibm", "prompt")  # the modules that register saved intervention types

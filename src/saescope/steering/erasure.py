@@ -1,5 +1,6 @@
 """Concept erasure: remove a subspace from the residual (LEACE-style mean-anchored projection),
-optionally sparing the tokens where an SAE's features fire (``FeatureGate``).
+optionally sparing some tokens: those where an SAE's features fire (``FeatureGate``), or the tokens of
+listed words (``TokenGate``, in ``token_gate``).
 
 ``x' = x - strength * ((x - mean) U^T) U`` for orthonormal rows ``U``; ``strength`` 1 erases it.
 With a separate ``read`` matrix ``R`` the projection is oblique, ``x' = x - strength * ((x - mean) R^T) U``:
@@ -19,6 +20,7 @@ from saescope.model.hooks import HookFn, execution_order, resolve_hook
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE
 from saescope.steering.base import Intervention, Positions, SAEBinding, checked_sae, finite, register_intervention
+from saescope.steering.token_gate import TokenGate
 
 
 class FeatureGate(SAEBinding):
@@ -50,17 +52,20 @@ class FeatureGate(SAEBinding):
         return cls(checked_sae(data, source), data["features"], data.get("hook"))
 
 
+GATES = {"FeatureGate": FeatureGate, "TokenGate": TokenGate}  # what a saved erasure's gate can be
+
+
 @register_intervention("project")
 class SubspaceErasure(Intervention):
     """Project ``basis`` (``[k, d_model]``, orthonormalised here) out of the residual around ``mean``.
 
-    With a ``gate`` (``FeatureGate``), tokens where a gate feature fires are left alone; the gate's
+    With a ``gate`` (``FeatureGate`` or ``TokenGate``), the tokens it marks are left alone; the gate's
     hook must not come after the erasure's (both run in the same forward pass, gate first).
     """
 
     def __init__(self, hook: str, basis: Tensor, mean: Tensor | None = None, strength: float = 1.0,
-                 positions: list[int] | None = None, name: str = "subspace", gate: FeatureGate | None = None,
-                 read: Tensor | None = None) -> None:
+                 positions: list[int] | None = None, name: str = "subspace",
+                 gate: FeatureGate | TokenGate | None = None, read: Tensor | None = None) -> None:
         basis = torch.atleast_2d(basis.float().cpu())
         read = None if read is None else torch.atleast_2d(read.float().cpu())
         if not torch.isfinite(basis).all() or (mean is not None and not torch.isfinite(mean).all()) or (
@@ -115,5 +120,5 @@ class SubspaceErasure(Intervention):
         gate = data.get("gate")
         return cls(data["hook"], torch.tensor(data["basis"]), torch.tensor(data["mean"]), data.get("strength", 1.0),
                    data.get("positions"), data.get("name", "subspace"),
-                   None if gate is None else FeatureGate.from_dict(gate, source),
+                   None if gate is None else GATES[gate.get("type", "FeatureGate")].from_dict(gate, source),
                    None if data.get("read") is None else torch.tensor(data["read"]))

@@ -1,0 +1,148 @@
+"""``TokenGate``: marks the tokens of listed words, and each sequence's first token, so that a
+``SubspaceErasure`` leaves them alone.
+
+It plays the same part as ``FeatureGate``, but it reads the token ids (``hook_tokens``), so it is known
+before block 0. An erasure can therefore act at every layer from the embedding up. The words come
+from a shipped lexicon and from the user:
+- ``"gendered"``: ``data/bias/lexicon``, nouns and pronouns whose gender is part of their meaning,
+  plus first names given to one sex. The files' ``SOURCE.md`` gives the sources and the fixed rules
+  behind them.
+- ``words``: any extra words.
+
+Matching:
+- A word is matched as its whole token sequence, in lowercase, Capitalised and UPPERCASE, with and
+  without a leading space. Names are matched Capitalised only.
+- Words longer than ``MAX_TOKENS`` tokens are not matched; they are counted in ``skipped``.
+- Every token of a match is marked.
+
+Sequences and decode steps follow the convention of ``Positions``:
+- A forward of several tokens starts new sequences. Each row's first real token (after any left
+  padding) is marked, because that token is the attention sink. Every later position reads it, so
+  erasing there shifts every position; saescope never edits a sink.
+- A one-token forward (a KV-cached decode step) continues the previous rows. The gate keeps each
+  row's last ``MAX_TOKENS - 1`` tokens, so a word split across decode steps is still found.
+
+Example::
+
+    gate = TokenGate("gendered", words=["baroness"])
+    erase = SubspaceErasure("blocks.3.hook_resid_post", direction, mean, gate=gate)
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from saescope.errors import SaescopeError
+from saescope.model.hooks import TOKENS, HookFn
+from saescope.model.loading import LoadedModel
+from saescope.resources import data_path
+
+MAX_TOKENS = 3  # longest word (in tokens) a gate matches
+LEXICONS = {"gendered": ("gendered_words.txt", "gendered_names.txt")}
+
+
+def _lines(name: str) -> list[str]:
+    text = (data_path("bias", "lexicon") / name).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@lru_cache(maxsize=4)
+def read_lexicon(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(words, names)`` of a shipped lexicon: words are matched in every casing, names Capitalised."""
+    if name not in LEXICONS:
+        raise SaescopeError(f"unknown word lexicon {name!r}: use one of {', '.join(LEXICONS)}")
+    words, names = LEXICONS[name]
+    return tuple(_lines(words)), tuple(_lines(names))
+
+
+def _variants(word: str, any_case: bool) -> set[str]:
+    forms = {word, word.lower(), word.capitalize(), word.upper()} if any_case else {word}
+    return {text for form in forms for text in (form, " " + form)}
+
+
+_KEYS: dict[tuple, tuple[dict[int, Tensor], list[str]]] = {}
+
+
+def _sequence_keys(lm: LoadedModel, name: str | None, extra: list[str]) -> tuple[dict[int, Tensor], list[str]]:
+    """``({n: sorted keys of the n-token sequences}, texts longer than MAX_TOKENS)``; a key is
+    ``sum(id_j * vocab**j)``, exact in int64 for vocabularies up to 2 million tokens."""
+    words, names = read_lexicon(name) if name else ((), ())
+    texts = {t for w in (*words, *extra) for t in _variants(w, True)} | {t for n in names for t in _variants(n, False)}
+    base, skipped = len(lm.tokenizer), []
+    keys: dict[int, set[int]] = {n: set() for n in range(1, MAX_TOKENS + 1)}
+    ordered = sorted(texts)
+    for text, ids in zip(ordered, lm.encode(ordered)):
+        if not 1 <= len(ids) <= MAX_TOKENS:
+            skipped.append(text)
+            continue
+        keys[len(ids)].add(sum(i * base ** j for j, i in enumerate(ids)))
+    return {n: torch.tensor(sorted(k), dtype=torch.long) for n, k in keys.items() if k}, skipped
+
+
+class TokenGate:
+    """Marks the tokens of ``lexicon``'s words, of ``words``, and each sequence's first token."""
+
+    hook = TOKENS
+
+    def __init__(self, lexicon: str | None = "gendered", words: list[str] | None = None) -> None:
+        self.lexicon = lexicon
+        self.words = [str(w).strip() for w in words or []]
+        if any(not w for w in self.words):
+            raise SaescopeError("a token gate's words must be non-empty strings")
+        if lexicon is None and not self.words:
+            raise SaescopeError("a token gate needs a lexicon or at least one word")
+        if lexicon is not None:
+            read_lexicon(lexicon)  # checks the name now, not at the first forward pass
+        self.skipped: list[str] = []
+
+    def sequences(self, lm: LoadedModel) -> dict[int, Tensor]:
+        """Per length ``n`` (1..MAX_TOKENS), the sorted keys of the token sequences to mark (computed once
+        per lexicon, words and tokenizer: a multi-layer erasure has one gate per layer)."""
+        tokenizer = lm.tokenizer
+        key = (self.lexicon, tuple(self.words), id(tokenizer), getattr(tokenizer, "name_or_path", ""), len(tokenizer))
+        if key not in _KEYS:
+            _KEYS.clear() if len(_KEYS) > 8 else None
+            _KEYS[key] = _sequence_keys(lm, self.lexicon, self.words)
+        keys, self.skipped = _KEYS[key]
+        return keys
+
+    def gate_fn(self, lm: LoadedModel, state: dict[str, Tensor]) -> HookFn:
+        """A ``hook_tokens`` reader that stores ``state["skip"]`` [batch, seq, 1]: True on marked tokens."""
+        keys = {n: k.to(lm.device) for n, k in self.sequences(lm).items()}
+        base, pad = len(lm.tokenizer), lm.pad_id
+        history: dict[str, Tensor] = {}
+
+        def mark(ids: Tensor) -> None:
+            batch, seq = ids.shape
+            kept = history.get("ids")
+            continuing = seq == 1 and kept is not None and len(kept) == batch
+            full = torch.cat([kept, ids], 1) if continuing else ids
+            marked = torch.zeros_like(full, dtype=torch.bool)
+            for n, wanted in keys.items():
+                if full.shape[1] < n:
+                    continue
+                windows = full.unfold(1, n, 1)  # [batch, seq - n + 1, n]
+                code = sum(windows[..., j] * base ** j for j in range(n))
+                hit = torch.isin(code, wanted)
+                for j in range(n):
+                    marked[:, j:j + hit.shape[1]] |= hit
+            marked = marked[:, -seq:]
+            if not continuing:  # new sequences: the first real token (after left padding) is the sink
+                first = (ids != pad).int().argmax(1) if seq > 1 else torch.zeros(batch, dtype=torch.long,
+                                                                                 device=ids.device)
+                marked[torch.arange(batch, device=ids.device), first] = True
+            history["ids"] = full[:, -(MAX_TOKENS - 1):]
+            state["skip"] = marked[..., None]
+
+        return mark
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "TokenGate", "lexicon": self.lexicon, "words": self.words}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str) -> TokenGate:
+        return cls(data.get("lexicon"), data.get("words"))

@@ -1,0 +1,116 @@
+"""``hook_tokens`` and ``TokenGate``: which tokens a lexicon-gated erasure leaves alone, across padding,
+decode steps and saved files; ``scrub`` builds one gated erasure per layer from block 0."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from saescope.errors import SaescopeError
+from saescope.model.hooks import TOKENS, capture, execution_order, intervene, resolve_hook
+from saescope.steering import Interventions, SubspaceErasure, TokenGate, load_intervention
+from saescope.steering.token_gate import read_lexicon
+
+
+def _gate_marks(lm, gate: TokenGate, *batches: torch.Tensor) -> list[list[list[bool]]]:
+    """The marks of one gate hook over consecutive forwards (a prefill, then decode steps)."""
+    state: dict = {}
+    fn = gate.gate_fn(lm, state)
+    out = []
+    for ids in batches:
+        fn(ids)
+        out.append(state["skip"][..., 0].tolist())
+    return out
+
+
+def test_hook_tokens_reads_the_ids_first_and_only_reads(lm):
+    ids = torch.tensor([lm.encode("The nurse said that")])
+    with capture(lm.model, [TOKENS]) as got:
+        lm.model(ids)
+    assert torch.equal(got[TOKENS], ids)
+    point = resolve_hook(lm.model, TOKENS)
+    assert point.module_path == "model.embed_tokens"
+    assert execution_order(point) < execution_order(resolve_hook(lm.model, "blocks.0.hook_resid_pre"))
+    with pytest.raises(SaescopeError, match="read only"), intervene(lm.model, {TOKENS: lambda t: t * 0}):
+        lm.model(ids)
+
+
+def test_the_gate_marks_gendered_words_names_and_the_sink_only(lm):
+    gate = TokenGate("gendered")
+    text = "The king told the nurse that Grace and grace and my stepdaughter were late"
+    ids = torch.tensor([lm.encode(text)])
+    marks = _gate_marks(lm, gate, ids)[0][0]
+    pieces = [lm.tokenizer.decode([i]) for i in ids[0]]
+    marked = [p for p, m in zip(pieces, marks) if m]
+    stepdaughter = lm.encode(" stepdaughter")
+    assert len(stepdaughter) > 1  # a word of several tokens: every one of them is marked
+    assert marked == ["The", " king", " Grace", *[lm.tokenizer.decode([i]) for i in stepdaughter]]
+    words, names = read_lexicon("gendered")
+    assert "duchess" in words and "nurse" not in words and "Peter" in names and "Terry" not in names
+
+
+def test_decode_steps_continue_the_row_and_left_padding_finds_the_sink(lm):
+    gate = TokenGate(None, ["stepdaughter"])
+    first, *rest = lm.encode(" stepdaughter")
+    prompt = torch.tensor([lm.encode("Then my") + [first]])
+    steps = [torch.tensor([[token]]) for token in rest]
+    marks = _gate_marks(lm, gate, prompt, *steps)
+    assert marks[0][0] == [True] + [False] * (prompt.shape[1] - 1)  # the word is not complete yet
+    assert all(step == [[True]] for step in marks[1:])  # decode steps: not a sink, the word completes
+    fresh = _gate_marks(lm, gate, torch.tensor([[first]]))  # a new one-token sequence: its token is the sink
+    assert fresh == [[[True]]]
+    short, long = lm.encode("The nurse"), lm.encode("My nurse was very late")
+    left = len(long) - len(short)
+    padded = torch.tensor([[lm.pad_id] * left + short, long])  # left padding, as batched generation pads
+    marks = _gate_marks(lm, gate, padded)[0]
+    assert marks[0][:left + 1] == [False] * left + [True] and marks[1][0]
+    assert not any(marks[0][left + 1:] + marks[1][1:])
+
+
+def test_a_gated_erasure_leaves_marked_tokens_exactly_and_erases_the_rest(lm, tmp_path):
+    hook = "blocks.3.hook_resid_post"
+    torch.manual_seed(0)
+    direction, mean = torch.randn(lm.d_model), torch.randn(lm.d_model)
+    erase = SubspaceErasure(hook, direction, mean, gate=TokenGate("gendered", ["nanny"]))
+    ids = torch.tensor([lm.encode("The nanny told my mother that the pilot was late")])
+    marks = torch.tensor(_gate_marks(lm, erase.gate, ids)[0][0])
+    with torch.inference_mode(), capture(lm.model, [hook]) as plain:
+        lm.model(ids)
+    with torch.inference_mode(), erase.apply(lm), capture(lm.model, [hook]) as erased:
+        lm.model(ids)
+    before, after = plain[hook][0].float(), erased[hook][0].float()
+    expected = 1 + len(lm.encode(" nanny")) + len(lm.encode(" mother"))  # The (the sink), nanny, mother
+    assert marks.sum() == expected and torch.equal(before[marks], after[marks])
+    unit = direction / direction.norm()
+    assert torch.allclose((after[~marks] - mean) @ unit, torch.zeros(int((~marks).sum())), atol=1e-3)
+    erase.save(tmp_path / "scrub.json")
+    again = load_intervention(tmp_path / "scrub.json")
+    assert isinstance(again.gate, TokenGate) and again.gate.words == ["nanny"] and again.gate.lexicon == "gendered"
+    with torch.inference_mode(), again.apply(lm), capture(lm.model, [hook]) as loaded:
+        lm.model(ids)
+    assert torch.allclose(loaded[hook], erased[hook], atol=1e-4)  # the basis is orthonormalised again on load
+
+
+def test_bad_gates_are_refused():
+    with pytest.raises(SaescopeError, match="unknown word lexicon 'nope'"):
+        TokenGate("nope")
+    with pytest.raises(SaescopeError, match="needs a lexicon or at least one word"):
+        TokenGate(None, [])
+    with pytest.raises(SaescopeError, match="non-empty strings"):
+        TokenGate("gendered", ["king", " "])
+
+
+def test_scrub_erases_from_block_0_up_to_each_candidate_layer(lm):
+    from saescope.bias.debias.scrub import scrub_ends, scrubbing
+
+    assert scrub_ends(30, None) == [12, 16, 21, 24]
+    assert scrub_ends(30, [5, 2, 5]) == [2, 5]
+    with pytest.raises(SaescopeError, match="scrub layer 30 is out of range"):
+        scrub_ends(30, [3, 30])
+    hooks = [f"blocks.{layer}.hook_resid_post" for layer in range(3)]
+    gate = TokenGate("gendered")
+    scrubbed = scrubbing(hooks, {h: torch.ones(lm.d_model) for h in hooks}, {h: torch.zeros(lm.d_model) for h in hooks},
+                         gate)
+    assert isinstance(scrubbed, Interventions) and [p.hook for p in scrubbed.parts] == hooks
+    assert all(p.gate is gate for p in scrubbed.parts)
+    assert [h for h, _ in scrubbed.hook_fns(lm)] == [TOKENS, hooks[0], TOKENS, hooks[1], TOKENS, hooks[2]]
