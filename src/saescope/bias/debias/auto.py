@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from saescope.bias.debias.registry import Candidate, MethodContext, debias_method, register_method
 from saescope.errors import SaescopeError
 
-AUTO_METHODS = ("erase", "leace", "dama", "gender-vector", "ablate", "cap", "steer", "cda", "prompt")
+AUTO_METHODS = ("scrub", "erase", "leace", "dama", "gender-vector", "ablate", "cap", "steer", "cda", "prompt")
 
 
 @register_method("auto")

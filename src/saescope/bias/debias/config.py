@@ -16,7 +16,7 @@ class DebiasConfig:
     ``--layers 12,14``. A comma-separated string is still accepted for the list fields."""
 
     method: str = "erase"
-    """ablate | auto | cap | cda | circuit | dama | erase | gender-vector | leace | prompt | steer, or a
+    """ablate | auto | cap | cda | circuit | dama | erase | gender-vector | leace | prompt | scrub | steer, or a
     method added with register_method (see bias.debias; auto compares the others on one table)."""
     features: str | list[int] = "auto"
     """'auto' (chosen on training prompts) or the feature ids."""
@@ -28,7 +28,8 @@ class DebiasConfig:
     """Hook point of the SAE; default: the one the SAE names."""
     layers: list[int] | None = None
     """erase, leace, gender-vector and cda: candidate layers (each at or after the SAE's layer); default: the SAE's
-    layer and the next three even steps (+2, +4, +6). dama: the layers edited together (default: traced)."""
+    layer and the next three even steps (+2, +4, +6). dama: the layers edited together (default: traced).
+    scrub: the candidate last layers (each candidate erases at layers 0..last; default 40-80 % of the depth)."""
     suite: str = "default"
     """circuit only: the SAE suite the circuit is found over ('default' = the shipped one, or a folder)."""
     methods: list[str] | None = None
@@ -37,8 +38,9 @@ class DebiasConfig:
     """gender-vector only: a folder written by ``saescope bias gender-vector`` whose vector is erased;
     default: one built from a few ROME name edits."""
     preserve: list[str] | None = None
-    """dama only: the subjects whose gender the edit keeps (e.g. 'The baroness,Henry'); default: the
-    selection prompts' definitional subjects and preserve lists."""
+    """dama: the subjects whose gender the edit keeps (e.g. 'The baroness,Henry'); default: the
+    selection prompts' definitional subjects and preserve lists. scrub: words its gate spares besides
+    the shipped gendered lexicon."""
 
     def __post_init__(self) -> None:
         self.method = LEGACY_NAMES.get(self.method, self.method)
