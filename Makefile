@@ -30,7 +30,7 @@ demo: setup $(BIAS_CACHE)
 	$(BIN)/saescope info
 	$(BIN)/saescope sae eval default --tokens 4096
 	$(BIN)/saescope sae top --text "$(SAMPLE)"
-	$(BIN)/saescope bias debias --method erase --features auto --layers 12,14 --out demo-debias   # the headline loop
+	$(BIN)/saescope bias debias --method scrub --out demo-debias   # the headline loop
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
