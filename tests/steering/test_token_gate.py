@@ -91,6 +91,21 @@ def test_a_gated_erasure_leaves_marked_tokens_exactly_and_erases_the_rest(lm, tm
     assert torch.allclose(loaded[hook], erased[hook], atol=1e-4)  # the basis is orthonormalised again on load
 
 
+def test_after_marks_everything_from_a_gendered_word_on_across_decode_steps(lm):
+    from saescope.steering.base import intervention_from_dict
+
+    gate = TokenGate("gendered", after=True)
+    ids = torch.tensor([lm.encode("The nurse told the king that"), lm.encode("The nurse told the pilot that")])
+    before = len(lm.encode("The nurse told the"))
+    assert len(lm.encode(" king")) == 1 and len(lm.encode(" pilot")) == 1
+    marks = _gate_marks(lm, gate, ids, torch.tensor([[5], [5]]))
+    assert marks[0][0] == [True] + [False] * (before - 1) + [True] * (ids.shape[1] - before)
+    assert marks[0][1] == [True] + [False] * (ids.shape[1] - 1)  # the sink does not start a span
+    assert marks[1] == [[True], [False]]  # the decode step continues each row
+    erase = SubspaceErasure("blocks.20.hook_resid_post", torch.ones(lm.d_model), gate=gate)
+    assert intervention_from_dict(erase.to_dict()).gate.after
+
+
 def test_bad_gates_are_refused():
     with pytest.raises(SaescopeError, match="unknown word lexicon 'nope'"):
         TokenGate("nope")
@@ -103,14 +118,15 @@ def test_bad_gates_are_refused():
 def test_scrub_erases_from_block_0_up_to_each_candidate_layer(lm):
     from saescope.bias.debias.scrub import scrub_ends, scrubbing
 
-    assert scrub_ends(30, None) == [12, 16, 21, 24]
+    assert scrub_ends(30, None) == [12, 16, 21, 24, 27]
     assert scrub_ends(30, [5, 2, 5]) == [2, 5]
     with pytest.raises(SaescopeError, match="scrub layer 30 is out of range"):
         scrub_ends(30, [3, 30])
     hooks = [f"blocks.{layer}.hook_resid_post" for layer in range(3)]
     gate = TokenGate("gendered")
+    late = TokenGate("gendered", after=True)
     scrubbed = scrubbing(hooks, {h: torch.ones(lm.d_model) for h in hooks}, {h: torch.zeros(lm.d_model) for h in hooks},
-                         gate)
+                         [gate, gate, late])
     assert isinstance(scrubbed, Interventions) and [p.hook for p in scrubbed.parts] == hooks
-    assert all(p.gate is gate for p in scrubbed.parts)
+    assert [p.gate for p in scrubbed.parts] == [gate, gate, late]
     assert [h for h, _ in scrubbed.hook_fns(lm)] == [TOKENS, hooks[0], TOKENS, hooks[1], TOKENS, hooks[2]]

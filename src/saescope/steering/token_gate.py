@@ -9,6 +9,11 @@ from a shipped lexicon and from the user:
   behind them.
 - ``words``: any extra words.
 
+With ``after=True`` the gate also marks every token that follows a marked word in its row (and, in
+decode steps, in the rows it continues). That is for deep layers: there a later position has already
+read the word's gender (the last position of "The king said that" reads "king" at layers 24-28), and
+erasing it there would erase definitional gender.
+
 Matching:
 - A word is matched as its whole token sequence, in lowercase, Capitalised and UPPERCASE, with and
   without a leading space. Names are matched Capitalised only.
@@ -84,12 +89,14 @@ def _sequence_keys(lm: LoadedModel, name: str | None, extra: list[str]) -> tuple
 
 
 class TokenGate:
-    """Marks the tokens of ``lexicon``'s words, of ``words``, and each sequence's first token."""
+    """Marks the tokens of ``lexicon``'s words, of ``words``, and each sequence's first token; with
+    ``after``, also every token that follows a marked word in its row (deep layers, where later positions
+    have already read the word)."""
 
     hook = TOKENS
 
-    def __init__(self, lexicon: str | None = "gendered", words: list[str] | None = None) -> None:
-        self.lexicon = lexicon
+    def __init__(self, lexicon: str | None = "gendered", words: list[str] | None = None, after: bool = False) -> None:
+        self.lexicon, self.after = lexicon, bool(after)
         self.words = [str(w).strip() for w in words or []]
         if any(not w for w in self.words):
             raise SaescopeError("a token gate's words must be non-empty strings")
@@ -131,6 +138,11 @@ class TokenGate:
                 for j in range(n):
                     marked[:, j:j + hit.shape[1]] |= hit
             marked = marked[:, -seq:]
+            if self.after:  # every token from a marked word on, across decode steps
+                marked = marked.int().cummax(1).values.bool()
+                if continuing and "seen" in history:
+                    marked |= history["seen"][:, None]
+                history["seen"] = marked[:, -1]
             if not continuing:  # new sequences: the first real token (after left padding) is the sink
                 first = (ids != pad).int().argmax(1) if seq > 1 else torch.zeros(batch, dtype=torch.long,
                                                                                  device=ids.device)
@@ -141,8 +153,8 @@ class TokenGate:
         return mark
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "TokenGate", "lexicon": self.lexicon, "words": self.words}
+        return {"type": "TokenGate", "lexicon": self.lexicon, "words": self.words, "after": self.after}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> TokenGate:
-        return cls(data.get("lexicon"), data.get("words"))
+        return cls(data.get("lexicon"), data.get("words"), data.get("after", False))

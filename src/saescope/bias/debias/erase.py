@@ -31,17 +31,18 @@ ERASE_FRACTIONS = (1.0,)
 
 
 def readout_gradients(lm: LoadedModel, hooks: list[str], selection: SelectionPrompts,
-                      batch_size: int = 32) -> dict[str, torch.Tensor]:
+                      batch_size: int = 32, at: str = "occupation") -> dict[str, torch.Tensor]:
     """Per hook point, ``[prompts, d_model]``: the gradient of log P(she)/P(he) with respect to the
-    occupation token's residual, for every training occupation prompt. One batched backward pass
-    gives it at every hook point."""
+    occupation token's residual (``at="last"``: the last token's, where the pronoun is predicted), for
+    every training occupation prompt. One batched backward pass gives it at every hook point."""
     she, he = pronoun_ids(lm)
     rows, positions = occupation_rows(lm, selection.female_occupations + selection.male_occupations,
                                       selection.templates)
     parts: dict[str, list[torch.Tensor]] = {hook: [] for hook in hooks}
     for start in range(0, len(rows), batch_size):
         ids, mask = pad_rows(rows[start:start + batch_size], pad_id(lm), lm.device)
-        where = torch.tensor(positions[start:start + batch_size], device=lm.device)
+        where = (torch.tensor(positions[start:start + batch_size], device=lm.device) if at == "occupation"
+                 else mask.sum(1) - 1)
         with capture_with_grad(lm.model, hooks) as acts:
             logp = last_token_logits(lm, ids, mask).log_softmax(-1)
             (logp[:, she].logsumexp(-1) - logp[:, he].logsumexp(-1)).sum().backward()
@@ -51,10 +52,10 @@ def readout_gradients(lm: LoadedModel, hooks: list[str], selection: SelectionPro
 
 
 def readout_directions(lm: LoadedModel, hooks: list[str], selection: SelectionPrompts,
-                       batch_size: int = 32) -> dict[str, torch.Tensor]:
+                       batch_size: int = 32, at: str = "occupation") -> dict[str, torch.Tensor]:
     """Per hook point, the unit mean of ``readout_gradients``: the direction later layers read the
-    stereotype from."""
-    means = {hook: grads.sum(0) for hook, grads in readout_gradients(lm, hooks, selection, batch_size).items()}
+    stereotype from (``at="last"``: the direction the pronoun is read from at the last token)."""
+    means = {hook: grads.sum(0) for hook, grads in readout_gradients(lm, hooks, selection, batch_size, at).items()}
     return {hook: total / total.norm() for hook, total in means.items()}
 
 
