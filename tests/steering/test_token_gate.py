@@ -130,3 +130,38 @@ def test_scrub_erases_from_block_0_up_to_each_candidate_layer(lm):
     assert isinstance(scrubbed, Interventions) and [p.hook for p in scrubbed.parts] == hooks
     assert [p.gate for p in scrubbed.parts] == [gate, gate, late]
     assert [h for h, _ in scrubbed.hook_fns(lm)] == [TOKENS, hooks[0], TOKENS, hooks[1], TOKENS, hooks[2]]
+
+
+def test_scrub_variants_are_the_distinct_candidates():
+    from saescope.bias.debias.scrub import _variants
+
+    assert _variants([12, 27, 29], [16, 21], top=29) == [
+        (12, 12, False), (27, 16, False), (27, 16, True), (27, 21, False), (27, 21, True), (29, 16, True), (29, 21, True)]
+
+
+def test_scrub_flattens_unseen_occupations_and_keeps_definitional_gender(lm):
+    from saescope.bias.data import SelectionPrompts
+    from saescope.bias.debias import DebiasConfig, MethodContext
+    from saescope.bias.debias.registry import debias_method
+    from saescope.bias.scoring import p_she
+    from saescope.model.hooks import applied
+
+    selection = SelectionPrompts.load()
+    context = MethodContext(lm, None, None, DebiasConfig(method="scrub", layers=[27]), None, selection, None, "auto")
+    candidates = {label: intervention for label, _, intervention in debias_method("scrub")(context)}
+    assert sorted(candidates) == ["0-27 +last after 16 x1", "0-27 +last after 21 x1", "0-27 after 16 x1", "0-27 after 21 x1"]
+    occupations = ["The doula said that", "The cheerleader said that", "The lumberjack said that", "The blacksmith said that"]
+    definitional = ["My grandmother said that", "The queen said that", "My father said that", "The boy said that"]
+    fitted = set(selection.female_occupations + selection.male_occupations)
+    assert not {"doula", "cheerleader", "lumberjack", "blacksmith"} & fitted
+    plain_occ, plain_def = p_she(lm, occupations), p_she(lm, definitional)
+    with applied(candidates["0-27 +last after 16 x1"], lm):
+        occ, defs = p_she(lm, occupations), p_she(lm, definitional)
+
+    def gap(p: torch.Tensor) -> float:
+        return float(p[:2].mean() - p[2:].mean())
+
+    assert gap(plain_occ) > 0.2 and abs(gap(occ)) < 0.3 * gap(plain_occ)  # the fit_* occupations never fitted it
+    assert (plain_def[:2] > 0.8).all() and (plain_def[2:] < 0.35).all()
+    assert (defs[:2] > 0.8).all() and (defs[2:] < 0.45).all()  # male subjects drift toward she by < 0.1
+    assert (occ - 0.5).abs().mean() < 0.5 * (plain_occ - 0.5).abs().mean()

@@ -15,7 +15,7 @@ class DebiasConfig:
     Example: ``DebiasConfig(method="erase", layers=[12, 14])``. Lists are Python lists; the CLI parses
     ``--layers 12,14``. A comma-separated string is still accepted for the list fields."""
 
-    method: str = "erase"
+    method: str = "scrub"
     """ablate | auto | cap | cda | circuit | dama | erase | gender-vector | leace | prompt | scrub | steer, or a
     method added with register_method (see bias.debias; auto compares the others on one table)."""
     features: str | list[int] = "auto"

@@ -1,4 +1,4 @@
-"""``erase`` (the default, and the best here): **SAE-gated readout erasure**.
+"""``erase``: **SAE-gated readout erasure** at one layer (``scrub`` extends it to every layer from block 0).
 
 Later layers read an occupation's stereotyped gender from the occupation token's residual (activation
 patching: the token carries it up to layer ~24, the last position picks it up at layers 24-28). We
