@@ -106,7 +106,17 @@ def test_after_marks_everything_from_a_gendered_word_on_across_decode_steps(lm):
     assert intervention_from_dict(erase.to_dict()).gate.after
 
 
-def test_bad_gates_are_refused():
+def test_bad_gates_are_refused(lm):
+    from saescope.bias.data import SelectionPrompts
+    from saescope.bias.debias import DebiasConfig, MethodContext
+    from saescope.bias.debias.registry import debias_method
+
+    long = "Pneumonoultramicroscopicsilicovolcanoconiosis"
+    assert TokenGate("gendered", ["baroness", long]).unmatched(lm) == [long]
+    context = MethodContext(lm, None, None, DebiasConfig(method="scrub", preserve=[long]), None, SelectionPrompts.load(),
+                            None, "auto")
+    with pytest.raises(SaescopeError, match="preserve word 'Pneumono.* the gate cannot match it"):
+        debias_method("scrub")(context)
     with pytest.raises(SaescopeError, match="unknown word lexicon 'nope'"):
         TokenGate("nope")
     with pytest.raises(SaescopeError, match="needs a lexicon or at least one word"):
@@ -130,6 +140,16 @@ def test_scrub_erases_from_block_0_up_to_each_candidate_layer(lm):
     assert isinstance(scrubbed, Interventions) and [p.hook for p in scrubbed.parts] == hooks
     assert [p.gate for p in scrubbed.parts] == [gate, gate, late]
     assert [h for h, _ in scrubbed.hook_fns(lm)] == [TOKENS, hooks[0], TOKENS, hooks[1], TOKENS, hooks[2]]
+
+
+def test_the_cli_refuses_a_preserve_word_the_gate_cannot_match(tmp_path):
+    from helpers import saescope
+
+    out = tmp_path / "debias"
+    result = saescope("bias", "debias", "--method", "scrub", "--preserve", "Pneumonoultramicroscopicsilicovolcanoconiosis",
+                      "--out", str(out))
+    assert result.returncode == 2 and result.stderr.startswith("error: preserve word") and "Traceback" not in result.stderr
+    assert not out.exists()
 
 
 def test_scrub_variants_are_the_distinct_candidates():

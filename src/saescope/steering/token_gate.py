@@ -117,6 +117,13 @@ class TokenGate:
         keys, self.skipped = _KEYS[key]
         return keys
 
+    def unmatched(self, lm: LoadedModel) -> list[str]:
+        """The given ``words`` that the gate can never match on ``lm``: every variant is longer than
+        ``MAX_TOKENS`` tokens."""
+        self.sequences(lm)
+        skipped = set(self.skipped)
+        return [w for w in self.words if _variants(w, True) <= skipped]
+
     def gate_fn(self, lm: LoadedModel, state: dict[str, Tensor]) -> HookFn:
         """A ``hook_tokens`` reader that stores ``state["skip"]`` [batch, seq, 1]: True on marked tokens."""
         keys = {n: k.to(lm.device) for n, k in self.sequences(lm).items()}

@@ -48,6 +48,7 @@ from saescope.bias.debias.registry import Candidate, MethodContext, register_met
 from saescope.errors import SaescopeError
 from saescope.model.hooks import resolve_hook
 from saescope.steering import Interventions, SubspaceErasure, TokenGate
+from saescope.steering.token_gate import MAX_TOKENS
 
 END_FRACTIONS = (0.4, 0.55, 0.7, 0.8, 0.9)
 SPARE_AFTER_FRACTIONS = (0.55, 0.7)
@@ -94,6 +95,10 @@ def scrub(ctx: MethodContext) -> list[Candidate]:
     lates = sorted({round(f * n) for f in SPARE_AFTER_FRACTIONS})
     variants = _variants(ends, lates, top)
     words, after = TokenGate("gendered", ctx.config.preserve), TokenGate("gendered", ctx.config.preserve, after=True)
+    too_long = words.unmatched(lm)
+    if too_long:
+        raise SaescopeError(f"preserve word {too_long[0]!r} is more than {MAX_TOKENS} tokens for {lm.name}'s tokenizer "
+                            "in every casing: the gate cannot match it (give a shorter form)")
     hooks = [resolve_hook(lm.model, f"blocks.{layer}.hook_resid_post").name for layer in range(max(ends) + 1)]
     occupation = readout_directions(lm, hooks[:top], ctx.selection)
     deep = hooks[min(late for _, late, plus in variants if plus) + 1:] if any(p for *_, p in variants) else []
