@@ -136,3 +136,51 @@ def test_dashboard_pages_hold_the_feature_numbers(run, tmp_path):
     assert float(page.stats["mean"]) == pytest.approx(row["mean"], rel=1e-5)
     np.testing.assert_allclose(page.activations, run.examples(feature).activation.values, rtol=1e-5)
     assert page.svg
+
+
+SAEDASHBOARD_FEATURE_KEYS = {  # NeuronpediaDashboardFeature.to_dict() in SAEDashboard's neuronpedia_dashboard.py
+    "feature_index", "neuron_alignment_indices", "neuron_alignment_values", "neuron_alignment_l1",
+    "correlated_neurons_indices", "correlated_neurons_l1", "correlated_neurons_pearson", "correlated_features_indices",
+    "correlated_features_l1", "correlated_features_pearson", "neg_str", "neg_values", "pos_str", "pos_values",
+    "frac_nonzero", "freq_hist_data_bar_values", "freq_hist_data_bar_heights", "logits_hist_data_bar_heights",
+    "logits_hist_data_bar_values", "n_prompts_total", "n_tokens_in_prompt", "dataset", "decoder_weights_dist",
+    "activations"}
+
+
+def test_the_neuronpedia_export_has_saedashboards_batch_shape(run, tmp_path):
+    import json
+    import math
+
+    from helpers import saescope
+
+    out = tmp_path / "np"
+    result = saescope("features", "export-neuronpedia", str(run.path), "--out", str(out), "--model-id", "smollm2",
+                      "--sae-set", "res-test", "--per-batch", "16")
+    assert result.returncode == 0, result.stderr
+    alive = [int(f) for f in run.stats.feature[run.stats.density > 0]]
+    summary = json.loads((out / "export.json").read_text())
+    assert summary["batches"] == math.ceil(len(alive) / 16) and summary["layer"] == 2
+    assert summary["skipped_indexes"] == [f for f in range(run.d_sae) if f not in alive]
+    features = []
+    for i in range(summary["batches"]):
+        batch = json.loads((out / f"batch-{i}.json").read_text())
+        assert {k: batch[k] for k in ("model_id", "layer", "sae_set")} == {"model_id": "smollm2", "layer": 2,
+                                                                          "sae_set": "res-test"}
+        features += batch["features"]
+    assert [f["feature_index"] for f in features] == alive
+    first = features[0]
+    assert set(first) == SAEDASHBOARD_FEATURE_KEYS
+    info = run.feature(first["feature_index"])
+    assert first["pos_str"] == list(info["promoted"].token) and first["neg_str"] == list(info["suppressed"].token)
+    assert len(first["freq_hist_data_bar_values"]) == len(first["freq_hist_data_bar_heights"])  # parallel, not edges
+    assert sum(first["freq_hist_data_bar_heights"]) == int(info["stats"]["count"])
+    assert first["frac_nonzero"] == pytest.approx(info["stats"]["density"])
+    top = info["examples"].iloc[0]
+    assert first["activations"][0]["tokens"] == list(top.context_tokens)
+    assert first["activations"][0]["values"] == pytest.approx(list(top.context_acts), abs=5e-4)
+    assert first["activations"][0]["bin_min"] == -1 and first["activations"][0]["bin_max"] == pytest.approx(
+        float(info["examples"].activation.max()), abs=5e-4)
+    (tmp_path / "file").write_text("x")
+    bad = saescope("features", "export-neuronpedia", str(run.path), "--out", str(tmp_path / "file"), "--model-id", "m",
+                   "--sae-set", "s")
+    assert bad.returncode == 2 and "is a file" in bad.stderr

@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from saescope.app.jobs import Busy
-from saescope.app.schemas import SteerBody
+from saescope.app.schemas import GraphInterveneBody, SteerBody
 from saescope.app.state import AppState
 from saescope.errors import SaescopeError
 
@@ -38,6 +38,12 @@ def feature_or_404(run, feature: int) -> int:
         return run.check_feature(feature)
     except SaescopeError as exc:
         raise HTTPException(404, str(exc)) from None
+
+
+def graph_or_404(state: AppState, gid: str) -> str:
+    if gid not in state.graphs:
+        raise HTTPException(404, f"no graph named {gid!r}")
+    return gid
 
 
 async def on_model_thread(request: Request, job):
@@ -214,3 +220,23 @@ async def steer_stream(request: Request, body: SteerBody) -> StreamingResponse:
         yield "data: {\"finished\": true}\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@router.post("/graphs/{gid}/intervene")
+async def graph_intervene(request: Request, gid: str, body: GraphInterveneBody) -> dict:
+    """Scale (0: ablate) feature nodes of graph ``gid`` in the real model and re-run its prompt: the top
+    next tokens before and after, and the graph's logit tokens."""
+    from saescope.circuits.graph_intervene import scale_graph_features
+
+    state = state_of(request)
+    graph_or_404(state, gid)
+    limit = request.app.state.config.max_coefficient
+    if abs(body.scale) > limit:
+        raise HTTPException(400, f"the scale must be within ±{limit:g}")
+
+    def job() -> dict:
+        meta, _ = state.graph(gid)
+        return scale_graph_features(state.lm, state.transcoders(gid), meta["tokens"], body.nodes, body.scale,
+                                    watch=meta["logit_tokens"])
+
+    return await on_model_thread(request, job)

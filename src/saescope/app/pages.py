@@ -1,10 +1,10 @@
 """The app's HTML pages: home, a RUN's feature table with search, a feature page, the steering playground,
-and the reports in the allow-listed folders. Everything is served locally (no CDN)."""
+attribution graphs, and the reports in the allow-listed folders. Everything is served locally (no CDN)."""
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from saescope.app.api import feature_or_404, run_or_404, state_of
+from saescope.app.api import feature_or_404, graph_or_404, run_or_404, state_of
 from saescope.reports import render
 
 router = APIRouter()
@@ -13,7 +13,7 @@ router = APIRouter()
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request) -> str:
     state = state_of(request)
-    return render("app_home.html", runs=state.runs, reports=state.reports)
+    return render("app_home.html", runs=state.runs, reports=state.reports, graphs=state.graphs)
 
 
 @router.get("/runs/{rid}", response_class=HTMLResponse)
@@ -36,6 +36,16 @@ def feature_page(request: Request, rid: str, feature: int) -> str:
     return render("dashboard_feature.html", **feature_context(run, feature), explanations=run.explanations().get(feature, []),
                   index_url=f"/runs/{rid}", steer_url=f"/steer?run={rid}&feature={feature}",
                   neighbours=state.neighbours(rid, feature), neighbour_href=f"/runs/{rid}/features/{{}}")
+
+
+@router.get("/graphs/{gid}", response_class=HTMLResponse)
+def graph_page(request: Request, gid: str) -> str:
+    """The interactive attribution graph, with feature-page links and intervening on pinned features."""
+    from saescope.circuits.graph_html import graph_html
+
+    state = state_of(request)
+    _, exported = state.graph(graph_or_404(state, gid))
+    return graph_html(exported, feature_links=state.feature_links(gid), intervene_url=f"/api/graphs/{gid}/intervene")
 
 
 @router.get("/steer", response_class=HTMLResponse)

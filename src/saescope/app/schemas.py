@@ -3,7 +3,7 @@
 No ``from __future__ import annotations``: FastAPI must see these annotations as classes.
 """
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,3 +30,14 @@ class SteerBody(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     chat: bool = False
+
+
+NodeId = Annotated[str, Field(max_length=40, pattern=r"^[0-9]+_[0-9]+_[0-9]+$")]
+
+
+class GraphInterveneBody(BaseModel):
+    """Scale feature nodes of an attribution graph (circuit-tracer ids ``layer_feature_position``); 0 ablates."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    nodes: list[NodeId] = Field(min_length=1, max_length=64)
+    scale: float = 0.0

@@ -74,7 +74,8 @@ def create_app(state: AppState, config: AppConfig | None = None, token: str | No
 SPEC_VARIABLE = "SAESCOPE_APP_SPEC"  # how ``serve`` tells each worker process what to load
 
 
-def serve(runs: list[Path], reports: list[Path], config: AppConfig, token: str | None = None) -> None:
+def serve(runs: list[Path], reports: list[Path], config: AppConfig, token: str | None = None,
+          graphs: list[Path] | None = None) -> None:
     """Serve until Ctrl-C, in ``config.workers`` processes (uvicorn's workers; 0: one per core, at most 2).
 
     Every worker loads the RUNs (and, on its first steering request, the model) and has its own model
@@ -86,9 +87,11 @@ def serve(runs: list[Path], reports: list[Path], config: AppConfig, token: str |
         raise SaescopeError(f"serving on {config.host} (not loopback) needs a token: --token or $SAESCOPE_APP_TOKEN")
     workers = config.workers or max(1, min(2, os.cpu_count() or 1))
     config = replace(config, workers=workers, queue_size=max(1, config.queue_size // workers))
-    AppState.from_paths(runs, reports, config.device, config.dtype)  # bad folders fail here, with one message
+    graphs = list(graphs or [])
+    AppState.from_paths(runs, reports, config.device, config.dtype, graphs)  # bad folders fail here, with one message
     os.environ[SPEC_VARIABLE] = json.dumps({"runs": [str(p) for p in runs], "reports": [str(p) for p in reports],
-                                            "config": asdict(config), "token": token})
+                                            "graphs": [str(p) for p in graphs], "config": asdict(config),
+                                            "token": token})
     uvicorn.run("saescope.app.server:app_from_environment", factory=True, host=config.host, port=config.port,
                 workers=workers, log_level="warning")
 
@@ -98,7 +101,7 @@ def app_from_environment():
     spec = json.loads(os.environ[SPEC_VARIABLE])
     config = AppConfig(**spec["config"])
     state = AppState.from_paths([Path(p) for p in spec["runs"]], [Path(p) for p in spec["reports"]], config.device,
-                                config.dtype)
+                                config.dtype, [Path(p) for p in spec.get("graphs", [])])
     app = create_app(state, config, spec["token"])
     app.state.jobs.submit(lambda: state.lm)  # load the model now, on the model thread, not on the first steer
     return app

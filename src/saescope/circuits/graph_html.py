@@ -8,7 +8,9 @@ red for positive weights and blue for negative, width by |weight|. The page need
 - **click** a node to pin it and read its card (kind, layer, position, feature id, activation,
   influence, its strongest incoming and outgoing edges); a feature's card links to its page in the app
   (``/features/<id>``) when the graph names a RUN (``feature_link``);
-- **Escape** clears the pins.
+- **Escape** clears the pins;
+- in the app (``intervene_url``), **Re-run** scales the pinned features in the real model (0 ablates them)
+  and shows the next-token probabilities before and after (``circuits.graph_intervene``).
 The data are the Neuronpedia JSON (``graph_export``), embedded as JSON inside the page and never
 evaluated as HTML (labels are set with ``textContent``).
 """
@@ -30,7 +32,10 @@ body{margin:0;font:13px system-ui,sans-serif;display:flex;height:100vh}
 h2{font-size:15px;margin:4px 0}table{border-collapse:collapse}td{padding:1px 6px}
 </style></head><body>
 <svg id="view"><g id="world"><g id="edges"></g><g id="nodes"></g><g id="labels"></g></g></svg>
-<div id="side"><h2 id="title"></h2><div id="scores"></div><div id="card">Hover a node; click to pin it.</div></div>
+<div id="side"><h2 id="title"></h2><div id="scores"></div>
+<div id="intervene" hidden><p>Scale the pinned features by <input id="scale" type="number" value="0" step="0.5" style="width:4em">
+<button id="intervene-run">Re-run</button> (0 ablates them)</p><div id="intervene-result"></div></div>
+<div id="card">Hover a node; click to pin it.</div></div>
 <script id="graph-data" type="application/json">__DATA__</script>
 <script>
 const G = JSON.parse(document.getElementById('graph-data').textContent);
@@ -82,7 +87,8 @@ function card(n) { const box = document.getElementById('card'); box.replaceChild
   const t = document.createElement('table'); box.appendChild(t);
   row(t, 'node', n.node_id); row(t, 'layer', n.layer); row(t, 'position', n.ctx_idx);
   if (n.feature_type === 'cross layer transcoder') { const f = n.node_id.split('_')[1]; row(t, 'feature', f);
-    if (G.feature_link) { const a = document.createElement('a'); a.href = G.feature_link.replace('{layer}', n.layer)
+    const link = (G.feature_links || {})[n.layer] || G.feature_link;
+    if (link) { const a = document.createElement('a'); a.href = link.replace('{layer}', n.layer)
       .replace('{feature}', f); a.textContent = 'feature page'; a.id = 'feature-link'; box.appendChild(a); } }
   if (n.activation != null) row(t, 'activation', (+n.activation).toFixed(3));
   if (n.influence != null) row(t, 'influence', (+n.influence).toExponential(2));
@@ -105,14 +111,39 @@ view.addEventListener('wheel', ev => { ev.preventDefault(); const f = ev.deltaY 
 view.addEventListener('mousedown', ev => { if (!ev.target.dataset.id) drag = [ev.clientX - pan[0], ev.clientY - pan[1]]; });
 window.addEventListener('mousemove', ev => { if (drag) { pan = [ev.clientX - drag[0], ev.clientY - drag[1]]; apply(); } });
 window.addEventListener('mouseup', () => { drag = null; });
-window.graphView = {zoom: () => zoom, pinned: () => [...pinned]};
+let lastResult = null;
+if (G.intervene_url) { document.getElementById('intervene').hidden = false;
+  document.getElementById('intervene-run').addEventListener('click', async () => {
+    const out = document.getElementById('intervene-result'); out.replaceChildren();
+    const ids = [...pinned].filter(id => byId.get(id).feature_type === 'cross layer transcoder');
+    if (!ids.length) { out.textContent = 'Pin at least one feature node first.'; return; }
+    out.textContent = 'running…';
+    const response = await fetch(G.intervene_url, {method: 'POST', headers: {'Content-Type': 'application/json'},
+      body: JSON.stringify({nodes: ids, scale: +document.getElementById('scale').value})});
+    const data = await response.json(); out.replaceChildren();
+    if (!response.ok) { const d = data.detail; out.textContent = 'error: ' + (typeof d === 'string' ? d : JSON.stringify(d));
+      return; }
+    lastResult = data; const t = document.createElement('table'); t.id = 'intervene-table'; out.appendChild(t);
+    const head = t.insertRow(); for (const h of ['token', 'before', 'after']) head.insertCell().textContent = h;
+    const seen = new Set();
+    for (const w of [...data.watch, ...data.after]) { if (seen.has(w.id)) continue; seen.add(w.id);
+      const before = w.before ?? (data.before.find(b => b.id === w.id) || {}).prob;
+      const after = w.after ?? w.prob; const tr = t.insertRow(); tr.insertCell().textContent = JSON.stringify(w.token);
+      tr.insertCell().textContent = before == null ? '' : before.toFixed(3);
+      tr.insertCell().textContent = after.toFixed(3); } }); }
+window.graphView = {zoom: () => zoom, pinned: () => [...pinned], lastResult: () => lastResult};
 </script></body></html>
 """
 
 
-def graph_html(exported: dict[str, Any], feature_link: str | None = None) -> str:
-    """The page for a graph in Neuronpedia's JSON (``graph_export.neuronpedia_json``). ``feature_link``:
-    a URL template with ``{layer}`` and ``{feature}`` for the feature cards' links."""
-    data = {**exported, "feature_link": feature_link}
+def graph_html(exported: dict[str, Any], feature_link: str | None = None, feature_links: dict[str, str] | None = None,
+               intervene_url: str | None = None) -> str:
+    """The page for a graph in Neuronpedia's JSON (``graph_export.neuronpedia_json``).
+
+    ``feature_link``: a URL template with ``{layer}`` and ``{feature}`` for the feature cards' links;
+    ``feature_links``: one template per layer (the app: a RUN per transcoder layer), which wins.
+    ``intervene_url``: the app's endpoint that scales the pinned features in the model and answers the
+    next-token probabilities before and after; the page then shows a "Re-run" form (absent offline)."""
+    data = {**exported, "feature_link": feature_link, "feature_links": feature_links or {}, "intervene_url": intervene_url}
     text = json.dumps(data).replace("</", "<\\/")  # never closes the script element early
     return _PAGE.replace("__DATA__", text)

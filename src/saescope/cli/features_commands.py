@@ -229,3 +229,25 @@ def dashboard(
 
     folder = write_dashboard(FeatureRun.load(run), out, parse_ids(features, "--features"))
     console.print(f"open {folder / 'index.html'}")
+
+
+@features_app.command("export-neuronpedia")
+def export_neuronpedia_command(
+    run: Path = typer.Argument(..., help="A RUN folder."),
+    out: Path = typer.Option(..., help="Folder for batch-<i>.json and export.json."),
+    model_id: str = typer.Option(..., help="Neuronpedia's id of the model (e.g. smollm2-135m-instruct)."),
+    sae_set: str = typer.Option(..., help="The SAE set's name on Neuronpedia (e.g. res-saescope-4608)."),
+    layer: int = typer.Option(None, help="Layer (default: from the RUN's hook point)."),
+    per_batch: int = typer.Option(128, help="Features per batch file (SAEDashboard's n_features_per_batch)."),
+    features: str = typer.Option(None, help="Comma-separated ids (default: every feature that fires)."),
+) -> None:
+    """Write the RUN as SAEDashboard-shaped feature batches that a self-hosted Neuronpedia imports.
+
+    Example: saescope features export-neuronpedia runs/default --out np --model-id smollm2-135m-instruct --sae-set res-sc
+    """
+    from saescope.features.neuronpedia_export import export_neuronpedia
+    from saescope.features.run import FeatureRun
+
+    written = export_neuronpedia(FeatureRun.load(run), out, model_id, sae_set, layer, per_batch,
+                                 parse_ids(features, "--features"))
+    console.print(f"wrote {len(written)} batch file(s) and export.json to {out}")

@@ -50,7 +50,8 @@ def attribute(
     lm = load_model(model, device=device, dtype=dtype, purpose="measure")
     graph = attribute_graph(lm, sets.to(device), prompt, max_logits, logit_probability, batch_size, max_feature_nodes)
     replacement, completeness = graph_scores(graph)
-    graph.info |= {"replacement_score": replacement, "completeness_score": completeness}
+    graph.info |= {"replacement_score": replacement, "completeness_score": completeness,
+                   "transcoders_path": str(transcoders.resolve())}  # what the app intervenes with
     pruned = prune(graph, node_threshold, edge_threshold)
     graph.save(out)
     exported = neuronpedia_json(graph, pruned, slug=out.name, scan=str(sets.record.get("scan") or sets.model_name),
