@@ -24,7 +24,6 @@ from saescope.sae.formats import load_sae
 from saescope.sae.transcoders import TranscoderSet, make_transcoder
 
 LOCAL = "http://127.0.0.1"
-LINKED_LAYER = 3
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +36,14 @@ def graph_app(lm, app_run, tmp_path_factory):
                       "--out", str(root / "nurse"), "--max-feature-nodes", "40", "--node-threshold", "1.0",
                       "--edge-threshold", "1.0")  # random transcoders: keep every node, so features are drawn
     assert result.returncode == 0, result.stderr
-    layer_file = root / "tc" / f"layer_{LINKED_LAYER}.safetensors"
+    exported = json.loads((root / "nurse" / "graph-neuronpedia.json").read_text())
+    linked = int(_feature_nodes(exported)[0]["layer"])  # a RUN for the layer of a drawn feature
+    layer_file = root / "tc" / f"layer_{linked}.safetensors"
     tc_run = extract_features(lm, load_sae(layer_file), root / "tc-run", tokens=512, batch_size=8, context=64, top_k=3,
                               progress=False, sae_name=str(layer_file))
     run, reports = app_run
     state = AppState.from_paths([run.path, tc_run.path], [reports], graphs=[root / "nurse"])
-    return state, json.loads((root / "nurse" / "graph-neuronpedia.json").read_text())
+    return state, exported, linked
 
 
 def _feature_nodes(exported: dict) -> list[dict]:
@@ -50,7 +51,7 @@ def _feature_nodes(exported: dict) -> list[dict]:
 
 
 def test_graphs_are_listed_drawn_and_intervened_on(graph_app):
-    state, exported = graph_app
+    state, exported, linked = graph_app
     client = TestClient(create_app(state, AppConfig()), base_url=LOCAL)
     assert 'href="/graphs/nurse"' in client.get("/").text
     response = client.get("/graphs/nurse")
@@ -58,7 +59,8 @@ def test_graphs_are_listed_drawn_and_intervened_on(graph_app):
     page = response.text
     data = json.loads(page.split('<script id="graph-data" type="application/json">')[1].split("</script>")[0])
     assert data["intervene_url"] == "/api/graphs/nurse/intervene"
-    assert data["feature_links"] == {str(LINKED_LAYER): "/runs/tc-run/features/{feature}"}
+    assert data["feature_links"] == {str(linked): "/runs/tc-run/features/{feature}"}
+    assert data["feature_api"] == {str(linked): "/api/runs/tc-run/features/{feature}?examples=3"}
     node = _feature_nodes(exported)[0]["node_id"]
     answer = client.post("/api/graphs/nurse/intervene", json={"nodes": [node], "scale": 0})
     assert answer.status_code == 200, answer.text
@@ -89,7 +91,7 @@ def test_pin_a_feature_and_rerun_it_ablated_in_chromium(graph_app):
         pytest.skip("Debian chromium is not installed (as root: apt-get install chromium)")
     import uvicorn
 
-    state, exported = graph_app
+    state, exported, linked = graph_app
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -109,18 +111,24 @@ def test_pin_a_feature_and_rerun_it_ablated_in_chromium(graph_app):
             page.goto(f"http://127.0.0.1:{port}/graphs/nurse")
             page.click("#intervene-run")
             assert "Pin at least one feature" in page.inner_text("#intervene-result")
-            linked = next((n for n in _feature_nodes(exported) if n["layer"] == str(LINKED_LAYER)), None)
-            node = linked or _feature_nodes(exported)[0]
+            node = next(n for n in _feature_nodes(exported) if n["layer"] == str(linked))
             page.locator(f'circle[data-id="{node["node_id"]}"]').click()
-            if linked:
-                href = page.get_attribute("#feature-link", "href")
-                assert href == f"/runs/tc-run/features/{node['node_id'].split('_')[1]}"
+            feature = node["node_id"].split("_")[1]
+            assert page.get_attribute("#feature-link", "href") == f"/runs/tc-run/features/{feature}"
+            page.wait_for_selector("#feature-explanation", timeout=30_000)  # the RUN's card, fetched from the API
+            assert "Top tokens:" in page.inner_text("#feature-details")
             page.click("#intervene-run")
             page.wait_for_selector("#intervene-table", timeout=60_000)
             rows = page.locator("#intervene-table tr")
             assert rows.count() > 2
             result = page.evaluate("window.graphView.lastResult()")
             assert result["nodes"] == [node["node_id"]] and result["scale"] == 0
+            other = next(n for n in exported["nodes"] if n["node_id"] != node["node_id"])
+            page.locator(f'circle[data-id="{other["node_id"]}"]').click()
+            page.fill("#group-name", "nurse features")
+            page.click("#group")
+            assert page.evaluate("window.graphView.supernodes()") == [["nurse features", node["node_id"], other["node_id"]]]
+            assert page.locator("rect.supernode").count() == 1 and "nurse features" in page.inner_text("#groups-list")
             assert not errors
             browser.close()
     finally:

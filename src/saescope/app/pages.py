@@ -45,7 +45,9 @@ def graph_page(request: Request, gid: str) -> str:
 
     state = state_of(request)
     _, exported = state.graph(graph_or_404(state, gid))
-    return graph_html(exported, feature_links=state.feature_links(gid), intervene_url=f"/api/graphs/{gid}/intervene")
+    links = state.feature_links(gid)
+    api = {layer: "/api" + link + "?examples=3" for layer, link in links.items()}
+    return graph_html(exported, feature_links=links, intervene_url=f"/api/graphs/{gid}/intervene", feature_api=api)
 
 
 @router.get("/steer", response_class=HTMLResponse)

@@ -9,6 +9,8 @@ red for positive weights and blue for negative, width by |weight|. The page need
   influence, its strongest incoming and outgoing edges); a feature's card links to its page in the app
   (``/features/<id>``) when the graph names a RUN (``feature_link``);
 - **Escape** clears the pins;
+- **Group pinned** makes the pinned nodes a supernode (a labelled box; Neuronpedia's ``qParams.supernodes``,
+  ``[name, node ids…]``), and **save JSON** downloads the graph with its supernodes;
 - in the app (``intervene_url``), **Re-run** scales the pinned features in the real model (0 ablates them)
   and shows the next-token probabilities before and after (``circuits.graph_intervene``).
 The data are the Neuronpedia JSON (``graph_export``), embedded as JSON inside the page and never
@@ -29,12 +31,16 @@ body{margin:0;font:13px system-ui,sans-serif;display:flex;height:100vh}
 .node{stroke:#333;stroke-width:.5}.feature{fill:#4c72b0}.error{fill:#aaa}.embedding{fill:#55a868}.logit{fill:#dd8452}
 .edge{stroke-opacity:.35;pointer-events:none}.token{pointer-events:none}.dim{opacity:.08}.hot{stroke-opacity:1!important;opacity:1!important}
 .pinned{stroke:#000;stroke-width:2}.token{font-size:11px;fill:#333}
+.supernode{fill:#f2c14e;fill-opacity:.12;stroke:#b8860b;stroke-dasharray:4 3;pointer-events:none}
+.supernode-label{font-size:11px;fill:#8a6508;pointer-events:none}.context b{background:#fde68a}
 h2{font-size:15px;margin:4px 0}table{border-collapse:collapse}td{padding:1px 6px}
 </style></head><body>
-<svg id="view"><g id="world"><g id="edges"></g><g id="nodes"></g><g id="labels"></g></g></svg>
+<svg id="view"><g id="world"><g id="groups"></g><g id="edges"></g><g id="nodes"></g><g id="labels"></g></g></svg>
 <div id="side"><h2 id="title"></h2><div id="scores"></div>
 <div id="intervene" hidden><p>Scale the pinned features by <input id="scale" type="number" value="0" step="0.5" style="width:4em">
 <button id="intervene-run">Re-run</button> (0 ablates them)</p><div id="intervene-result"></div></div>
+<p>Supernode: <input id="group-name" value="group" size="10"> <button id="group">Group pinned</button>
+<a id="download" download="graph.json" href="#">save JSON</a></p><ul id="groups-list"></ul>
 <div id="card">Hover a node; click to pin it.</div></div>
 <script id="graph-data" type="application/json">__DATA__</script>
 <script>
@@ -89,12 +95,44 @@ function card(n) { const box = document.getElementById('card'); box.replaceChild
   if (n.feature_type === 'cross layer transcoder') { const f = n.node_id.split('_')[1]; row(t, 'feature', f);
     const link = (G.feature_links || {})[n.layer] || G.feature_link;
     if (link) { const a = document.createElement('a'); a.href = link.replace('{layer}', n.layer)
-      .replace('{feature}', f); a.textContent = 'feature page'; a.id = 'feature-link'; box.appendChild(a); } }
+      .replace('{feature}', f); a.textContent = 'feature page'; a.id = 'feature-link'; box.appendChild(a); }
+    const api = (G.feature_api || {})[n.layer];
+    if (api) details(box, api.replace('{feature}', f)); }
   if (n.activation != null) row(t, 'activation', (+n.activation).toFixed(3));
   if (n.influence != null) row(t, 'influence', (+n.influence).toExponential(2));
   const edges = edgesOf.get(n.node_id).map(e => e.link).sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)).slice(0, 12);
   const list = document.createElement('table'); list.id = 'card-edges'; box.appendChild(list);
   for (const l of edges) row(list, (l.target === n.node_id ? '← ' + l.source : '→ ' + l.target), l.weight.toFixed(3)); }
+async function details(box, url) {  // the RUN's explanation, top tokens and contexts of a feature (the app)
+  const div = document.createElement('div'); div.id = 'feature-details'; div.textContent = 'loading…'; box.appendChild(div);
+  const response = await fetch(url); if (!response.ok) { div.textContent = 'no feature details'; return; }
+  const d = await response.json(); div.replaceChildren();
+  const best = (d.explanations || []).find(e => !e.error && e.explanation);
+  const p = document.createElement('p'); p.id = 'feature-explanation'; div.appendChild(p);
+  p.textContent = best ? 'Explanation: ' + best.explanation : 'No explanation yet.';
+  const tops = document.createElement('p'); tops.textContent = 'Top tokens: ' + d.top_tokens.slice(0, 8)
+    .map(t => JSON.stringify(t.token)).join(' '); div.appendChild(tops);
+  for (const ex of d.examples.slice(0, 3)) { const c = document.createElement('p'); c.className = 'context';
+    ex.context_tokens.forEach((tok, i) => { const s = document.createElement(i === ex.center ? 'b' : 'span');
+      s.textContent = tok; c.appendChild(s); }); div.appendChild(c); } }
+const supernodes = (G.qParams && G.qParams.supernodes) || []; G.qParams = {...(G.qParams || {}), supernodes};
+function drawGroups() { const layer = document.getElementById('groups'), list = document.getElementById('groups-list');
+  layer.replaceChildren(); list.replaceChildren();
+  for (const [name, ...ids] of supernodes) { const members = ids.map(id => byId.get(id)).filter(Boolean);
+    if (!members.length) continue;
+    const xs = members.map(m => m.x), ys = members.map(m => m.y), pad = 9;
+    const r = document.createElementNS(SVG, 'rect'); r.setAttribute('class', 'supernode');
+    r.setAttribute('x', Math.min(...xs) - pad); r.setAttribute('y', Math.min(...ys) - pad);
+    r.setAttribute('width', Math.max(...xs) - Math.min(...xs) + 2 * pad);
+    r.setAttribute('height', Math.max(...ys) - Math.min(...ys) + 2 * pad); r.setAttribute('rx', 6); layer.appendChild(r);
+    const t = document.createElementNS(SVG, 'text'); t.setAttribute('class', 'supernode-label');
+    t.setAttribute('x', Math.min(...xs) - pad); t.setAttribute('y', Math.min(...ys) - pad - 2); t.textContent = name;
+    layer.appendChild(t);
+    const li = document.createElement('li'); li.textContent = name + ' (' + members.length + ' nodes)'; list.appendChild(li); }
+  const plain = {...G, nodes: nodes.map(({el, x, y, ...rest}) => rest)};
+  document.getElementById('download').href = URL.createObjectURL(new Blob([JSON.stringify(plain)], {type: 'application/json'})); }
+document.getElementById('group').addEventListener('click', () => { if (pinned.size < 2) return;
+  supernodes.push([document.getElementById('group-name').value || 'group', ...pinned]); drawGroups(); });
 nodeLayer.addEventListener('mouseover', ev => { const id = ev.target.dataset.id; if (!id) return;
   highlight(new Set([...pinned, id])); if (!pinned.size) card(byId.get(id)); });
 nodeLayer.addEventListener('mouseout', () => highlight(pinned));
@@ -131,19 +169,24 @@ if (G.intervene_url) { document.getElementById('intervene').hidden = false;
       const after = w.after ?? w.prob; const tr = t.insertRow(); tr.insertCell().textContent = JSON.stringify(w.token);
       tr.insertCell().textContent = before == null ? '' : before.toFixed(3);
       tr.insertCell().textContent = after.toFixed(3); } }); }
-window.graphView = {zoom: () => zoom, pinned: () => [...pinned], lastResult: () => lastResult};
+drawGroups();
+window.graphView = {zoom: () => zoom, pinned: () => [...pinned], lastResult: () => lastResult,
+  supernodes: () => supernodes.map(s => [...s])};
 </script></body></html>
 """
 
 
 def graph_html(exported: dict[str, Any], feature_link: str | None = None, feature_links: dict[str, str] | None = None,
-               intervene_url: str | None = None) -> str:
+               intervene_url: str | None = None, feature_api: dict[str, str] | None = None) -> str:
     """The page for a graph in Neuronpedia's JSON (``graph_export.neuronpedia_json``).
 
     ``feature_link``: a URL template with ``{layer}`` and ``{feature}`` for the feature cards' links;
     ``feature_links``: one template per layer (the app: a RUN per transcoder layer), which wins.
     ``intervene_url``: the app's endpoint that scales the pinned features in the model and answers the
-    next-token probabilities before and after; the page then shows a "Re-run" form (absent offline)."""
-    data = {**exported, "feature_link": feature_link, "feature_links": feature_links or {}, "intervene_url": intervene_url}
+    next-token probabilities before and after; the page then shows a "Re-run" form (absent offline).
+    ``feature_api``: per layer, the app's feature JSON URL template; a feature's card then shows the RUN's
+    explanation, top tokens and top contexts."""
+    data = {**exported, "feature_link": feature_link, "feature_links": feature_links or {},
+            "intervene_url": intervene_url, "feature_api": feature_api or {}}
     text = json.dumps(data).replace("</", "<\\/")  # never closes the script element early
     return _PAGE.replace("__DATA__", text)
