@@ -65,3 +65,26 @@ def test_a_run_without_samples_says_which_command_makes_them(run, tmp_path):
     (copy / "samples.parquet").unlink()
     with pytest.raises(SaescopeError, match="saescope features sample"):
         load_samples(FeatureRun.load(copy))
+
+
+def test_feature_pages_and_the_neuronpedia_export_show_the_quantile_samples(run, sampling, tmp_path):
+    import json
+
+    from saescope.features.dashboard import quantile_groups, write_dashboard
+    from saescope.features.neuronpedia_export import export_neuronpedia
+
+    samples = run.optional_table("samples.parquet")
+    feature = int(samples.feature[samples["quantile"] >= 0].iloc[0])
+    groups = quantile_groups(run, feature)
+    explain = samples[(samples.feature == feature) & (samples.split == "explain")]
+    assert [g["quantile"] for g in groups] == sorted(set(explain["quantile"]), reverse=True)
+    assert sum(len(g["examples"]) for g in groups) == len(explain)
+    page = (write_dashboard(run, tmp_path / "dash", [feature]) / f"feature_{feature}.html").read_text()
+    assert 'id="quantiles"' in page and page.count("data-quantile=") == len(groups)
+    first = explain.iloc[0]
+    assert f'title="{first.context_acts[0]:.3f}"' in page  # every token shows its activation on hover
+    export_neuronpedia(run, tmp_path / "np", "m", "s", features=[feature])
+    record = json.loads((tmp_path / "np" / "batch-0.json").read_text())["features"][0]
+    intervals = [a for a in record["activations"] if a["bin_min"] != -1]
+    assert len(intervals) == int((explain["quantile"] >= 0).sum())
+    assert all(a["bin_contains"] == round(1 / sampling.bins, 4) and a["bin_min"] <= a["bin_max"] for a in intervals)

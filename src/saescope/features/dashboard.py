@@ -53,17 +53,40 @@ def index_context(run: FeatureRun, features: list[int] | None) -> dict:
             "n_live": int((stats["count"] > 0).sum())}
 
 
+def _contexts(rows) -> list[dict]:
+    """Contexts as ``{"activation", "tokens": [(token, shade 0-1, is the example token, activation)]}``: the
+    page shades each token by its activation and shows the value on hover."""
+    out = []
+    for ex in rows.itertuples():
+        peak = max(max(ex.context_acts), 1e-9)
+        tokens = [(tok, max(0.0, act) / peak, i == ex.center, act) for i, (tok, act) in
+                  enumerate(zip(ex.context_tokens, ex.context_acts))]
+        out.append({"activation": ex.activation, "tokens": tokens})
+    return out
+
+
+def quantile_groups(run: FeatureRun, feature: int) -> list[dict]:
+    """The contexts ``features sample`` drew for ``feature`` (split "explain"), one group per activation
+    quantile, strongest first, then the "does not fire" group; ``[]`` when the RUN has no samples."""
+    samples = run.optional_table("samples.parquet")
+    if samples is None:
+        return []
+    mine = samples[(samples.feature == feature) & (samples.split == "explain")]
+    groups = []
+    for quantile, rows in sorted(mine.groupby("quantile"), key=lambda item: -item[0]):
+        label = ("does not fire" if quantile < 0 else
+                 f"quantile {int(quantile) + 1}: {rows.activation.min():.3g} – {rows.activation.max():.3g}")
+        groups.append({"label": label, "quantile": int(quantile), "examples": _contexts(rows)})
+    return groups
+
+
 def feature_context(run: FeatureRun, feature: int) -> dict:
     info = run.feature(feature)
     stats = [(k, _fmt(info["stats"][k])) for k in _STAT_FIELDS]
-    examples = []
-    for ex in info["examples"].itertuples():
-        peak = max(max(ex.context_acts), 1e-9)
-        tokens = [(tok, max(0.0, act) / peak, i == ex.center) for i, (tok, act) in
-                  enumerate(zip(ex.context_tokens, ex.context_acts))]
-        examples.append({"activation": ex.activation, "tokens": tokens})
+    examples = _contexts(info["examples"])
     counts, edges = info["histogram"]
     return {"feature": feature, "stats": stats, "examples": examples, "histogram_svg": _histogram_svg(counts, edges),
+            "quantiles": quantile_groups(run, feature),
             "top_tokens": list(zip(info["top_tokens"].token, info["top_tokens"].max_activation))[:20],
             "promoted": list(zip(info["promoted"].token, info["promoted"].value)),
             "suppressed": list(zip(info["suppressed"].token, info["suppressed"].value))}

@@ -67,7 +67,7 @@ def feature_record(run: FeatureRun, feature: int, samples: pd.DataFrame | None, 
     top = float(examples.activation.max()) if len(examples) else 0.0
     activations = [_activation(r, -1, round(top, 3), -1) for r in examples.itertuples()]
     if samples is not None:
-        mine = samples[(samples.feature == feature) & (samples.split == "explain") & (samples.quantile >= 0)]
+        mine = samples[(samples.feature == feature) & (samples.split == "explain") & (samples["quantile"] >= 0)]
         for _, group in mine.groupby("quantile", sort=False):
             low, high = round(float(group.activation.min()), 3), round(float(group.activation.max()), 3)
             activations += [_activation(r, low, high, round(1 / bins, 4)) for r in group.itertuples()]
