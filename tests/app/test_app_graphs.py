@@ -68,7 +68,8 @@ def test_graphs_are_listed_drawn_and_intervened_on(graph_app):
     assert body["nodes"] == [node] and len(body["before"]) == 10 and len(body["after"]) == 10
     logits = [n for n in exported["nodes"] if n["feature_type"] == "logit"]
     assert [w["id"] for w in body["watch"]] == [int(n["node_id"].split("_")[1]) for n in logits]
-    assert body["watch"][0]["before"] == pytest.approx(logits[0]["token_prob"], abs=1e-3)  # the graph's own prediction
+    tolerance = 1e-3 if state.lm.dtype == torch.float32 else 2e-2  # the graph is float32; the app's model may be bf16
+    assert body["watch"][0]["before"] == pytest.approx(logits[0]["token_prob"], abs=tolerance)  # the graph's prediction
     for nodes, status, message in (([node.replace("_", "-")], 422, ""), (["29_99_1"], 400, "outside the graph"),
                                    ([], 422, "")):
         bad = client.post("/api/graphs/nurse/intervene", json={"nodes": nodes})
