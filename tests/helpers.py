@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -62,3 +64,22 @@ def small_topk_sae(d_sae: int, hook: str = "blocks.2.hook_resid_post"):
     with torch.no_grad():
         sae.b_enc.fill_(0.5)
     return sae.requires_grad_(False)
+
+
+@contextmanager
+def chromium_browser() -> Iterator[object]:
+    """Debian's Chromium driven by Playwright, closed on exit; the test is skipped when either is missing."""
+    import shutil
+
+    import pytest
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("Debian chromium is not installed (as root: apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()

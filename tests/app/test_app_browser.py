@@ -128,15 +128,12 @@ def test_the_pages_resist_injection_check_the_form_and_filter_fast(live):
 def test_a_shared_steering_link_fills_the_form_and_the_share_button_writes_it(live):
     from urllib.parse import parse_qs, urlparse
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if chromium is None:
-        pytest.skip("Debian chromium is not installed (as root: apt-get install chromium)")
+    from helpers import chromium_browser
+
     url, _ = live
     shared = (f"{url}/steer?run=run&prompt={quote('Tell me about <b>cats</b>')}&chat=1&seed=3&temperature=0.5"
               "&e=5:add:40&e=7:ablate:0&e=x:add:1")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    with chromium_browser() as browser:
         page = browser.new_page()
         page.goto(shared)
         assert page.input_value("#prompt") == "Tell me about <b>cats</b>" and page.is_checked("#chat")
@@ -149,4 +146,3 @@ def test_a_shared_steering_link_fills_the_form_and_the_share_button_writes_it(li
         query = parse_qs(urlparse(page.input_value("#share-url")).query)
         assert query["e"] == ["5:add:40", "7:ablate:0", "9:add:1"] and query["chat"] == ["1"]
         assert query["prompt"] == ["Tell me about <b>cats</b>"] and query["run"] == ["run"]
-        browser.close()

@@ -5,7 +5,6 @@ real server on a loopback port)."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import threading
 import time
@@ -86,11 +85,9 @@ def test_bad_graph_folders_are_refused(app_run, tmp_path):
 
 
 def test_pin_a_feature_and_rerun_it_ablated_in_chromium(graph_app):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Debian chromium is not installed (as root: apt-get install chromium)")
     import uvicorn
+
+    from helpers import chromium_browser
 
     state, exported, linked = graph_app
     with socket.socket() as s:
@@ -104,8 +101,7 @@ def test_pin_a_feature_and_rerun_it_ablated_in_chromium(graph_app):
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.1)
     try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        with chromium_browser() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
@@ -131,7 +127,6 @@ def test_pin_a_feature_and_rerun_it_ablated_in_chromium(graph_app):
             assert page.evaluate("window.graphView.supernodes()") == [["nurse features", node["node_id"], other["node_id"]]]
             assert page.locator("rect.supernode").count() == 1 and "nurse features" in page.inner_text("#groups-list")
             assert not errors
-            browser.close()
     finally:
         server.should_exit = True
         thread.join(timeout=30)
