@@ -112,7 +112,8 @@ class TokenGate:
         tokenizer = lm.tokenizer
         key = (self.lexicon, tuple(self.words), id(tokenizer), getattr(tokenizer, "name_or_path", ""), len(tokenizer))
         if key not in _KEYS:
-            _KEYS.clear() if len(_KEYS) > 8 else None
+            if len(_KEYS) > 8:  # a few tokenizers at most: keep the cache small
+                _KEYS.clear()
             _KEYS[key] = _sequence_keys(lm, self.lexicon, self.words)
         keys, self.skipped = _KEYS[key]
         return keys
