@@ -68,10 +68,10 @@ def _contexts(rows) -> list[dict]:
 def quantile_groups(run: FeatureRun, feature: int) -> list[dict]:
     """The contexts ``features sample`` drew for ``feature`` (split "explain"), one group per activation
     quantile, strongest first, then the "does not fire" group; ``[]`` when the RUN has no samples."""
-    samples = run.optional_table("samples.parquet")
+    samples = run.samples_of(feature)
     if samples is None:
         return []
-    mine = samples[(samples.feature == feature) & (samples.split == "explain")]
+    mine = samples[samples.split == "explain"]
     groups = []
     for quantile, rows in sorted(mine.groupby("quantile"), key=lambda item: -item[0]):
         label = ("does not fire" if quantile < 0 else

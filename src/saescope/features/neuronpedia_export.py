@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from saescope.errors import SaescopeError
 from saescope.features.run import FeatureRun
@@ -58,7 +57,7 @@ def _activation(row: Any, bin_min: float, bin_max: float, bin_contains: float) -
             "tokens": list(row.context_tokens), "values": _round(row.context_acts)}
 
 
-def feature_record(run: FeatureRun, feature: int, samples: pd.DataFrame | None, bins: int | None) -> dict[str, Any]:
+def feature_record(run: FeatureRun, feature: int, bins: int | None = None) -> dict[str, Any]:
     """One feature in SAEDashboard's ``NeuronpediaDashboardFeature`` fields (module docstring)."""
     info = run.feature(feature)
     counts, edges = info["histogram"]
@@ -66,11 +65,13 @@ def feature_record(run: FeatureRun, feature: int, samples: pd.DataFrame | None, 
     examples = info["examples"]
     top = float(examples.activation.max()) if len(examples) else 0.0
     activations = [_activation(r, -1, round(top, 3), -1) for r in examples.itertuples()]
+    samples = run.samples_of(feature)
     if samples is not None:
-        mine = samples[(samples.feature == feature) & (samples.split == "explain") & (samples["quantile"] >= 0)]
+        mine = samples[(samples.split == "explain") & (samples["quantile"] >= 0)]
+        share = round(1 / (bins or (int(mine["quantile"].max()) + 1 if len(mine) else 1)), 4)
         for _, group in mine.groupby("quantile", sort=False):
             low, high = round(float(group.activation.min()), 3), round(float(group.activation.max()), 3)
-            activations += [_activation(r, low, high, round(1 / bins, 4)) for r in group.itertuples()]
+            activations += [_activation(r, low, high, share) for r in group.itertuples()]
     manifest = run.manifest
     return {"feature_index": int(feature), **{name: [] for name in EMPTY_TABLES},
             "neg_str": list(info["suppressed"].token), "neg_values": _round(info["suppressed"].value),
@@ -97,16 +98,13 @@ def export_neuronpedia(run: FeatureRun, out: str | Path, model_id: str, sae_set:
         layer = _hook_layer(run.manifest.get("hook", ""))
     alive = np.flatnonzero(run.stats["density"].to_numpy() > 0)
     chosen = alive if features is None else np.array([run.check_feature(f) for f in features], dtype=np.int64)
-    samples = run.optional_table("samples.parquet")
-    bins = None
-    if samples is not None:
-        settings = read_json(run.path / "samples.json", "samples settings") if (run.path / "samples.json").is_file() else {}
-        bins = int(settings.get("bins", max(1, int(samples["quantile"].max()) + 1)))
+    settings = read_json(run.path / "samples.json", "samples settings") if (run.path / "samples.json").is_file() else {}
+    bins = int(settings["bins"]) if "bins" in settings else None  # else each feature's own quantile count
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for index, start in enumerate(range(0, len(chosen), per_batch)):
         batch = {"model_id": model_id, "layer": layer, "sae_set": sae_set,
-                 "features": [feature_record(run, int(f), samples, bins) for f in chosen[start:start + per_batch]]}
+                 "features": [feature_record(run, int(f), bins) for f in chosen[start:start + per_batch]]}
         with atomic_path(out / f"batch-{index}.json") as tmp:
             tmp.write_text(json.dumps(batch))
         written.append(out / f"batch-{index}.json")

@@ -84,6 +84,17 @@ class FeatureRun:
         or ``None`` when it has not been made."""
         return self.read_table(name) if (self.path / name).is_file() else None
 
+    def samples_of(self, feature: int) -> pd.DataFrame | None:
+        """``feature``'s rows of ``samples.parquet`` (``features sample``), or ``None`` when the RUN has no
+        samples. The table is read and grouped once per version of the file, not once per feature."""
+        path = self.path / "samples.parquet"
+        stamp = path.stat().st_mtime_ns if path.is_file() else 0
+        if getattr(self, "_samples", (None,))[0] != stamp:
+            table = self.optional_table("samples.parquet")
+            self._samples = (stamp, table, None if table is None else table.groupby("feature").indices)
+        _, table, rows = self._samples
+        return None if table is None else table.iloc[rows.get(feature, np.empty(0, dtype=np.int64))]
+
     @cached_property
     def stats(self) -> pd.DataFrame:
         table = self.read_table("stats.parquet")

@@ -7,6 +7,8 @@ outputs are read after ``post_attention_layernorm`` / ``post_feedforward_layerno
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -19,9 +21,42 @@ FINAL_NORMS = ("model.norm", "model.language_model.norm", "transformer.ln_f", "g
                "model.decoder.final_layer_norm")
 
 
+EMBEDDINGS = ("model.embed_tokens", "model.language_model.embed_tokens", "transformer.wte", "gpt_neox.embed_in",
+              "model.decoder.embed_tokens")
+
+
+class Submodules(Mapping[str, nn.Module]):
+    """A model's submodules by dotted path, each looked up on demand (``get_submodule``): resolving a hook
+    point costs a few attribute lookups, not a walk over every module (a scrub resolves ~100 per use)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __getitem__(self, path: str) -> nn.Module:
+        if not path:
+            raise KeyError(path)
+        try:
+            return self.model.get_submodule(path)
+        except AttributeError:
+            raise KeyError(path) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self.model.named_modules() if name)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def input_embedding_path(model: nn.Module) -> str:
+    """The dotted path of the model's input embedding (``get_input_embeddings()``)."""
+    embedding, modules = model.get_input_embeddings(), Submodules(model)
+    known = next((path for path in EMBEDDINGS if modules.get(path) is embedding), None)
+    return known or next(path for path, module in model.named_modules() if module is embedding)
+
+
 def layer_list_path(model: nn.Module) -> str:
     """The dotted path of the model's list of transformer blocks (e.g. ``model.layers``)."""
-    modules = dict(model.named_modules())
+    modules = Submodules(model)
     for path in LAYER_LISTS:
         if isinstance(modules.get(path), nn.ModuleList):
             return path
@@ -29,7 +64,7 @@ def layer_list_path(model: nn.Module) -> str:
                         "use a raw module path such as 'model.layers.12'")
 
 
-def sublayer_path(modules: dict[str, nn.Module], block: str, kind: str) -> str:
+def sublayer_path(modules: Mapping[str, nn.Module], block: str, kind: str) -> str:
     """The module whose output is ``kind`` (``mlp_out`` or ``attn_out``) of the block at path ``block``,
     or whose input is ``mlp_in`` (the MLP itself)."""
     gemma_style = f"{block}.post_feedforward_layernorm" in modules
@@ -49,7 +84,7 @@ def sublayer_path(modules: dict[str, nn.Module], block: str, kind: str) -> str:
 DOWN_PROJECTIONS = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "mlp.fc2", "fc2")
 
 
-def down_projection_path(modules: dict[str, nn.Module], block: str) -> str:
+def down_projection_path(modules: Mapping[str, nn.Module], block: str) -> str:
     """The MLP's output projection of the block at path ``block`` (Llama/Mistral/Qwen/Gemma ``mlp.down_proj``,
     GPT-2 ``mlp.c_proj``, NeoX ``mlp.dense_4h_to_h``, OPT ``fc2``): the matrix ROME edits."""
     for name in DOWN_PROJECTIONS:

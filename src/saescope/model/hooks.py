@@ -25,7 +25,14 @@ import torch
 from torch import Tensor, nn
 
 from saescope.errors import SaescopeError
-from saescope.model.arch import down_projection_path, layer_list_path, layer_of, sublayer_path
+from saescope.model.arch import (
+    Submodules,
+    down_projection_path,
+    input_embedding_path,
+    layer_list_path,
+    layer_of,
+    sublayer_path,
+)
 
 HookFn = Callable[[Tensor], "Tensor | None"]  # acts [batch, seq, d] -> replacement, or None to keep
 
@@ -60,10 +67,9 @@ def resolve_hook(model: nn.Module, name: str) -> HookPoint:
 
         resolve_hook(lm.model, "blocks.12.hook_resid_post").module_path   # 'model.layers.12'
     """
-    modules = dict(model.named_modules())
     if name == TOKENS:
-        embedding = model.get_input_embeddings()
-        return HookPoint(name, next(path for path, module in modules.items() if module is embedding), None, "tokens")
+        return HookPoint(name, input_embedding_path(model), None, "tokens")
+    modules = Submodules(model)
     match = _HOOK_RE.match(name)
     if match is None:
         if name in modules and name != "":
@@ -93,20 +99,23 @@ def _replace_hidden(output: object, new: Tensor) -> object:
     return (new, *output[1:])  # type: ignore[index]
 
 
-def _make_hooks(fn: HookFn, is_pre: bool, stop: bool) -> Callable[..., object]:
-    if is_pre:
-        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
+def _make_hooks(fn: HookFn, point: HookPoint, stop: bool) -> Callable[..., object]:
+    if point.is_pre:
+        tokens = point.kind == "tokens"  # the embedding's input: token ids, read only
+        key = "input" if tokens else "hidden_states"
+
+        def pre_hook(_module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
             in_kwargs = not args
-            acts = kwargs["input" if isinstance(module, nn.Embedding) else "hidden_states"] if in_kwargs else args[0]
+            acts = kwargs[key] if in_kwargs else args[0]
             new = fn(acts)
-            if new is not None and isinstance(module, nn.Embedding):
+            if new is not None and tokens:
                 raise SaescopeError("hook_tokens is read only: a hook there must return None")
             if stop:
                 raise StopForward
             if new is None:
                 return None
             if in_kwargs:
-                return args, {**kwargs, "hidden_states": new}
+                return args, {**kwargs, key: new}
             return (new, *args[1:]), kwargs
         return pre_hook
 
@@ -132,13 +141,13 @@ def intervene(model: nn.Module, fns: Mapping[str, HookFn], stop_after_last: bool
             logits = lm.model(ids).logits
     """
     points = [resolve_hook(model, name) for name in fns]
-    modules = dict(model.named_modules())
+    modules = Submodules(model)
     last = _last_point(model, points) if stop_after_last else None
     handles = []
     try:
         for point, fn in zip(points, fns.values()):
             module = modules[point.module_path]
-            hook = _make_hooks(fn, point.is_pre, stop=point == last)
+            hook = _make_hooks(fn, point, stop=point == last)
             if point.is_pre:
                 handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
             else:

@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -70,6 +71,7 @@ def _variants(word: str, any_case: bool) -> set[str]:
 
 
 _KEYS: dict[tuple, tuple[dict[int, Tensor], list[str]]] = {}
+_LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # loaded gates by their saved fields
 
 
 def _sequence_keys(lm: LoadedModel, name: str | None, extra: list[str]) -> tuple[dict[int, Tensor], list[str]]:
@@ -105,6 +107,8 @@ class TokenGate:
         if lexicon is not None:
             read_lexicon(lexicon)  # checks the name now, not at the first forward pass
         self.skipped: list[str] = []
+        self._history: dict[str, Tensor] = {}  # the rows' last tokens, across decode steps (gate_fn resets it)
+        self._last: tuple[Tensor, Tensor] | None = None  # (ids, marks) of the latest forward pass
 
     def sequences(self, lm: LoadedModel) -> dict[int, Tensor]:
         """Per length ``n`` (1..MAX_TOKENS), the sorted keys of the token sequences to mark (computed once
@@ -126,43 +130,60 @@ class TokenGate:
         return [w for w in self.words if _variants(w, True) <= skipped]
 
     def gate_fn(self, lm: LoadedModel, state: dict[str, Tensor]) -> HookFn:
-        """A ``hook_tokens`` reader that stores ``state["skip"]`` [batch, seq, 1]: True on marked tokens."""
+        """A ``hook_tokens`` reader that stores ``state["skip"]`` [batch, seq, 1]: True on marked tokens.
+
+        Every erasure that shares this gate (a scrub has one per layer) registers a reader, and all of them
+        see the same ``input_ids`` tensor in a forward pass: the first one computes the marks, the others
+        reuse them. The decode-step history lives on the gate too, so it advances once per pass; each
+        application starts it afresh."""
         keys = {n: k.to(lm.device) for n, k in self.sequences(lm).items()}
         base, pad = len(lm.tokenizer), lm.pad_id
-        history: dict[str, Tensor] = {}
+        self._history, self._last = {}, None
 
         def mark(ids: Tensor) -> None:
-            batch, seq = ids.shape
-            kept = history.get("ids")
-            continuing = seq == 1 and kept is not None and len(kept) == batch
-            full = torch.cat([kept, ids], 1) if continuing else ids
-            marked = torch.zeros_like(full, dtype=torch.bool)
-            for n, wanted in keys.items():
-                if full.shape[1] < n:
-                    continue
-                windows = full.unfold(1, n, 1)  # [batch, seq - n + 1, n]
-                code = sum(windows[..., j] * base ** j for j in range(n))
-                hit = torch.isin(code, wanted)
-                for j in range(n):
-                    marked[:, j:j + hit.shape[1]] |= hit
-            marked = marked[:, -seq:]
-            if self.after:  # every token from a marked word on, across decode steps
-                marked = marked.int().cummax(1).values.bool()
-                if continuing and "seen" in history:
-                    marked |= history["seen"][:, None]
-                history["seen"] = marked[:, -1]
-            if not continuing:  # new sequences: the first real token (after left padding) is the sink
-                first = (ids != pad).int().argmax(1) if seq > 1 else torch.zeros(batch, dtype=torch.long,
-                                                                                 device=ids.device)
-                marked[torch.arange(batch, device=ids.device), first] = True
-            history["ids"] = full[:, -(MAX_TOKENS - 1):]
-            state["skip"] = marked[..., None]
+            if self._last is None or self._last[0] is not ids:
+                self._last = (ids, self._marks(ids, keys, base, pad)[..., None])
+            state["skip"] = self._last[1]
 
         return mark
+
+    def _marks(self, ids: Tensor, keys: dict[int, Tensor], base: int, pad: int) -> Tensor:
+        """``[batch, seq]`` bool marks of one forward's ids (module docstring), advancing the history."""
+        history = self._history
+        batch, seq = ids.shape
+        kept = history.get("ids")
+        continuing = seq == 1 and kept is not None and len(kept) == batch
+        full = torch.cat([kept, ids], 1) if continuing else ids
+        marked = torch.zeros_like(full, dtype=torch.bool)
+        for n, wanted in keys.items():
+            if full.shape[1] < n:
+                continue
+            windows = full.unfold(1, n, 1)  # [batch, seq - n + 1, n]
+            code = sum(windows[..., j] * base ** j for j in range(n))
+            hit = torch.isin(code, wanted)
+            for j in range(n):
+                marked[:, j:j + hit.shape[1]] |= hit
+        marked = marked[:, -seq:]
+        if self.after:  # every token from a marked word on, across decode steps
+            marked = marked.int().cummax(1).values.bool()
+            if continuing and "seen" in history:
+                marked |= history["seen"][:, None]
+            history["seen"] = marked[:, -1]
+        if not continuing:  # new sequences: the first real token (after left padding) is the sink
+            first = (ids != pad).int().argmax(1) if seq > 1 else torch.zeros(batch, dtype=torch.long, device=ids.device)
+            marked[torch.arange(batch, device=ids.device), first] = True
+        history["ids"] = full[:, -(MAX_TOKENS - 1):]
+        return marked
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "TokenGate", "lexicon": self.lexicon, "words": self.words, "after": self.after}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> TokenGate:
-        return cls(data.get("lexicon"), data.get("words"), data.get("after", False))
+        """The gate a saved erasure names; equal gates load as one object, so the parts of a loaded scrub
+        share their marks as the ones it was built with do."""
+        key = (data.get("lexicon"), tuple(data.get("words") or ()), bool(data.get("after", False)))
+        gate = _LOADED.get(key)
+        if gate is None:
+            gate = _LOADED[key] = cls(key[0], list(key[1]), key[2])
+        return gate

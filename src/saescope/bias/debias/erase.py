@@ -35,6 +35,8 @@ def readout_gradients(lm: LoadedModel, hooks: list[str], selection: SelectionPro
     """Per hook point, ``[prompts, d_model]``: the gradient of log P(she)/P(he) with respect to the
     occupation token's residual (``at="last"``: the last token's, where the pronoun is predicted), for
     every training occupation prompt. One batched backward pass gives it at every hook point."""
+    if at not in ("occupation", "last"):
+        raise SaescopeError(f"the read-out is taken at 'occupation' or 'last', not {at!r}")
     she, he = pronoun_ids(lm)
     rows, positions = occupation_rows(lm, selection.female_occupations + selection.male_occupations,
                                       selection.templates)
