@@ -18,21 +18,29 @@ from saescope.sae.transcoders import TranscoderSet, make_transcoder
 IDS = torch.tensor([5, 17, 3, 99, 42, 7])
 
 
-def _transcoders(d: int, layers: int = 2, width: int = 64) -> TranscoderSet:
+def _transcoders(d: int, layers: int = 2, width: int = 64, skip: bool = False) -> TranscoderSet:
     torch.manual_seed(1)
-    saes = {layer: make_transcoder(layer, d, width, "relu", None, None) for layer in range(layers)}
+    saes = {layer: make_transcoder(layer, d, width, "relu", None, None, skip) for layer in range(layers)}
     for sae in saes.values():
         with torch.no_grad():
             sae.b_enc.fill_(0.05)
             sae.b_dec.zero_()  # no bias terms: a target's incoming edges must add up to it exactly
+            if sae.W_skip is not None:  # a live linear path: still exact, with no nodes of its own
+                sae.W_skip.normal_(0, 0.05 * d ** -0.5)
         sae.requires_grad_(False)
     return TranscoderSet(saes)
 
 
-@pytest.fixture(scope="module", params=["qwen2", "mistral"])
+# (family, skip transcoders): the Mistral case runs skip transcoders
+CASES = {"qwen2": False, "mistral": True}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
 def graph(request):
     model = tiny_model(request.param).float()
-    result = attribute_ids(model, _transcoders(model.config.hidden_size), IDS, progress=False, batch_size=7)
+    model.skip = CASES[request.param]
+    result = attribute_ids(model, _transcoders(model.config.hidden_size, skip=model.skip), IDS, progress=False,
+                           batch_size=7)
     return model, result
 
 
@@ -79,7 +87,7 @@ def test_pruning_scores_and_the_neuronpedia_json(graph, tmp_path):
 
 def test_a_feature_budget_computes_the_most_influential_rows(graph):
     model, full = graph
-    budget = attribute_ids(model, _transcoders(model.config.hidden_size), IDS, progress=False, batch_size=4,
+    budget = attribute_ids(model, _transcoders(model.config.hidden_size, skip=model.skip), IDS, progress=False, batch_size=4,
                            max_feature_nodes=10)
     assert budget.n_features == 10 and budget.info["active_features"] == full.n_features
     kept = [next(i for i in range(full.n_features) if torch.equal(full.features[i], f)) for f in budget.features]
@@ -178,7 +186,7 @@ def test_each_edge_is_what_removing_its_source_changes_in_the_frozen_model(graph
     from saescope.circuits.replacement import Frozen, linearised
 
     model, g = graph
-    transcoders = _transcoders(model.config.hidden_size)
+    transcoders = _transcoders(model.config.hidden_size, skip=model.skip)
     read = read_prompt(model, transcoders, IDS)
     frozen = Frozen()
 

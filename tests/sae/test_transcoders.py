@@ -14,21 +14,25 @@ from saescope.sae.transcoder_training import TranscoderConfig, check_layers, par
 from saescope.sae.transcoders import TranscoderSet, load_transcoders, make_transcoder
 
 
-def _set(layers=(0, 1), d=16, f=24, activation="topk") -> TranscoderSet:
+def _set(layers=(0, 1), d=16, f=24, activation="topk", skip=False) -> TranscoderSet:
     torch.manual_seed(0)
-    saes = {layer: make_transcoder(layer, d, f, activation, 4, "m") for layer in layers}
+    saes = {layer: make_transcoder(layer, d, f, activation, 4, "m", skip) for layer in layers}
     for sae in saes.values():
         with torch.no_grad():
             sae.b_enc.normal_()
             sae.b_dec.normal_()
+            if sae.W_skip is not None:
+                sae.W_skip.normal_()
             if sae.threshold is not None:
                 sae.threshold.uniform_(0, 0.5)
     return TranscoderSet(saes, "m", {"note": "test"})
 
 
-@pytest.mark.parametrize("activation", ["topk", "jumprelu", "relu"])
+@pytest.mark.parametrize("activation", ["topk", "jumprelu", "relu", "skip"])
 def test_the_circuit_tracer_layout_round_trips(tmp_path, activation):
-    original = _set(activation=activation)
+    skip = activation == "skip"
+    activation = "topk" if skip else activation
+    original = _set(activation=activation, skip=skip)
     original.save(tmp_path / "set")
     config = yaml.safe_load((tmp_path / "set" / "config.yaml").read_text())
     assert config["model_kind"] == "transcoder_set" and config["feature_input_hook"] == "mlp.hook_in"
@@ -37,8 +41,14 @@ def test_the_circuit_tracer_layout_round_trips(tmp_path, activation):
     assert tensors["W_enc"].shape == (24, 16) and tensors["W_dec"].shape == (24, 16)  # circuit-tracer's orientation
     assert ("k" in tensors) == (activation == "topk")
     assert ("activation_function.threshold" in tensors) == (activation == "jumprelu")
+    assert ("W_skip" in tensors) == skip
     loaded = load_transcoders(tmp_path / "set")
+    assert loaded.skip == skip
     x = torch.randn(5, 16)
+    if skip:  # circuit-tracer's skip: output += input @ W_skip.T
+        codes = original[1].encode(x)
+        assert torch.allclose(loaded[1](x), codes @ tensors["W_dec"] + tensors["b_dec"] + x @ tensors["W_skip"].T,
+                              atol=1e-5)
     for layer in (0, 1):
         assert torch.allclose(loaded[layer](x), original[layer](x), atol=1e-6)
         assert loaded[layer].cfg.hook_name == f"blocks.{layer}.hook_mlp_in"
@@ -80,6 +90,35 @@ def test_the_objective_reconstructs_a_target_not_the_input():
     recon = sae(x).detach()
     assert as_transcoder.fvu == pytest.approx(float((recon - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum()), rel=1e-5)
     assert objective(sae, x, dead, 0.0, 0.0).fvu != pytest.approx(as_transcoder.fvu)
+
+
+@pytest.mark.parametrize("activation", ["topk", "relu"])
+def test_a_skip_transcoder_learns_the_linear_part_of_its_target(activation):
+    """A target that is a linear map of the input plus one sparse part: with the skip connection the
+    transcoder fits it far better than without, at the same width and sparsity."""
+    torch.manual_seed(0)
+    x = torch.randn(2048, 8)
+    linear = torch.randn(8, 8) / 8 ** 0.5
+    y = x @ linear + torch.relu(x[:, :1]) * torch.randn(1, 8)
+    dead = torch.zeros(4, dtype=torch.bool)
+    fvus = {}
+    for skip in (False, True):
+        torch.manual_seed(1)
+        sae = make_transcoder(0, 8, 4, activation, 1, skip=skip)
+        optimizer = torch.optim.Adam(sae.parameters(), lr=1e-2)
+        for _ in range(400):
+            result = objective(sae, x, dead, 0.0, 0.0, target=y)
+            optimizer.zero_grad()
+            result.loss.backward()
+            optimizer.step()
+        fvus[skip] = result.fvu
+    assert fvus[True] < 0.1 < fvus[False]
+    with pytest.raises(SaescopeError, match="saved as a transcoder set"):
+        from saescope.sae.formats import save_sae
+
+        save_sae(make_transcoder(0, 8, 4, "topk", 1, skip=True), "unused")
+    with pytest.raises(SaescopeError, match="some transcoders of the set have a skip connection"):
+        TranscoderSet({0: make_transcoder(0, 8, 16, k=4, skip=True), 1: make_transcoder(1, 8, 16, k=4)})
 
 
 def test_training_on_the_model_resumes_and_evaluates(lm, tmp_path):

@@ -131,7 +131,7 @@ def read_prompt(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor)
         with torch.no_grad():
             acts = sae.encode(x)
             acts[sink_mask(x[None])[0] | sink_mask(y[None])[0]] = 0  # sinks stay whole in their error node
-            error = y - sae.decode(acts)
+            error = y - sae.decode(acts) - sae.skip(x)  # the skip path stays live (circuits.replacement)
         positions, feats = acts.nonzero(as_tuple=True)
         plan[layer] = (positions, feats, acts[positions, feats][None], error)
         rows.append(torch.stack([torch.full_like(positions, layer), positions, feats], 1))

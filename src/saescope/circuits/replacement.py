@@ -8,7 +8,8 @@ On a forward pass under ``linearised``, for ``B`` copies of the prompt (one attr
   with its scale (1/rms, or 1/std after centring) held constant;
 - **MLPs are replaced** by their transcoder: the MLP's output becomes ``Σ_i a_i·W_dec[i] + b_dec + error``,
   where the active features' activations ``a`` [B, n_l] and the error ``e`` [B, T, d] (the MLP's true
-  output minus the transcoder's reconstruction) are leaves: constants whose gradients are read;
+  output minus the transcoder's reconstruction) are leaves: constants whose gradients are read; a skip
+  transcoder's ``x @ W_skip`` is computed from the live MLP input, so gradients pass through it;
 - **token embeddings** are a leaf too.
 
 So the logits and every feature's pre-activation are linear in (embeddings, activations, errors), and for
@@ -146,7 +147,8 @@ def linearised(model: nn.Module, transcoders: dict, plan: dict[int, tuple[Tensor
             leaves.activations[layer], leaves.errors[layer] = acts, err
             parts = acts[..., None] * sae.W_dec[features].float()  # [B, n_l, d]
             recon = torch.zeros(batch, y.shape[1], y.shape[2], device=y.device).index_add(1, positions, parts)
-            return (recon + sae.b_dec.float() + err).to(y.dtype)
+            skip = sae.skip(leaves.mlp_inputs[layer].float()) if sae.W_skip is not None else 0.0
+            return (recon + sae.b_dec.float() + skip + err).to(y.dtype)
         return write
 
     fns = {}

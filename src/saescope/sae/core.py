@@ -1,7 +1,9 @@
 """One sparse autoencoder type; the activation function (topk, batchtopk, relu, jumprelu) is a field.
 
 Parameters use SAELens names and layout: ``W_enc`` [d_in, d_sae], ``b_enc`` [d_sae], ``W_dec``
-[d_sae, d_in], ``b_dec`` [d_in], ``threshold`` [d_sae] (jumprelu, and batchtopk at inference).
+[d_sae, d_in], ``b_dec`` [d_in], ``threshold`` [d_sae] (jumprelu, and batchtopk at inference), and for a
+skip transcoder (``skip=True``; Paulo, Shabalin & Belrose 2025) ``W_skip`` [d_in, d_in], a linear map of the input
+added to the output: ``forward(x) = decode(encode(x)) + skip(x)``.
 Encoding follows SAELens: ``pre = (x - b_dec·apply_b_dec_to_input) @ W_enc + b_enc``.
 """
 
@@ -31,6 +33,7 @@ class SAEConfig:
     hook_name: str | None = None
     model_name: str | None = None
     apply_b_dec_to_input: bool = True
+    skip: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,6 +69,10 @@ class SAE(nn.Module):
             self.threshold = nn.Parameter(torch.zeros(cfg.d_sae))
         else:
             self.register_parameter("threshold", None)
+        if cfg.skip:
+            self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_in))
+        else:
+            self.register_parameter("W_skip", None)
         self.reset_parameters()
 
     @property
@@ -84,6 +91,8 @@ class SAE(nn.Module):
             self.W_enc.copy_(self.W_dec.T)
             self.b_enc.zero_()
             self.b_dec.zero_()
+            if self.W_skip is not None:
+                self.W_skip.zero_()
 
     def encode_pre(self, x: Tensor) -> Tensor:
         """Pre-activations ``[..., d_sae]``."""
@@ -139,8 +148,14 @@ class SAE(nn.Module):
         """
         return F.embedding_bag(indices, self.W_dec, per_sample_weights=values, mode="sum") + self.b_dec
 
+    def skip(self, x: Tensor) -> Tensor:
+        """The skip connection's part of the output, ``x @ W_skip`` (a zero scalar without one)."""
+        if self.W_skip is None:
+            return x.new_zeros(())
+        return x.to(self.W_skip.dtype) @ self.W_skip
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
+        return self.decode(self.encode(x)) + self.skip(x)
 
     def decoder_directions(self) -> Tensor:
         """Unit-norm decoder directions ``[d_sae, d_in]``."""

@@ -47,6 +47,8 @@ def save_sae(sae: SAE, folder: str | Path, dtype: torch.dtype = torch.float32) -
         save_sae(sae, "my_sae")           # then sae_lens.SAE.load_from_disk("my_sae") works too
     """
     cfg = sae.cfg
+    if cfg.skip:
+        raise SaescopeError("a skip transcoder is saved as a transcoder set (TranscoderSet.save), not as an SAELens SAE")
     saelens_cfg: dict[str, Any] = {
         "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": str(dtype).removeprefix("torch."), "device": "cpu",
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input, "normalize_activations": "none",

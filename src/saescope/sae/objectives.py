@@ -76,7 +76,7 @@ def objective(sae: SAE, x: Tensor, dead: Tensor, sparsity_coeff: float, auxk_coe
               matryoshka: list[int] | None = None, target: Tensor | None = None) -> StepResult:
     """Loss of ``sae`` on the batch ``x`` [batch, d_in]; ``dead`` [d_sae] marks latents for AuxK.
     ``target`` is what the decoder must reconstruct: ``x`` itself (an SAE) or, for a transcoder, the
-    MLP's output for the input ``x``.
+    MLP's output for the input ``x`` (a skip transcoder's ``skip(x)`` is part of its reconstruction).
 
     ``compute_dtype`` is the precision of the TopK encoder's forward matmul (bfloat16 only where the
     hardware runs it faster, ``saescope.precision``); ``threshold`` tracks the BatchTopK threshold;
@@ -105,6 +105,7 @@ def objective(sae: SAE, x: Tensor, dead: Tensor, sparsity_coeff: float, auxk_coe
         recon, fired = sae.decode(feats), (feats > 0).any(0)
         l0_ste = _Step.apply(pre, threshold, bandwidth).sum() / share.rows
         l0, sparsity = l0_ste.detach(), l0_ste
+    recon = recon + sae.skip(x)
     fvu = _fvu(recon, target, share)
     loss = fvu + sparsity_coeff * sparsity
     if act == "batchtopk" and matryoshka:
@@ -152,7 +153,7 @@ def _topk_objective(sae: SAE, x: Tensor, dead: Tensor, auxk_coeff: float, comput
                                               sae.cfg.apply_b_dec_to_input, compute_dtype)
     values = F.relu(values)
     main_values, main_indices = values[:, :sae.cfg.k], indices[:, :sae.cfg.k]
-    recon = sae.decode_sparse(main_values, main_indices)
+    recon = sae.decode_sparse(main_values, main_indices) + sae.skip(x)
     fvu = _fvu(recon, target, share)
     loss = fvu
     if k_aux:

@@ -48,6 +48,8 @@ class TranscoderConfig:
     """topk | batchtopk | relu | jumprelu."""
     k: int = 32
     """Active features per token (topk, batchtopk)."""
+    skip: bool = False
+    """Add a linear skip connection from MLP input to output (skip transcoders; Paulo et al. 2025)."""
     tokens: int = 1_000_000
     """Training tokens (every layer sees each of them once)."""
     lr: float | None = None
@@ -124,8 +126,8 @@ def train_transcoders(config: TranscoderConfig, out: str | Path, resume: bool = 
     layers = check_layers(config.layers, lm.n_layers)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        saes = {layer: make_transcoder(layer, lm.d_model, config.features, config.activation, config.k, lm.name)
-                .to(lm.device) for layer in layers}
+        saes = {layer: make_transcoder(layer, lm.d_model, config.features, config.activation, config.k, lm.name,
+                                       config.skip).to(lm.device) for layer in layers}
     loop = _Loop(config, lm, saes, checkpoint)
     if resume:
         loop.restore()
@@ -213,11 +215,13 @@ class _Loop:
         """Copies that take raw MLP inputs and write raw MLP outputs (scales folded in)."""
         out = {}
         for layer, sae in self.saes.items():
-            copy = make_transcoder(layer, sae.d_in, sae.d_sae, sae.cfg.activation, sae.cfg.k, self.lm.name)
+            copy = make_transcoder(layer, sae.d_in, sae.d_sae, sae.cfg.activation, sae.cfg.k, self.lm.name, sae.cfg.skip)
             copy.load_state_dict(sae.state_dict())
             sx, sy = self.scales.get(layer, (1.0, 1.0))
             with torch.no_grad():  # f' = f / sy: pre-activations and thresholds shrink by sy, x by sx
                 copy.W_enc.mul_(sx / sy)
+                if copy.W_skip is not None:  # sy·y ≈ (sx·x) @ W_skip  ⇒  y ≈ x @ (W_skip·sx/sy)
+                    copy.W_skip.mul_(sx / sy)
                 copy.b_enc.div_(sy)
                 copy.b_dec.div_(sy)
                 if copy.threshold is not None:

@@ -3,7 +3,10 @@
 A transcoder is an ``SAE`` whose input is ``blocks.L.hook_mlp_in`` (what the MLP reads) and whose
 decoder reconstructs ``blocks.L.hook_mlp_out`` (what the MLP writes): ``cfg.hook_name`` is the input
 hook, ``cfg.metadata["output_hook"]`` the output one, and ``apply_b_dec_to_input`` is off (``b_dec``
-is the output bias). No skip connection (Paulo et al.'s skip transcoders) yet.
+is the output bias). A skip transcoder (Paulo, Shabalin & Belrose 2025, "Transcoders beat sparse
+autoencoders for interpretability") adds a linear map of the input, ``W_skip``, to the output; in an
+attribution graph that path is linear, so gradients pass through it as they do through the residual
+stream (circuit-tracer does the same) and it makes no nodes.
 
 **Folder** (what circuit-tracer's ``load_transcoder_set`` reads, ``model_kind: transcoder_set``)::
 
@@ -11,7 +14,9 @@ is the output bias). No skip connection (Paulo et al.'s skip transcoders) yet.
                             feature_output_hook: mlp.hook_out, scan, activation, k, transcoders: [paths]
     layer_<i>.safetensors   W_enc [d_transcoder, d_model] (circuit-tracer's orientation: our W_enc
                             transposed), W_dec [d_transcoder, d_model], b_enc, b_dec, and ``k`` (topk)
-                            or ``activation_function.threshold`` (jumprelu, batchtopk)
+                            or ``activation_function.threshold`` (jumprelu, batchtopk), and for a
+                            skip transcoder ``W_skip`` [d_model, d_model] (circuit-tracer's: output =
+                            input @ W_skip.T, so our W_skip transposed)
     saescope.json           how the set was trained and measured (saescope's own record)
 
 ``load_sae("DIR/layer_3.safetensors")`` loads one layer as an SAE; ``load_transcoders(DIR)`` the set.
@@ -35,10 +40,12 @@ INPUT_HOOK, OUTPUT_HOOK = "blocks.{layer}.hook_mlp_in", "blocks.{layer}.hook_mlp
 
 
 def make_transcoder(layer: int, d_model: int, d_transcoder: int, activation: str = "topk", k: int | None = 32,
-                    model: str | None = None) -> SAE:
-    """An untrained transcoder for ``layer`` (random unit decoder rows, encoder = decoder transposed)."""
+                    model: str | None = None, skip: bool = False) -> SAE:
+    """An untrained transcoder for ``layer`` (random unit decoder rows, encoder = decoder transposed, a zero
+    skip connection when ``skip``)."""
     return SAE(SAEConfig(d_model, d_transcoder, activation, k if activation in ("topk", "batchtopk") else None,
                          hook_name=INPUT_HOOK.format(layer=layer), model_name=model, apply_b_dec_to_input=False,
+                         skip=skip,
                          metadata={"kind": "transcoder", "layer": layer,
                                    "output_hook": OUTPUT_HOOK.format(layer=layer)}))
 
@@ -58,6 +65,13 @@ class TranscoderSet:
         widths = {t.d_sae for t in self.transcoders.values()}
         if len(widths) > 1:
             raise SaescopeError(f"the transcoders have different widths {sorted(widths)}: a set has one width")
+        if len({t.cfg.skip for t in self.transcoders.values()}) > 1:
+            raise SaescopeError("some transcoders of the set have a skip connection and some do not")
+
+    @property
+    def skip(self) -> bool:
+        """Whether the set's transcoders have a skip connection."""
+        return self.transcoders[self.layers[0]].cfg.skip
 
     @property
     def layers(self) -> list[int]:
@@ -100,11 +114,13 @@ class TranscoderSet:
                 tensors["k"] = torch.tensor(sae.cfg.k)
             if sae.threshold is not None:
                 tensors["activation_function.threshold"] = sae.threshold.detach()
+            if sae.W_skip is not None:
+                tensors["W_skip"] = sae.W_skip.detach().T
             with atomic_path(folder / f"layer_{layer}.safetensors") as tmp:
                 save_file({k: v.float().cpu().contiguous() if v.is_floating_point() else v for k, v in tensors.items()},
                           str(tmp))
         write_json(folder / RECORD_FILE, {**self.record, "activation": first.cfg.activation, "k": first.cfg.k,
-                                          "layers": self.layers, "d_transcoder": first.d_sae})
+                                          "layers": self.layers, "d_transcoder": first.d_sae, "skip": self.skip})
         activation = {"batchtopk": "jumprelu"}.get(first.cfg.activation, first.cfg.activation)
         config = {"model_name": self.model_name, "model_kind": "transcoder_set",
                   "feature_input_hook": "mlp.hook_in", "feature_output_hook": "mlp.hook_out",
@@ -167,8 +183,10 @@ def load_layer(file: Path, config: dict[str, Any] | None = None, record: dict[st
     activation = (record or {}).get("activation") or config.get("activation") or "relu"
     k = int(tensors["k"]) if "k" in tensors else config.get("k")
     d_transcoder, d_model = tensors["W_enc"].shape
-    sae = make_transcoder(layer, d_model, d_transcoder, activation, k, config.get("model_name"))
+    sae = make_transcoder(layer, d_model, d_transcoder, activation, k, config.get("model_name"), "W_skip" in tensors)
     tensors = {("threshold" if name == "activation_function.threshold" else name): value for name, value in tensors.items()
                if name != "k"}
-    tensors["W_enc"] = tensors["W_enc"].T
+    for name in ("W_enc", "W_skip"):
+        if name in tensors:
+            tensors[name] = tensors[name].T
     return build_sae(sae.cfg, tensors, str(file))
