@@ -184,3 +184,65 @@ def test_the_neuronpedia_export_has_saedashboards_batch_shape(run, tmp_path):
     bad = saescope("features", "export-neuronpedia", str(run.path), "--out", str(tmp_path / "file"), "--model-id", "m",
                    "--sae-set", "s")
     assert bad.returncode == 2 and "is a file" in bad.stderr
+
+
+NEURONPEDIA_TABLES = {  # field names of Neuronpedia's db_models (utils/neuronpedia-utils) that its importer reads
+    "features": {"modelId", "layer", "index", "creatorId", "createdAt", "maxActApprox", "hasVector", "vector",
+                 "vectorLabel", "vectorDefaultSteerStrength", "hookName", "topkCosSimIndices", "topkCosSimValues",
+                 "neuron_alignment_indices", "neuron_alignment_values", "neuron_alignment_l1",
+                 "correlated_neurons_indices", "correlated_neurons_pearson", "correlated_neurons_l1",
+                 "correlated_features_indices", "correlated_features_pearson", "correlated_features_l1", "neg_str",
+                 "neg_values", "pos_str", "pos_values", "frac_nonzero", "freq_hist_data_bar_heights",
+                 "freq_hist_data_bar_values", "logits_hist_data_bar_heights", "logits_hist_data_bar_values",
+                 "decoder_weights_dist"},
+    "activations": {"id", "tokens", "index", "layer", "modelId", "maxValue", "maxValueTokenIndex", "minValue", "values",
+                    "creatorId", "dataSource", "dataIndex", "dfaValues", "dfaTargetIndex", "dfaMaxValue", "createdAt",
+                    "lossValues", "logitContributions", "binMin", "binMax", "binContains", "qualifyingTokenIndex"},
+    "explanations": {"id", "modelId", "layer", "index", "description", "authorId", "embedding", "triggeredById",
+                     "typeName", "explanationModelName", "notes", "createdAt"},
+}
+
+
+def test_the_neuronpedia_export_format_holds_neuronpedias_tables(run, tmp_path):
+    import gzip
+    import json
+    import shutil
+
+    from helpers import saescope
+    from saescope.autointerp.explain import explain_features
+    from saescope.features.run import FeatureRun
+
+    copy = FeatureRun.load(shutil.copytree(run.path, tmp_path / "run"))
+    alive = [int(f) for f in copy.stats.feature[copy.stats.density > 0]]
+    explain_features(copy, alive[:5], progress=False)  # the top-token explainer, offline
+    args = ["features", "export-neuronpedia", str(copy.path), "--format", "neuronpedia", "--model-id", "smollm2",
+            "--sae-set", "res-test", "--per-batch", "16", "--creator", "tester"]
+    assert saescope(*args, "--out", str(tmp_path / "a")).returncode == 0
+    folder = tmp_path / "a" / "smollm2" / "2-res-test"
+    heads = {name: json.loads((folder / f"{name}.jsonl").read_text()) for name in ("release", "model", "sourceset", "source")}
+    assert heads["source"]["id"] == "2-res-test" and heads["source"]["setName"] == "res-test"
+    assert heads["model"]["id"] == heads["sourceset"]["modelId"] == "smollm2"
+    tables = {name: [] for name in NEURONPEDIA_TABLES}
+    batches = sorted((folder / "features").glob("batch-*.jsonl.gz"))
+    assert len(batches) == -(-len(alive) // 16)
+    for name, rows in tables.items():
+        for path in sorted((folder / name).glob("batch-*.jsonl.gz")):
+            rows += [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode().splitlines()]
+        assert rows and all(set(row) == NEURONPEDIA_TABLES[name] for row in rows), name
+    assert [int(f["index"]) for f in tables["features"]] == alive
+    feature = alive[0]
+    mine = [a for a in tables["activations"] if a["index"] == str(feature)]
+    examples = copy.feature(feature)["examples"]
+    assert len(mine) >= len(examples) and mine[0]["tokens"] == list(examples.iloc[0].context_tokens)
+    for a in mine:
+        assert a["maxValue"] == max(a["values"]) and a["values"][a["maxValueTokenIndex"]] == a["maxValue"]
+    first = next(f for f in tables["features"] if f["index"] == str(feature))
+    assert first["maxActApprox"] == pytest.approx(float(examples.activation.max()), abs=5e-4)
+    explained = {(e["index"], e["description"]) for e in tables["explanations"]}
+    assert explained == {(str(f), e["explanation"]) for f in alive[:5] for e in copy.explanations()[f] if e["explanation"]}
+    assert len({a["id"] for a in tables["activations"]}) == len(tables["activations"])  # ids are unique …
+    assert saescope(*args, "--out", str(tmp_path / "b")).returncode == 0  # … and the same on a second export
+    again = tmp_path / "b" / "smollm2" / "2-res-test" / "activations" / "batch-0.jsonl.gz"
+    assert again.read_bytes() == (folder / "activations" / "batch-0.jsonl.gz").read_bytes()
+    bad = saescope(*args[:3], "--format", "html", *args[5:], "--out", str(tmp_path / "c"))
+    assert bad.returncode == 2 and "unknown --format 'html'" in bad.stderr

@@ -234,20 +234,33 @@ def dashboard(
 @features_app.command("export-neuronpedia")
 def export_neuronpedia_command(
     run: Path = typer.Argument(..., help="A RUN folder."),
-    out: Path = typer.Option(..., help="Folder for batch-<i>.json and export.json."),
+    out: Path = typer.Option(..., help="Output folder."),
     model_id: str = typer.Option(..., help="Neuronpedia's id of the model (e.g. smollm2-135m-instruct)."),
     sae_set: str = typer.Option(..., help="The SAE set's name on Neuronpedia (e.g. res-saescope-4608)."),
     layer: int = typer.Option(None, help="Layer (default: from the RUN's hook point)."),
     per_batch: int = typer.Option(128, help="Features per batch file (SAEDashboard's n_features_per_batch)."),
     features: str = typer.Option(None, help="Comma-separated ids (default: every feature that fires)."),
+    export_format: str = typer.Option("saedashboard", "--format",
+                                      help="saedashboard: batch-<i>.json for a self-hosted Neuronpedia's upload; "
+                                           "neuronpedia: a Neuronpedia export (features/, activations/, "
+                                           "explanations/ as batch-<i>.jsonl.gz) that Neuronpedia imports."),
+    creator: str = typer.Option("saescope", help="Creator name and id in a --format neuronpedia export."),
 ) -> None:
-    """Write the RUN as SAEDashboard-shaped feature batches that a self-hosted Neuronpedia imports.
+    """Write the RUN as Neuronpedia feature batches: SAEDashboard's batch-<i>.json, or a Neuronpedia export.
 
     Example: saescope features export-neuronpedia runs/default --out np --model-id smollm2-135m-instruct --sae-set res-sc
     """
+    from saescope.errors import SaescopeError
     from saescope.features.neuronpedia_export import export_neuronpedia
+    from saescope.features.neuronpedia_hosted import export_neuronpedia_hosted
     from saescope.features.run import FeatureRun
 
-    written = export_neuronpedia(FeatureRun.load(run), out, model_id, sae_set, layer, per_batch,
-                                 parse_ids(features, "--features"))
-    console.print(f"wrote {len(written)} batch file(s) and export.json to {out}")
+    ids = parse_ids(features, "--features")
+    if export_format == "neuronpedia":
+        folder = export_neuronpedia_hosted(FeatureRun.load(run), out, model_id, sae_set, layer, per_batch, ids, creator)
+        console.print(f"wrote a Neuronpedia export to {folder}")
+    elif export_format == "saedashboard":
+        written = export_neuronpedia(FeatureRun.load(run), out, model_id, sae_set, layer, per_batch, ids)
+        console.print(f"wrote {len(written)} batch file(s) and export.json to {out}")
+    else:
+        raise SaescopeError(f"unknown --format {export_format!r}: use saedashboard or neuronpedia")

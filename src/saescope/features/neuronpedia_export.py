@@ -27,7 +27,8 @@ Left empty, because a RUN does not measure them:
 - ``decoder_weights_dist``.
 
 Neuronpedia shows the page without them. Dead features (density 0) are left out, as SAEDashboard
-leaves them out ("skipped indexes").
+leaves them out ("skipped indexes"). ``--format neuronpedia`` writes the same records as a Neuronpedia
+export instead (``features.neuronpedia_hosted``).
 """
 
 from __future__ import annotations
@@ -84,9 +85,9 @@ def feature_record(run: FeatureRun, feature: int, bins: int | None = None) -> di
             "decoder_weights_dist": [], "activations": activations}
 
 
-def export_neuronpedia(run: FeatureRun, out: str | Path, model_id: str, sae_set: str, layer: int | None = None,
-                       per_batch: int = PER_BATCH, features: list[int] | None = None) -> list[Path]:
-    """Write ``out/batch-<i>.json`` (``per_batch`` features each) and ``out/export.json``; returns the batches."""
+def check_export(out: str | Path, model_id: str, sae_set: str, per_batch: int, run: FeatureRun,
+                 layer: int | None) -> tuple[Path, int]:
+    """The output folder and the layer of an export, or a one-line error for bad input."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SaescopeError(f"{out} is a file: --out must name a folder")
@@ -94,12 +95,22 @@ def export_neuronpedia(run: FeatureRun, out: str | Path, model_id: str, sae_set:
         raise SaescopeError(f"per_batch must be positive, got {per_batch}")
     if not model_id.strip() or not sae_set.strip():
         raise SaescopeError("a Neuronpedia export needs a model id and an SAE set name")
-    if layer is None:
-        layer = _hook_layer(run.manifest.get("hook", ""))
+    return out, hook_layer(run.manifest.get("hook", "")) if layer is None else layer
+
+
+def sample_bins(run: FeatureRun) -> int | None:
+    """The quantile count of the RUN's ``features sample`` (None: each feature's own count)."""
+    settings = read_json(run.path / "samples.json", "samples settings") if (run.path / "samples.json").is_file() else {}
+    return int(settings["bins"]) if "bins" in settings else None
+
+
+def export_neuronpedia(run: FeatureRun, out: str | Path, model_id: str, sae_set: str, layer: int | None = None,
+                       per_batch: int = PER_BATCH, features: list[int] | None = None) -> list[Path]:
+    """Write ``out/batch-<i>.json`` (``per_batch`` features each) and ``out/export.json``; returns the batches."""
+    out, layer = check_export(out, model_id, sae_set, per_batch, run, layer)
     alive = np.flatnonzero(run.stats["density"].to_numpy() > 0)
     chosen = alive if features is None else np.array([run.check_feature(f) for f in features], dtype=np.int64)
-    settings = read_json(run.path / "samples.json", "samples settings") if (run.path / "samples.json").is_file() else {}
-    bins = int(settings["bins"]) if "bins" in settings else None  # else each feature's own quantile count
+    bins = sample_bins(run)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for index, start in enumerate(range(0, len(chosen), per_batch)):
@@ -115,7 +126,8 @@ def export_neuronpedia(run: FeatureRun, out: str | Path, model_id: str, sae_set:
     return written
 
 
-def _hook_layer(hook: str) -> int:
+def hook_layer(hook: str) -> int:
+    """The layer of a ``blocks.<L>.…`` hook point."""
     parts = hook.split(".")
     if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit():
         return int(parts[1])
