@@ -57,6 +57,36 @@ def test_search_by_token_text_and_explanation(client, app_run):
     assert feature in [r["feature"] for r in best if r["similarity"] > best[0]["similarity"] - 1e-6]
 
 
+def test_scores_with_intervals_appear_beside_feature_ids(client, app_run):
+    """Feature table, feature API, feature page and its neighbours, search: each shows a feature's explanation
+    with its score and 95 % interval (scores of five features written as ``saescope score`` writes them)."""
+    import pandas as pd
+
+    from saescope.features.run import write_parquet
+
+    run, _ = app_run
+    explained = run.explanations()
+    scored = [f for f in range(64) if explained.get(f) and explained[f][0]["explanation"]][:5]
+    path = run.path / "scores.parquet"
+    write_parquet(path, pd.DataFrame([{"feature": f, "score": 0.8, "score_low": 0.61, "score_high": 0.93, "auc": 0.8,
+                                       "n_pos": 10, "n_neg": 10, "failed": 0, "explainer": "top_tokens",
+                                       "explainer_model": "", "control": "none", "scorer": "embedding"}
+                                      for f in scored]))
+    try:
+        feature = scored[0]
+        label = f"{explained[feature][0]['explanation']} (embedding 0.80 [0.61, 0.93])"
+        info = client.get(f"/api/runs/run/features/{feature}").json()
+        assert info["explanation_label"] == label and info["explanations"][0]["intervals"] == {"embedding": [0.61, 0.93]}
+        rows = client.get("/api/runs/run/features?sort=feature&descending=false&limit=64").json()["rows"]
+        assert next(r for r in rows if r["feature"] == feature)["explanation"] == label
+        page = client.get(f"/runs/run/features/{feature}").text
+        assert 'class="interval" title="95 % bootstrap interval">[0.61, 0.93]</span>' in page
+        found = client.get("/api/runs/run/search", params={"explanation": explained[feature][0]["explanation"]}).json()
+        assert next(r for r in found if r["feature"] == feature)["scores"] == "embedding 0.80 [0.61, 0.93]"
+    finally:
+        path.unlink()
+
+
 def test_steering_matches_generate_and_the_stream_matches_steering(client, state):
     answer = client.post("/api/steer", json=STEER).json()
     plain = generate(state.lm, [STEER["prompt"]], None, max_new_tokens=8, temperature=0)[0][0]

@@ -130,7 +130,9 @@ def test_a_shared_steering_link_fills_the_form_and_the_share_button_writes_it(li
 
     from helpers import chromium_browser
 
-    url, _ = live
+    url, run = live
+    expected = run.explanation_labels([5])[0]
+    assert expected  # the baseline explained features 0-63
     shared = (f"{url}/steer?run=run&prompt={quote('Tell me about <b>cats</b>')}&chat=1&seed=3&temperature=0.5"
               "&e=5:add:40&e=7:ablate:0&e=x:add:1")
     with chromium_browser() as browser:
@@ -141,6 +143,10 @@ def test_a_shared_steering_link_fills_the_form_and_the_share_button_writes_it(li
         features = page.locator("#edits .feature")
         assert features.count() == 3 and [features.nth(i).input_value() for i in range(3)] == ["5", "7", ""]
         assert page.locator("#edits .op").nth(1).input_value() == "ablate"
+        explained = page.locator("#edits .explain").nth(0)  # the feature's explanation beside its id
+        explained.wait_for()
+        page.wait_for_function("document.querySelector('#edits .explain').textContent.length > 0")
+        assert explained.inner_text() == expected
         page.locator("#edits .feature").nth(2).fill("9")
         page.click("#share")
         query = parse_qs(urlparse(page.input_value("#share-url")).query)

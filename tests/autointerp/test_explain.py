@@ -53,6 +53,17 @@ def test_an_explanation_naming_the_activating_words_beats_its_shuffled_control(c
     control = summary[(summary.explainer == "top_tokens") & (summary.control == "shuffled")]
     assert real["mean"].iloc[0] > control["mean"].iloc[0]
     assert np.isfinite(real.ci_low.iloc[0]) and real.ci_low.iloc[0] <= real["mean"].iloc[0] <= real.ci_high.iloc[0]
+    from saescope.autointerp.score_run import read_scores
+    from saescope.features.run import explanation_label
+
+    rows = read_scores(copy)
+    rows = rows[(rows.control == "none") & rows.score_low.notna()]
+    assert len(rows) >= 6  # each feature's own interval, around its own score
+    assert (rows.score_low <= rows.score + 1e-9).all() and (rows.score <= rows.score_high + 1e-9).all()
+    assert (rows.score_high - rows.score_low).between(0, 1).all() and (rows.score_high > rows.score_low).any()
+    row = rows.iloc[0]
+    label = explanation_label(copy.explanations()[int(row.feature)])
+    assert label.endswith(f"(embedding {row.score:.2f} [{row.score_low:.2f}, {row.score_high:.2f}])")
 
 
 def test_llm_scorers_need_a_client(copy):

@@ -76,15 +76,12 @@ def runs(request: Request) -> list[dict]:
 def features(request: Request, rid: str, sort: str = "log10_density", descending: bool = True,
              limit: int = Query(100, ge=1, le=100_000), offset: int = Query(0, ge=0)) -> dict:
     """One page of the RUN's feature table, sorted by any statistic (explanations included when present)."""
-    from saescope.features.run import best_explanation
-
     run = run_or_404(state_of(request), rid)
     stats = run.stats
     if sort not in stats.columns or sort == "top_tokens":
         raise HTTPException(400, f"cannot sort by {sort!r}")
     rows = stats.sort_values(sort, ascending=not descending).iloc[offset:offset + limit].copy()
-    explained = run.explanations()
-    rows["explanation"] = [best_explanation(explained.get(int(f), [])) for f in rows.feature]
+    rows["explanation"] = run.explanation_labels(list(rows.feature))
     rows["top_tokens"] = [list(t)[:10] for t in rows.top_tokens]
     return {"total": len(stats), "rows": _records(rows)}
 
@@ -101,6 +98,7 @@ def feature(request: Request, rid: str, feature: int, examples: int = Query(20, 
             "examples": _records(info["examples"].head(examples)[["activation", "context_tokens", "context_acts", "center"]]),
             "promoted": info["promoted"].token.tolist(), "suppressed": info["suppressed"].token.tolist(),
             "explanations": run.explanations().get(feature, []),
+            "explanation_label": run.explanation_labels([feature])[0],
             "neighbours": [{"feature": f, "cosine": c} for f, c in state.neighbours(rid, feature)]}
 
 
@@ -125,7 +123,7 @@ async def search(request: Request, rid: str, token: str | None = None, text: str
 
     if token is not None:
         try:
-            return _records(features_for_token(run, token, n))
+            return _labelled(run, features_for_token(run, token, n))
         except SaescopeError as exc:
             raise HTTPException(404, str(exc)) from None
     if text is not None:
@@ -134,7 +132,22 @@ async def search(request: Request, rid: str, token: str | None = None, text: str
         from saescope.autointerp.search import features_by_explanation
 
         job = lambda: features_by_explanation(run, explanation, n)
-    return _records(await on_model_thread(request, job))
+    return _labelled(run, await on_model_thread(request, job))
+
+
+def _labelled(run, rows):
+    """Search results with each feature's explanation and its scores (with 95 % intervals) beside the id."""
+    from saescope.features.run import score_text
+
+    rows = rows.copy()
+    if "explanation" in rows:  # found by explanation: the scores of that very explanation
+        explained = run.explanations()
+        rows["scores"] = [next((score_text(e) for e in explained.get(int(r.feature), [])
+                                if e["explainer"] == r.explainer and e["model"] == r.model), "")
+                          for r in rows.itertuples()]
+    elif any(labels := run.explanation_labels(list(rows.feature))):
+        rows["explanation"] = labels
+    return _records(rows)
 
 
 def _steering(state: AppState, body: SteerBody, config):

@@ -33,13 +33,14 @@ def feature_page(request: Request, rid: str, feature: int) -> str:
     state = state_of(request)
     run = run_or_404(state, rid)
     feature = feature_or_404(run, feature)
-    from saescope.features.run import best_explanation
 
-    explained, neighbours = run.explanations(), state.neighbours(rid, feature)
-    return render("dashboard_feature.html", **feature_context(run, feature), explanations=explained.get(feature, []),
+    neighbours = state.neighbours(rid, feature)
+    near = [n for n, _ in neighbours]
+    return render("dashboard_feature.html", **feature_context(run, feature),
+                  explanations=run.explanations().get(feature, []),
                   index_url=f"/runs/{rid}", steer_url=f"/steer?run={rid}&feature={feature}",
                   neighbours=neighbours, neighbour_href=f"/runs/{rid}/features/{{}}",
-                  neighbour_explanations={n: best_explanation(explained.get(n, [])) for n, _ in neighbours})
+                  neighbour_explanations=dict(zip(near, run.explanation_labels(near))))
 
 
 @router.get("/graphs/{gid}", response_class=HTMLResponse)

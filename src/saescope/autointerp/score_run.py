@@ -106,7 +106,10 @@ def _chunks(explanations: dict[int, str], size: int, progress: bool, desc: str):
 def read_scores(run: FeatureRun) -> pd.DataFrame:
     """``RUN/scores.parquet`` (an empty table when there is none)."""
     table = run.optional_table("scores.parquet")
-    return pd.DataFrame(columns=["feature", "score", "auc", "n_pos", "n_neg", "failed", *KEY]) if table is None else table
+    if table is None:
+        return pd.DataFrame(columns=["feature", "score", "score_low", "score_high", "auc", "n_pos", "n_neg", "failed",
+                                     *KEY])
+    return table.assign(**{c: np.nan for c in ("score_low", "score_high") if c not in table})  # older RUNs
 
 
 def _save(run: FeatureRun, rows: list[dict]) -> None:

@@ -1,7 +1,8 @@
 """How right an explanation is, measured on score-split contexts the explainer never saw.
 
-Each scorer maps ``{feature: explanation}`` to one row per feature: ``score`` (its headline number),
-``auc`` (threshold-free, when it has one), the numbers of positive/negative items and of failed requests.
+Each scorer maps ``{feature: explanation}`` to one row per feature: ``score`` (its headline number) with
+its 95 % bootstrap interval ``score_low``/``score_high`` (``intervals``), ``auc`` (threshold-free, when it has
+one), the numbers of positive/negative items and of failed requests.
 
 - ``embedding`` (no LLM): all-MiniLM-L6-v2 similarity of the explanation to each context, cut to the sampled
   token and the one before it (``EMBEDDING_WINDOW``); ``score`` = AUC of activating vs non-activating contexts.
@@ -32,6 +33,7 @@ from scipy.stats import pearsonr
 from sklearn.metrics import roc_auc_score
 
 from saescope.autointerp.examples import Context, scoring_contexts
+from saescope.autointerp.intervals import auc_interval, balanced_interval, pearson_interval
 from saescope.autointerp.llm.protocol import ChatRequest, LLMClient, LLMError, expected_digit, yes_no_margin
 from saescope.autointerp.prompts import detection_request, fuzzing_request, simulation_request
 from saescope.embeddings import sentence_embeddings
@@ -57,8 +59,9 @@ def embedding_scores(samples: pd.DataFrame, explanations: dict[int, str]) -> lis
             rows.append(_row(feature, math.nan, math.nan, n_pos, n_neg, 0))
             continue
         similarity = (contexts[start:start + n_pos + n_neg] @ explained[row]).numpy()
-        auc = float(roc_auc_score([1] * n_pos + [0] * n_neg, similarity))
-        rows.append(_row(feature, auc, auc, n_pos, n_neg, 0))
+        truth = np.array([1] * n_pos + [0] * n_neg)
+        auc = float(roc_auc_score(truth, similarity))
+        rows.append(_row(feature, auc, auc, n_pos, n_neg, 0, auc_interval(similarity, truth, feature)))
     return rows
 
 
@@ -104,7 +107,8 @@ def simulation_scores(samples: pd.DataFrame, explanations: dict[int, str], clien
         n_pos, n_neg = sum(t > 0 for _, t in scored), sum(t <= 0 for _, t in scored)
         pairs = np.array(scored, dtype=float).reshape(-1, 2)
         r = float(pearsonr(pairs[:, 0], pairs[:, 1]).statistic) if len(pairs) > 2 and pairs.std(0).min() > 0 else math.nan
-        rows.append(_row(feature, r, math.nan, n_pos, n_neg, len(mine) - len(scored)))
+        rows.append(_row(feature, r, math.nan, n_pos, n_neg, len(mine) - len(scored),
+                         pearson_interval(pairs[:, 0], pairs[:, 1], feature)))
     return rows
 
 
@@ -133,7 +137,7 @@ def yes_no_scores(explanations: dict[int, str], client: LLMClient,
         said = margin > 0
         balanced = 0.5 * (said[truth == 1].mean() + (~said[truth == 0]).mean())
         rows.append(_row(feature, float(balanced), float(roc_auc_score(truth, margin)), n_pos, n_neg,
-                         len(mine) - len(scored)))
+                         len(mine) - len(scored), balanced_interval(said, truth, feature)))
     return rows
 
 
@@ -149,5 +153,7 @@ def _pick(contexts: list[Context], n: int, rng: random.Random) -> list[Context]:
     return contexts if len(contexts) <= n else rng.sample(contexts, n)
 
 
-def _row(feature: int, score: float, auc: float, n_pos: int, n_neg: int, failed: int) -> dict:
-    return {"feature": feature, "score": score, "auc": auc, "n_pos": n_pos, "n_neg": n_neg, "failed": failed}
+def _row(feature: int, score: float, auc: float, n_pos: int, n_neg: int, failed: int,
+         interval: tuple[float, float] = (math.nan, math.nan)) -> dict:
+    return {"feature": feature, "score": score, "score_low": interval[0], "score_high": interval[1], "auc": auc,
+            "n_pos": n_pos, "n_neg": n_neg, "failed": failed}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from saescope.features.logit_effects import logit_effects
-from saescope.features.run import FeatureRun, best_explanation
+from saescope.features.run import FeatureRun
 from saescope.model.loading import LoadedModel
 from saescope.sae.core import SAE
 
@@ -25,7 +25,6 @@ def features_summary(lm: LoadedModel, sae: SAE, table: pd.DataFrame, features: l
         stats = run.stats.set_index("feature")
         rows["top_tokens"] = [" ".join(repr(t) for t in list(stats.at[f, "top_tokens"])[:n_tokens]) for f in features]
         rows["log10_density"] = [float(stats.at[f, "log10_density"]) for f in features]
-        explained = run.explanations()
-        if explained:
-            rows["explanation"] = [best_explanation(explained.get(f, [])) for f in features]
+        if run.explanations():
+            rows["explanation"] = run.explanation_labels(features)
     return rows

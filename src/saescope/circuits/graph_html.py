@@ -107,9 +107,8 @@ async function details(box, url) {  // the RUN's explanation, top tokens and con
   const div = document.createElement('div'); div.id = 'feature-details'; div.textContent = 'loading…'; box.appendChild(div);
   const response = await fetch(url); if (!response.ok) { div.textContent = 'no feature details'; return; }
   const d = await response.json(); div.replaceChildren();
-  const best = (d.explanations || []).find(e => !e.error && e.explanation);
   const p = document.createElement('p'); p.id = 'feature-explanation'; div.appendChild(p);
-  p.textContent = best ? 'Explanation: ' + best.explanation : 'No explanation yet.';
+  p.textContent = d.explanation_label ? 'Explanation: ' + d.explanation_label : 'No explanation yet.';
   const tops = document.createElement('p'); tops.textContent = 'Top tokens: ' + d.top_tokens.slice(0, 8)
     .map(t => JSON.stringify(t.token)).join(' '); div.appendChild(tops);
   for (const ex of d.examples.slice(0, 3)) { const c = document.createElement('p'); c.className = 'context';

@@ -25,7 +25,7 @@ from typing import Any
 from saescope.circuits.graph import METRIC, Circuit, Node
 from saescope.circuits.nodes import Dictionary
 from saescope.features.logit_effects import logit_effects
-from saescope.features.run import FeatureRun, best_explanation
+from saescope.features.run import FeatureRun, best_explanation, explanation_label
 from saescope.model.loading import LoadedModel
 from saescope.reports import render
 from saescope.sae.core import SAE
@@ -61,19 +61,20 @@ def _label(node: Node, promoted: list[str], run: FeatureRun | None) -> dict[str,
         return {"label": f"L{layer} err{where}", "title": f"{node.hook} error term{where}", "promoted": [], "examples": [],
                 "explanation": ""}
     examples: list[str] = []
-    explanation = ""
+    explanation = labelled = ""
     if run is not None and node.index < run.d_sae:
         table = run.examples(node.index).head(5)
         examples = ["".join(f"[{t}]" if i == c else t for i, t in enumerate(tokens))
                     for tokens, c in zip(table["context_tokens"], table["center"])]
         tokens = run.top_tokens[run.top_tokens.feature == node.index].head(3)
         promoted = [str(t) for t in tokens["token"]] or promoted
-        explanation = best_explanation(run.explanations().get(node.index, []))
+        explained = run.explanations().get(node.index, [])
+        explanation, labelled = best_explanation(explained), explanation_label(explained)
     shown = " ".join(repr(t.strip())[1:-1] or "·" for t in promoted[:3])
     if explanation:
         shown = explanation if len(explanation) <= LABEL_CHARS else explanation[:LABEL_CHARS - 1].rstrip() + "…"
     return {"label": f"L{layer} #{node.index}{where}\n{shown}", "title": f"{node.hook} feature {node.index}{where}",
-            "promoted": promoted, "examples": examples, "explanation": explanation}
+            "promoted": promoted, "examples": examples, "explanation": labelled}
 
 
 def to_dot(circuit: Circuit, labels: Mapping[str, Mapping[str, Any]]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from saescope.features.run import FeatureRun, best_explanation
+from saescope.features.run import FeatureRun
 from saescope.reports import render
 from saescope.storage import atomic_path
 
@@ -47,8 +47,7 @@ def index_context(run: FeatureRun, features: list[int] | None) -> dict:
         run.check_feature(feature)
     rows = stats[stats.feature.isin(chosen)].copy()
     rows["top_tokens"] = [" ".join(repr(t) for t in tokens[:6]) for tokens in rows.top_tokens]
-    explained = run.explanations()
-    rows["explanation"] = [best_explanation(explained.get(f, [])) for f in rows.feature]
+    rows["explanation"] = run.explanation_labels(list(rows.feature))
     return {"manifest": run.manifest, "columns": _COLUMNS, "rows": rows.to_dict(orient="records"),
             "n_live": int((stats["count"] > 0).sum())}
 

@@ -7,6 +7,7 @@ per feature), ``examples.parquet`` (top-K activating contexts), ``top_tokens.par
 
 from __future__ import annotations
 
+import math
 import platform
 from functools import cached_property
 from pathlib import Path
@@ -127,7 +128,8 @@ class FeatureRun:
 
     def explanations(self) -> dict[int, list[dict[str, Any]]]:
         """Feature -> its explanations (``saescope explain``), each with its scores on the real explanation
-        (``saescope score``, control 'none'): ``{"explainer", "model", "explanation", "error", "scores"}``.
+        (``saescope score``, control 'none'): ``{"explainer", "model", "explanation", "error", "scores",
+        "intervals"}``, ``scores[scorer]`` a number and ``intervals[scorer]`` its 95 % interval ``(low, high)``.
         Read again only when one of the two files changes."""
         stamp = tuple((self.path / n).stat().st_mtime_ns if (self.path / n).is_file() else 0
                       for n in ("explanations.parquet", "scores.parquet"))
@@ -140,15 +142,27 @@ class FeatureRun:
         if table is None:
             return {}
         by_key: dict[tuple, dict[str, float]] = {}
+        spans: dict[tuple, dict[str, tuple[float, float]]] = {}
         if scores is not None:
             for r in scores[scores.control == "none"].itertuples():
-                by_key.setdefault((r.feature, r.explainer, r.explainer_model), {})[r.scorer] = float(r.score)
+                key = (r.feature, r.explainer, r.explainer_model)
+                by_key.setdefault(key, {})[r.scorer] = float(r.score)
+                low, high = float(getattr(r, "score_low", math.nan)), float(getattr(r, "score_high", math.nan))
+                if math.isfinite(low) and math.isfinite(high):  # older RUNs and too few items have none
+                    spans.setdefault(key, {})[r.scorer] = (low, high)
         out: dict[int, list[dict[str, Any]]] = {}
         for r in table.itertuples():
+            key = (r.feature, r.explainer, r.model)
             out.setdefault(int(r.feature), []).append({
                 "explainer": r.explainer, "model": r.model, "explanation": r.explanation, "error": r.error,
-                "scores": by_key.get((r.feature, r.explainer, r.model), {})})
+                "scores": by_key.get(key, {}), "intervals": spans.get(key, {})})
         return out
+
+    def explanation_labels(self, features: list[int]) -> list[str]:
+        """``explanation_label`` of each feature: what the app, dashboards, circuits and bias tables show
+        beside a feature id."""
+        explained = self.explanations()
+        return [explanation_label(explained.get(int(f), [])) for f in features]
 
     @cached_property
     def _rows_by_feature(self) -> dict[str, dict[int, np.ndarray]]:
@@ -187,10 +201,34 @@ class FeatureRun:
                 "histogram": (counts[feature], edges)}
 
 
+def score_text(explanation: dict[str, Any]) -> str:
+    """An explanation's scores with their 95 % intervals, e.g. ``detection 0.82 [0.70, 0.93]`` (``""`` if unscored)."""
+    parts = []
+    for scorer, value in explanation.get("scores", {}).items():
+        low, high = explanation.get("intervals", {}).get(scorer, (math.nan, math.nan))
+        interval = f" [{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else ""
+        parts.append(f"{scorer} {value:.2f}{interval}")
+    return "; ".join(parts)
+
+
+def explanation_label(explanations: list[dict[str, Any]]) -> str:
+    """``best_explanation`` with its scores and intervals, as shown wherever a feature id appears:
+    ``he/him pronouns (detection 0.82 [0.70, 0.93])``."""
+    chosen = _chosen(explanations)
+    if chosen is None:
+        return ""
+    scored = score_text(chosen)
+    return f"{chosen['explanation']} ({scored})" if scored else chosen["explanation"]
+
+
+def _chosen(explanations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    usable = [e for e in explanations if e["explanation"]]
+    return next((e for e in usable if e["explainer"] != "top_tokens"), usable[0] if usable else None)
+
+
 def best_explanation(explanations: list[dict[str, Any]]) -> str:
     """From ``FeatureRun.explanations()[f]``: an LLM's explanation that did not fail, else the top-token one."""
-    usable = [e for e in explanations if e["explanation"]]
-    chosen = next((e for e in usable if e["explainer"] != "top_tokens"), usable[0] if usable else None)
+    chosen = _chosen(explanations)
     return chosen["explanation"] if chosen else ""
 
 
