@@ -76,7 +76,8 @@ def exact_edges(lm, transcoders, graph, n: int, seed: int = 0) -> tuple[list[flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--transcoders", type=Path)
+    parser.add_argument("--transcoders", help="a transcoder-set folder, or 'default' (the cached set); "
+                                              "none: a small set is trained here")
     parser.add_argument("--train-tokens", type=int, default=100_000)
     parser.add_argument("--eval-tokens", type=int, default=8192)
     parser.add_argument("--budget", type=int, default=300)
@@ -93,7 +94,7 @@ def main() -> None:
     from saescope.circuits.graph_prune import graph_scores, prune
     from saescope.sae.transcoder_eval import evaluate_transcoders
     from saescope.sae.transcoder_training import TranscoderConfig, train_transcoders
-    from saescope.sae.transcoders import load_transcoders
+    from saescope.sae.transcoders import load_set
 
     torch.set_num_threads(threads())
     lm = load_model(dtype="float32")
@@ -106,7 +107,7 @@ def main() -> None:
         train_min = (time.perf_counter() - started) / 60
     else:
         folder = args.transcoders
-    transcoders = load_transcoders(folder)
+    transcoders = load_set(folder, lm.name)
     train_min = train_min or transcoders.record.get("train_seconds", 0.0) / 60  # a given set: its own record
     result = evaluate_transcoders(lm, transcoders, tokens=args.eval_tokens, progress=False)
     tokens = transcoders.record.get("trained_tokens", 0)

@@ -166,3 +166,21 @@ def test_transcoder_cli_bad_input(tmp_path):
     TranscoderSet({0: make_transcoder(0, 576, 24, "topk", 4, name)}, name).save(tmp_path / "set")
     result = saescope("sae", "eval", str(tmp_path / "set" / "layer_0.safetensors"), "--tokens", "64")
     assert result.returncode == 2 and "this is a transcoder" in result.stderr
+
+
+def test_the_default_set_lives_in_the_cache(tmp_path, monkeypatch):
+    """`transcoders train` without --out writes the model's default set in the cache; `--transcoders default`
+    reads it there, and before it exists says in one line how to train it."""
+    from saescope.sae import transcoders as module
+
+    monkeypatch.setattr(module, "saescope_home", lambda: tmp_path / "home")
+    missing = saescope("graph", "attribute", "--prompt", "The nurse said that", "--out", str(tmp_path / "g"))
+    assert missing.returncode == 2 and "no default transcoder set for" in missing.stderr
+    assert "saescope transcoders train" in missing.stderr and not (tmp_path / "g").exists()
+    trained = saescope("transcoders", "train", "--layers", "0", "--features", "32", "--k", "4", "--tokens", "256")
+    assert trained.returncode == 0, trained.stderr
+    folder = next((tmp_path / "home" / "transcoders").glob("*/default"))
+    assert folder.parent.name.endswith("SmolLM2-135M-Instruct") and (folder / "config.yaml").is_file()
+    evaluated = saescope("transcoders", "eval", "default", "--tokens", "64", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert '"mlp_fvu_median"' in evaluated.stdout

@@ -16,7 +16,8 @@ graph_app = typer.Typer(no_args_is_help=True, help="Attribution graphs over tran
 @graph_app.command("attribute")
 def attribute(
     prompt: str = typer.Option(..., help="The prompt whose next-token prediction is explained."),
-    transcoders: Path = typer.Option(..., help="A transcoder-set folder (saescope transcoders train)."),
+    transcoders: str = typer.Option("default", help="A transcoder-set folder, or 'default': the set "
+                                                   "`saescope transcoders train` keeps in the cache."),
     out: Path = typer.Option(..., help="Output folder: graph.safetensors + graph.json (the whole graph), "
                                        "graph-neuronpedia.json (the pruned graph) and graph.html (its view)."),
     max_logits: int = typer.Option(10, help="Most logit nodes."),
@@ -40,18 +41,18 @@ def attribute(
     from saescope.circuits.graph_html import graph_html
     from saescope.circuits.graph_prune import check_thresholds, graph_scores, prune
     from saescope.model.loading import load_model
-    from saescope.sae.transcoders import load_transcoders
+    from saescope.sae.transcoders import load_set, set_path
     from saescope.storage import atomic_path
 
     if out.exists() and not out.is_dir():
         raise SaescopeError(f"{out} is a file: --out must name a folder")
     check_thresholds(node_threshold, edge_threshold)
-    sets = load_transcoders(transcoders)
     lm = load_model(model, device=device, dtype=dtype, purpose="measure")
+    sets = load_set(transcoders, lm.name)
     graph = attribute_graph(lm, sets.to(device), prompt, max_logits, logit_probability, batch_size, max_feature_nodes)
     replacement, completeness = graph_scores(graph)
     graph.info |= {"replacement_score": replacement, "completeness_score": completeness,
-                   "transcoders_path": str(transcoders.resolve())}  # what the app intervenes with
+                   "transcoders_path": str(set_path(transcoders, lm.name).resolve())}  # what the app intervenes with
     pruned = prune(graph, node_threshold, edge_threshold)
     graph.save(out)
     exported = neuronpedia_json(graph, pruned, slug=out.name, scan=str(sets.record.get("scan") or sets.model_name),

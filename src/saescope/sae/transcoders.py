@@ -20,6 +20,12 @@ stream (circuit-tracer does the same) and it makes no nodes.
     saescope.json           how the set was trained and measured (saescope's own record)
 
 ``load_sae("DIR/layer_3.safetensors")`` loads one layer as an SAE; ``load_transcoders(DIR)`` the set.
+
+**The default set.** No transcoder set is published for the embedded model, and a useful one (~170 MB)
+is too large for the package, so the name ``default`` means a set kept in the cache,
+``$SAESCOPE_HOME/transcoders/<model>/default``: ``saescope transcoders train`` writes it there when no
+``--out`` is given (the default recipe of ``TranscoderConfig``), and ``--transcoders default`` (the
+default of ``graph attribute`` and ``bench_graphs``) reads it, or says in one line how to train it.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import torch
 
 from saescope.errors import SaescopeError
 from saescope.sae.core import SAE, SAEConfig, build_sae
-from saescope.storage import atomic_path, read_json, read_text, write_json
+from saescope.storage import atomic_path, read_json, read_text, saescope_home, write_json
 
 CONFIG_FILE = "config.yaml"
 RECORD_FILE = "saescope.json"
@@ -130,6 +136,27 @@ class TranscoderSet:
         with atomic_path(folder / CONFIG_FILE) as tmp:
             tmp.write_text(yaml.safe_dump(config, sort_keys=False))
         return folder
+
+
+DEFAULT = "default"
+
+
+def set_path(name: str | Path, model_name: str | None) -> Path:
+    """The folder a ``--transcoders`` / ``--out`` value names: ``default`` is the cached set of ``model_name``."""
+    if str(name) != DEFAULT:
+        return Path(name)
+    slug = (model_name or "model").replace("/", "--")
+    return saescope_home() / "transcoders" / slug / DEFAULT
+
+
+def load_set(name: str | Path, model_name: str | None, device: str = "cpu") -> TranscoderSet:
+    """``load_transcoders`` of what ``name`` names (``set_path``), with a one-line hint when the default set has
+    not been trained yet."""
+    folder = set_path(name, model_name)
+    if str(name) == DEFAULT and not (folder / CONFIG_FILE).is_file():
+        raise SaescopeError(f"no default transcoder set for {model_name} yet (expected in {folder}): train it once "
+                            "with `saescope transcoders train` (about an hour on 2 CPU cores), or give --transcoders DIR")
+    return load_transcoders(folder, device)
 
 
 def is_transcoder_set(folder: Path) -> bool:
