@@ -102,7 +102,7 @@ def evaluate_transcoders(lm: LoadedModel, transcoders: TranscoderSet, tokens: in
             x, y = x[keep].float(), y[keep].float()
             with torch.no_grad():
                 feats = transcoders[layer].encode(x)
-                recon = transcoders[layer].decode(feats)
+                recon = transcoders[layer].decode(feats) + transcoders[layer].skip(x)
             sse[layer] += float((y - recon).pow(2).sum())
             sums[layer] += y.double().sum(0)
             squares[layer] += float(y.double().pow(2).sum())

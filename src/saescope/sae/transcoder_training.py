@@ -48,8 +48,9 @@ class TranscoderConfig:
     """topk | batchtopk | relu | jumprelu."""
     k: int = 32
     """Active features per token (topk, batchtopk)."""
-    skip: bool = False
-    """Add a linear skip connection from MLP input to output (skip transcoders; Paulo et al. 2025)."""
+    skip: bool = True
+    """Add a linear skip connection from MLP input to output (skip transcoders; Paulo et al. 2025). At equal
+    width, k and tokens it halves the CE cost of replacing every MLP (docs/guides/attribution_graphs.md)."""
     tokens: int = 1_000_000
     """Training tokens (every layer sees each of them once)."""
     lr: float | None = None
