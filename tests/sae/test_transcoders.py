@@ -184,3 +184,28 @@ def test_the_default_set_lives_in_the_cache(tmp_path, monkeypatch):
     evaluated = saescope("transcoders", "eval", "default", "--tokens", "64", "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert '"mlp_fvu_median"' in evaluated.stdout
+
+
+def test_the_evaluation_counts_the_skip_path(lm):
+    """A skip transcoder whose W_skip is the (ridge) least-squares map from MLP input to output explains more of the
+    output than its twin without one: the FVU must see the skip path."""
+    from saescope.activations.read import hooks_activations
+    from saescope.corpus import load_corpus, token_windows
+    from saescope.sae.transcoder_eval import evaluate_transcoders
+
+    windows = torch.stack([w for w, _ in zip(token_windows(lm.tokenizer, load_corpus("embedded", "train"), 64, 0),
+                                             range(32))])
+    captured = hooks_activations(lm, ["blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out"], windows)
+    (x, keep), (y, _) = captured["blocks.0.hook_mlp_in"], captured["blocks.0.hook_mlp_out"]
+    x, y = x[keep].float(), y[keep].float()
+    fvus = []
+    for skip in (False, True):
+        torch.manual_seed(0)
+        sae = make_transcoder(0, 576, 32, "topk", 4, lm.name, skip)
+        if skip:
+            with torch.no_grad():
+                gram = x.T @ x
+                ridge = gram + 0.01 * gram.trace() / len(gram) * torch.eye(len(gram))
+                sae.W_skip.copy_(torch.linalg.solve(ridge, x.T @ y))
+        fvus.append(evaluate_transcoders(lm, TranscoderSet({0: sae}, lm.name), tokens=256, progress=False).fvu[0])
+    assert fvus[1] < 0.8 * fvus[0]
