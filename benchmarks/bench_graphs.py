@@ -5,15 +5,23 @@
    MLP-output FVU over layers, and the CE increase with every MLP replaced.
 2. ``graph_attribute``: the graph of "The nurse said that" (every active feature's row) with its size, time
    and circuit-tracer's replacement and completeness scores.
-3. ``graph_vs_exact``: circuit-tracer 0.5 cannot run here (it knows no SmolLM2 configuration for its
-   TransformerLens or nnsight backends and needs the hub), so 40 random edges of that graph are checked
-   against an exact per-edge computation instead: the target recomputed by forward passes in the frozen
-   replacement model (norm scales and attention inputs replayed from the prompt, ``replacement.Frozen``)
-   with and without the source; Pearson r and the largest difference.
+3. ``graph_vs_exact``: 40 random edges of that graph against an exact per-edge computation: the target
+   recomputed by forward passes in the frozen replacement model (norm scales and attention inputs replayed
+   from the prompt, ``replacement.Frozen``) with and without the source; Pearson r and the largest
+   difference.
+   ``graph_vs_circuit_tracer``: the same token ids (circuit-tracer's BOS first) and the same transcoder set
+   through circuit-tracer 0.5's own ``attribute`` (its nnsight backend, ``benchmarks/circuit_tracer_graph.py``
+   run by ``--circuit-tracer-python``, default ``.venv-circuit-tracer/bin/python`` from
+   ``make circuit-tracer-venv``): edge Pearson r over the nodes both graphs hold, and each side's seconds
+   for ``attribute`` alone (model loading excluded), one after the other on the same threads.
+   circuit-tracer sets the error nodes at position 0 to zero (its BOS convention) where saescope keeps
+   the sink's MLP output whole in them, so edges out of those nodes are left out of r (counted in
+   ``sink_error_edges``).
 4. ``graph_json_mb``: a 64-token prompt with a ``--budget`` of feature rows: seconds, and the size of the
    pruned Neuronpedia JSON.
 
-Usage: ``python benchmarks/bench_graphs.py [--transcoders DIR] [--train-tokens 100000]`` (≤ 10 min on 2
+Usage: ``python benchmarks/bench_graphs.py [--transcoders DIR] [--train-tokens 100000]
+[--circuit-tracer-python PY]`` (≤ 10 min on 2
 cores with a trained set given; training adds about 4 min per 100,000 tokens).
 """
 
@@ -74,6 +82,65 @@ def exact_edges(lm, transcoders, graph, n: int, seed: int = 0) -> tuple[list[flo
     return ours, exact
 
 
+def versus_circuit_tracer(lm, transcoders, folder, python: str, tail: str) -> None:
+    """The ``graph_vs_circuit_tracer`` line (module docstring), or why it could not run."""
+    import subprocess
+
+    import torch
+    from safetensors.torch import load_file
+
+    from saescope.circuits.attribution_graph import attribute_ids
+    from saescope.model.loading import embedded_model_path
+    from saescope.sae.transcoders import set_path
+
+    if not Path(python).exists():
+        print(f"graph_vs_circuit_tracer skipped=no_circuit_tracer_venv hint=make_circuit-tracer-venv {tail}", flush=True)
+        return
+    ids = torch.tensor([lm.tokenizer.bos_token_id, *lm.encode("The nurse said that")])
+    out = Path(tempfile.mkdtemp(prefix="bench-ct-")) / "graph.safetensors"
+    done = subprocess.run([python, str(Path(__file__).with_name("circuit_tracer_graph.py")), "--model",
+                           embedded_model_path(), "--transcoders", str(set_path(folder, lm.name)), "--tokens",
+                           ",".join(map(str, ids.tolist())), "--out", str(out)], capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"graph_vs_circuit_tracer failed={last.split(':')[0].replace(' ', '_')} {tail}", flush=True)
+        print(done.stderr[-2000:], file=sys.stderr)
+        return
+    theirs = load_file(str(out))
+    ours = attribute_ids(lm.model, transcoders, ids, progress=False)
+    r, shared, sink_edges = compare_graphs(ours, theirs)
+    print(f"graph_vs_circuit_tracer prompt_tokens={len(ids)} edge_pearson={r:.6f} shared_features={shared} "
+          f"ours_features={ours.n_features} theirs_features={len(theirs['active_features'])} "
+          f"sink_error_edges={sink_edges} ours_s={ours.info['seconds']:.1f} theirs_s={float(theirs['seconds']):.1f} "
+          f"{tail}", flush=True)
+
+
+def compare_graphs(ours, theirs: dict) -> tuple[float, int, int]:
+    """Edge Pearson r over the nodes both graphs hold (features matched by (layer, position, id), logits by
+    token), without the edges out of position-0 error nodes; the shared features; the edges left out."""
+    import torch
+
+    mine = {tuple(f.tolist()): i for i, f in enumerate(ours.features)}
+    other = {tuple(f.tolist()): i for i, f in enumerate(theirs["active_features"])}
+    shared = sorted(set(mine) & set(other))
+    n_mine, n_other, n_pos = ours.n_features, len(other), ours.n_pos
+    middle = ours.n_layers * n_pos + n_pos  # error and token nodes, the same order in both
+    logits_mine = {t: i for i, t in enumerate(ours.logit_tokens)}
+    logits_other = {int(t): i for i, t in enumerate(theirs["logit_tokens"])}
+    tokens = [t for t in logits_mine if t in logits_other]
+    first_mine, first_other = n_mine + middle, n_other + middle
+    rows_mine = torch.tensor([mine[f] for f in shared] + list(range(n_mine, first_mine))
+                             + [first_mine + logits_mine[t] for t in tokens])
+    rows_other = torch.tensor([other[f] for f in shared] + list(range(n_other, first_other))
+                              + [first_other + logits_other[t] for t in tokens])
+    a, b = ours.adjacency[rows_mine][:, rows_mine], theirs["adjacency"][rows_other][:, rows_other]
+    sink = torch.zeros(a.shape[1], dtype=torch.bool)
+    sink[[len(shared) + layer * n_pos for layer in range(ours.n_layers)]] = True
+    edges = (a != 0) | (b != 0)
+    x, y = a[edges & ~sink].double(), b[edges & ~sink].double()
+    return float(torch.corrcoef(torch.stack([x, y]))[0, 1]), len(shared), int((edges & sink).sum())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--transcoders", help="a transcoder-set folder, or 'default' (the cached set); "
@@ -82,6 +149,8 @@ def main() -> None:
     parser.add_argument("--eval-tokens", type=int, default=8192)
     parser.add_argument("--budget", type=int, default=300)
     parser.add_argument("--edges", type=int, default=40)
+    parser.add_argument("--circuit-tracer-python", default=str(Path(__file__).resolve().parents[1]
+                                                               / ".venv-circuit-tracer" / "bin" / "python"))
     args = parse_args(parser, {"train_tokens": 2000, "eval_tokens": 256, "budget": 8, "edges": 4})
 
     import numpy as np
@@ -127,7 +196,8 @@ def main() -> None:
     r = pearsonr(ours, exact).statistic if len(ours) > 2 and np.std(exact) > 0 else float("nan")
     worst = max(abs(a - b) for a, b in zip(ours, exact))
     print(f"graph_vs_exact edges={len(ours)} edge_pearson={r:.6f} max_abs_diff={worst:.2e} "
-          f"ours_s={graph.info['seconds']:.1f} exact_s={exact_s:.1f} circuit_tracer=not_runnable {tail}", flush=True)
+          f"ours_s={graph.info['seconds']:.1f} exact_s={exact_s:.1f} {tail}", flush=True)
+    versus_circuit_tracer(lm, transcoders, folder, args.circuit_tracer_python, tail)
 
     long = attribute_graph(lm, transcoders, LONG, max_feature_nodes=args.budget, progress=False)
     pruned = prune(long)

@@ -30,7 +30,7 @@ EXPECTED = {  # script -> the lines it must print (by their first word)
     "bench_parallel": ["parallel_extract", "parallel_train", "cached_extract"],
     "bench_precision": ["precision"],
     "bench_saebench": ["saebench", "saebench_speed", "synth"],
-    "bench_graphs": ["transcoders", "graph_attribute", "graph_vs_exact", "graph_json_mb"],
+    "bench_graphs": ["transcoders", "graph_attribute", "graph_vs_exact", "graph_vs_circuit_tracer", "graph_json_mb"],
 }
 LINE = re.compile(r"^([a-z_0-9]+)((?: [A-Za-z_0-9/.]+=\S+)+)\s*$")
 

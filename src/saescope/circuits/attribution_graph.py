@@ -14,8 +14,9 @@
 (``W_enc[:, f] · mlp_in``); a logit's is the logit minus the mean logit (circuit-tracer's demeaned logit).
 The system is linear, so a target's incoming edges add up to the target minus bias terms (tested).
 
-Rows are computed ``batch_size`` targets per backward pass (``B`` copies of the prompt, one target
-each), features grouped by layer so a pass stops after the highest layer it needs. With
+Rows are computed ``batch_size`` targets per backward pass: one forward pass over ``B`` copies of the
+prompt is kept, and each batch of targets (one per copy) is a backward pass through it, as circuit-tracer
+does. With
 ``max_feature_nodes`` only that many feature rows are computed: logit rows first, then the features
 with the largest estimated influence on the logits (re-estimated after every pass), as circuit-tracer
 does; the graph then holds those features only (edges from the others are dropped, as in
@@ -35,7 +36,7 @@ from tqdm.auto import tqdm
 
 from saescope.activations.read import sink_mask
 from saescope.errors import SaescopeError
-from saescope.model.hooks import StopForward, intervene
+from saescope.model.hooks import intervene
 from saescope.sae.transcoders import INPUT_HOOK, OUTPUT_HOOK, TranscoderSet
 from saescope.storage import atomic_path, read_json, write_json
 
@@ -191,9 +192,10 @@ def attribute_ids(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tenso
     row_nodes = torch.full((n_logits + budget,), -1, dtype=torch.long)  # the node of each computed row
     row_nodes[:n_logits] = torch.arange(n_nodes - n_logits, n_nodes)
     bar = tqdm(total=n_logits + budget, desc="attribution rows", unit="row", disable=not progress)
+    passes = _Rows(model, transcoders, ids, read, min(batch_size, n_logits + budget))
     for first in range(0, n_logits, batch_size):
         targets = [("logit", i) for i in range(first, min(first + batch_size, n_logits))]
-        _fill_rows(model, transcoders, ids, read, logit_tokens, targets, rows, [i for _, i in targets])
+        passes.fill(logit_tokens, targets, rows, [i for _, i in targets])
         bar.update(len(targets))
     filled, pending = n_logits, torch.ones(n_features, dtype=torch.bool)
     while filled < n_logits + budget:
@@ -202,9 +204,8 @@ def attribute_ids(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tenso
             influence = rows_influence(rows[:filled], row_nodes[:filled], logit_probs.cpu(), n_nodes)[:n_features]
             order = order[influence[order].argsort(descending=True)]
         chosen = order[:min(batch_size, n_logits + budget - filled)]
-        chosen = chosen[read.features[chosen, 0].argsort()]  # one pass stops after the highest layer
         slots = list(range(filled, filled + len(chosen)))
-        _fill_rows(model, transcoders, ids, read, logit_tokens, [("feature", int(i)) for i in chosen], rows, slots)
+        passes.fill(logit_tokens, [("feature", int(i)) for i in chosen], rows, slots)
         row_nodes[slots] = chosen
         pending[chosen] = False
         filled += len(chosen)
@@ -223,51 +224,53 @@ def attribute_ids(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tenso
                   "d_transcoder": transcoders[0].d_sae})
 
 
-def _fill_rows(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor, read: Prompt, logit_tokens: Tensor,
-               rows: list[tuple[str, int]], adjacency: Tensor, slots: list[int]) -> None:
-    """One backward pass: the incoming edges of ``rows`` (logit or feature targets) into ``adjacency[slots]``."""
-    from saescope.circuits.replacement import linearised
+class _Rows:
+    """One forward pass of the local replacement model over ``batch`` copies of the prompt, its autograd graph
+    kept: each batch of rows is then one backward pass from ``batch`` targets (one per copy), with no forward
+    pass of its own (circuit-tracer's scheme). A feature target's backward stops at its own layer."""
 
-    if not rows:
-        return
-    batch, n_pos, n_features = len(rows), len(ids), len(read.features)
-    feature_rows = [(b, int(read.features[i, 0]), int(read.features[i, 1]), int(read.features[i, 2]))
-                    for b, (kind, i) in enumerate(rows) if kind == "feature"]
-    needs_logits = any(kind == "logit" for kind, _ in rows)
-    stop = None if needs_logits else max(layer for _, layer, _, _ in feature_rows)
-    plan = {layer: (p, f, v.expand(batch, -1), e) for layer, (p, f, v, e) in read.plan.items()}
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad(), linearised(model, transcoders, plan, stop_after=stop) as leaves:
-            try:
-                logits = model(input_ids=ids[None].expand(batch, -1)).logits[:, -1].float()
-            except StopForward:
-                logits = None
-            targets = []
-            for b, (kind, i) in enumerate(rows):
-                if kind == "logit":
-                    targets.append(logits[b, logit_tokens[i]] - logits[b].mean())
-            for b, layer, position, feature in feature_rows:
-                x = leaves.mlp_inputs[layer][b, position].float()
-                targets.append(x @ transcoders[layer].W_enc[:, feature].float())
-            torch.stack(targets).sum().backward()
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-    for b, target in enumerate(slots):
-        start = 0
+    def __init__(self, model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor, read: Prompt, batch: int):
+        from saescope.circuits.replacement import eager_attention, linearised, parameters_frozen
+
+        self.transcoders, self.read, self.batch = transcoders, read, batch
+        plan = {layer: (p, f, v.expand(batch, -1), e) for layer, (p, f, v, e) in read.plan.items()}
+        # no weight needs a gradient (a transcoder's would cost a [d_transcoder, d] buffer per layer and pass)
+        with parameters_frozen(model, *transcoders.transcoders.values()), eager_attention(model), \
+                torch.enable_grad(), linearised(model, transcoders, plan) as leaves:
+            self.logits = model(input_ids=ids[None].expand(batch, -1), logits_to_keep=1).logits[:, -1].float()
+        self.leaves = leaves
+        self.encoders = {layer: transcoders[layer].W_enc.detach().float() for layer in transcoders.layers}
+        self.n_pos = len(ids)
+
+    def fill(self, logit_tokens: Tensor, rows: list[tuple[str, int]], adjacency: Tensor, slots: list[int]) -> None:
+        """The incoming edges of ``rows`` (logit or feature targets) into ``adjacency[slots]``."""
+        if not rows:
+            return
+        leaves, read, transcoders = self.leaves, self.read, self.transcoders
+        targets = []
+        with torch.enable_grad():  # one gather per layer (not one per row: each would fill a [B, T, d] gradient)
+            logit_rows = [(b, i) for b, (kind, i) in enumerate(rows) if kind == "logit"]
+            if logit_rows:
+                copies = torch.tensor([b for b, _ in logit_rows], device=self.logits.device)
+                chosen = logit_tokens[torch.tensor([i for _, i in logit_rows])].to(self.logits.device)
+                targets.append((self.logits[copies, chosen] - self.logits[copies].mean(-1)).sum())
+            feature_rows = torch.tensor([[b, *read.features[i].tolist()] for b, (kind, i) in enumerate(rows)
+                                         if kind == "feature"], dtype=torch.long).reshape(-1, 4)
+            for layer in feature_rows[:, 1].unique().tolist():
+                mine = feature_rows[feature_rows[:, 1] == layer].to(leaves.mlp_inputs[layer].device)
+                x = leaves.mlp_inputs[layer][mine[:, 0], mine[:, 2]].float()  # [rows, d]
+                targets.append((x * self.encoders[layer][:, mine[:, 3]].T).sum())
+            torch.autograd.backward(torch.stack(targets).sum(), retain_graph=True)
+        n_features, n_pos = len(read.features), self.n_pos
+        acts_rows, error_rows, used = [], [], len(rows)
         for layer in transcoders.layers:
-            n = len(read.plan[layer][0])
-            acts, err = leaves.activations.get(layer), leaves.errors.get(layer)
-            if acts is not None and acts.grad is not None:
-                adjacency[target, start:start + n] = (acts.grad[b] * acts[b]).detach().cpu()
-            start += n
-            if err is not None and err.grad is not None:
-                edge = (err.grad[b] * err[b]).sum(-1).detach().cpu()
-                adjacency[target, n_features + layer * n_pos:n_features + (layer + 1) * n_pos] = edge
+            acts, err = leaves.activations[layer], leaves.errors[layer]
+            n = acts.shape[-1]
+            acts_rows.append(acts.grad[:used] * acts[:used] if acts.grad is not None else acts.new_zeros(used, n))
+            error_rows.append((err.grad[:used] * err[:used]).sum(-1) if err.grad is not None else err.new_zeros(used, n_pos))
         emb = leaves.embeddings
-        if emb is not None and emb.grad is not None:
-            first = n_features + len(transcoders.layers) * n_pos
-            adjacency[target, first:first + n_pos] = (emb.grad[b] * emb[b]).sum(-1).detach().cpu().float()
+        tokens = (emb.grad[:used] * emb[:used]).sum(-1).float() if emb.grad is not None else acts.new_zeros(used, n_pos)
+        block = torch.cat([*acts_rows, *error_rows, tokens], dim=1).detach().cpu()
+        adjacency[slots, :n_features + (len(transcoders.layers) + 1) * n_pos] = block
+        for leaf in (*leaves.activations.values(), *leaves.errors.values(), emb):
+            leaf.grad = None

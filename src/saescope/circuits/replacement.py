@@ -6,7 +6,8 @@ On a forward pass under ``linearised``, for ``B`` copies of the prompt (one attr
   gradients flow through the values and output projections only;
 - **normalisations are frozen**: each RMSNorm / LayerNorm keeps its output value but passes gradients
   with its scale (1/rms, or 1/std after centring) held constant;
-- **MLPs are replaced** by their transcoder: the MLP's output becomes ``Σ_i a_i·W_dec[i] + b_dec + error``,
+- **MLPs are replaced** by their transcoder: the MLP's output becomes ``Σ_i a_i·W_dec[i] + b_dec + error``
+  (one batched matmul over positions, ``_by_position``),
   where the active features' activations ``a`` [B, n_l] and the error ``e`` [B, T, d] (the MLP's true
   output minus the transcoder's reconstruction) are leaves: constants whose gradients are read; a skip
   transcoder's ``x @ W_skip`` is computed from the live MLP input, so gradients pass through it;
@@ -98,7 +99,7 @@ def _norm_hook(frozen: Frozen | None):
             scale = (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
             gain, bias = module.weight.float() + (1.0 if "Gemma" in type(module).__name__ else 0.0), None
         if frozen is None:  # the module's own value, gradients with the scale held constant
-            return output.detach() + ((x - x.detach()) / scale.detach() * gain).to(output.dtype)
+            return output.detach() + ((x - x.detach()) * (gain / scale).detach()).to(output.dtype)
         linear = x / frozen.value(module, scale) * gain + (bias.float() if bias is not None else 0.0)
         return linear.to(output.dtype)
     return hook
@@ -110,17 +111,61 @@ def _projection_hook(frozen: Frozen | None):
     return hook
 
 
+def _by_position(positions: Tensor, decoders: Tensor, n_pos: int) -> tuple[Tensor, Tensor]:
+    """The decoder rows of a layer's active features laid out per position, ``[T, m, d]`` (m: the most
+    features at one position, zero rows elsewhere), and each feature's slot in that layout. A layer's
+    reconstruction is then one batched matmul whose backward gives every activation's gradient in
+    B·T·m·d multiply-adds (no ``[B, n_l, d]`` tensor of parts is built in either direction)."""
+    counts = torch.bincount(positions, minlength=n_pos)
+    width = max(int(counts.max()) if len(positions) else 0, 1)
+    order = torch.argsort(positions, stable=True)
+    rank = torch.empty_like(positions)
+    starts = torch.cumsum(counts, 0) - counts
+    rank[order] = torch.arange(len(positions), device=positions.device) - starts[positions[order]]
+    slots = positions * width + rank
+    layout = decoders.new_zeros(n_pos * width, decoders.shape[-1]).index_copy(0, slots, decoders)
+    return slots, layout.view(n_pos, width, -1)
+
+
+@contextmanager
+def eager_attention(model: nn.Module) -> Iterator[None]:
+    """Run the block with the model's eager attention where it has another (sdpa): with the queries and keys
+    detached, eager attention's backward is one matmul through the values, where sdpa's fused backward also
+    computes the query and key gradients that are thrown away (about a tenth of an attribution's time)."""
+    current = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if current in (None, "eager") or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(current)
+
+
+@contextmanager
+def parameters_frozen(*modules: nn.Module) -> Iterator[None]:
+    """Parameters of ``modules`` need no gradient inside the block (only the leaves do), restored after."""
+    params = [p for module in modules for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 @contextmanager
 def linearised(model: nn.Module, transcoders: dict, plan: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]],
-               stop_after: int | None = None, frozen: Frozen | None = None) -> Iterator[Leaves]:
+               frozen: Frozen | None = None) -> Iterator[Leaves]:
     """Run ``model`` as the local replacement model (module docstring).
 
     ``plan[layer] = (positions [n_l], features [n_l], values [B, n_l], error [T, d])``: the active
-    features of the prompt at that layer and the MLP's error. ``stop_after``: end the forward pass after
-    that layer's MLP input is read (the targets of the pass lie there or below). ``frozen``: also freeze
+    features of the prompt at that layer and the MLP's error. ``frozen``: also freeze
     the values (``Frozen``), for passes that change the leaves.
     """
-    from saescope.model.hooks import StopForward, intervene
+    from saescope.model.hooks import intervene
 
     leaves = Leaves()
     embedding = model.get_input_embeddings()
@@ -132,21 +177,20 @@ def linearised(model: nn.Module, transcoders: dict, plan: dict[int, tuple[Tensor
     def reader(layer: int):
         def read(x: Tensor) -> None:
             leaves.mlp_inputs[layer] = x
-            if stop_after is not None and layer == stop_after:
-                raise StopForward
         return read
 
     def writer(layer: int):
         positions, features, values, error = plan[layer]
         sae = transcoders[layer]
+        slots, decoders = _by_position(positions, sae.W_dec[features].float(), len(error))
 
         def write(y: Tensor) -> Tensor:
             batch = y.shape[0]
             acts = values.to(y.device, torch.float32).clone().requires_grad_(True)
             err = error.to(y.device, torch.float32).expand(batch, -1, -1).clone().requires_grad_(True)
             leaves.activations[layer], leaves.errors[layer] = acts, err
-            parts = acts[..., None] * sae.W_dec[features].float()  # [B, n_l, d]
-            recon = torch.zeros(batch, y.shape[1], y.shape[2], device=y.device).index_add(1, positions, parts)
+            padded = acts.new_zeros(batch, decoders.shape[0] * decoders.shape[1]).index_copy(1, slots, acts)
+            recon = torch.bmm(padded.view(batch, *decoders.shape[:2]).transpose(0, 1), decoders).transpose(0, 1)
             skip = sae.skip(leaves.mlp_inputs[layer].float()) if sae.W_skip is not None else 0.0
             return (recon + sae.b_dec.float() + skip + err).to(y.dtype)
         return write
