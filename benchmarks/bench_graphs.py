@@ -13,7 +13,8 @@
    through circuit-tracer 0.5's own ``attribute`` (its nnsight backend, ``benchmarks/circuit_tracer_graph.py``
    run by ``--circuit-tracer-python``, default ``.venv-circuit-tracer/bin/python`` from
    ``make circuit-tracer-venv``): edge Pearson r over the nodes both graphs hold, and each side's seconds
-   for ``attribute`` alone (model loading excluded), one after the other on the same threads.
+   for ``attribute`` alone (model loading excluded), one after the other on the same threads, and each
+   side's replacement / completeness scores (ours/theirs).
    circuit-tracer sets the error nodes at position 0 to zero (its BOS convention) where saescope keeps
    the sink's MLP output whole in them, so edges out of those nodes are left out of r (counted in
    ``sink_error_edges``).
@@ -90,6 +91,7 @@ def versus_circuit_tracer(lm, transcoders, folder, python: str, tail: str) -> No
     from safetensors.torch import load_file
 
     from saescope.circuits.attribution_graph import attribute_ids
+    from saescope.circuits.graph_prune import graph_scores
     from saescope.model.loading import embedded_model_path
     from saescope.sae.transcoders import set_path
 
@@ -109,7 +111,10 @@ def versus_circuit_tracer(lm, transcoders, folder, python: str, tail: str) -> No
     theirs = load_file(str(out))
     ours = attribute_ids(lm.model, transcoders, ids, progress=False)
     r, shared, sink_edges = compare_graphs(ours, theirs)
+    replacement, completeness = graph_scores(ours)
     print(f"graph_vs_circuit_tracer prompt_tokens={len(ids)} edge_pearson={r:.6f} shared_features={shared} "
+          f"replacement={replacement:.3f}/{float(theirs['scores'][0]):.3f} "
+          f"completeness={completeness:.3f}/{float(theirs['scores'][1]):.3f} "
           f"ours_features={ours.n_features} theirs_features={len(theirs['active_features'])} "
           f"sink_error_edges={sink_edges} ours_s={ours.info['seconds']:.1f} theirs_s={float(theirs['seconds']):.1f} "
           f"{tail}", flush=True)

@@ -9,7 +9,8 @@ activation function given to circuit-tracer is ReLU ∘ TopK: the same transcode
 nnsight backend (its ``LlamaForCausalLM`` mapping) on the local model folder, float32, CPU.
 
 Writes ``--out`` (safetensors): ``adjacency``, ``active_features`` [n, 3] (layer, position, feature) of the
-adjacency's feature rows, ``logit_tokens``, ``seconds``.
+adjacency's feature rows, ``logit_tokens``, ``seconds``, and ``scores``: circuit-tracer's replacement and
+completeness scores of its graph.
 
 Usage: ``PY benchmarks/circuit_tracer_graph.py --model DIR --transcoders DIR --tokens 504,23,11 --out F``
 """
@@ -93,6 +94,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from circuit_tracer import ReplacementModel, attribute
+    from circuit_tracer.graph import compute_graph_scores
 
     model = ReplacementModel.from_pretrained_and_transcoders(compatible_folder(args.model), load_set(args.transcoders), backend="nnsight",
                                                              device=torch.device("cpu"), dtype=torch.float32)
@@ -103,7 +105,8 @@ def main() -> None:
     logits = torch.tensor([int(getattr(t, "vocab_idx", getattr(t, "token_id", -1))) for t in graph.logit_targets])
     save_file({"adjacency": graph.adjacency_matrix.float().contiguous(),
                "active_features": graph.active_features[graph.selected_features].long().contiguous(),
-               "logit_tokens": logits, "seconds": torch.tensor(seconds)}, str(args.out))
+               "logit_tokens": logits, "seconds": torch.tensor(seconds),
+               "scores": torch.tensor(compute_graph_scores(graph))}, str(args.out))
 
 
 if __name__ == "__main__":

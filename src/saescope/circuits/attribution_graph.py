@@ -140,6 +140,19 @@ def read_prompt(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor)
     return Prompt(plan, torch.cat(rows), torch.cat(values), logits)
 
 
+def logit_rows(model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor,
+               tokens: list[int]) -> tuple[Tensor, Tensor]:
+    """The direct effects on the (demeaned) logits of ``tokens`` only: the prompt's active features
+    ``[n, 3]`` and ``[len(tokens), n_nodes]`` rows in the graph's column order (features, errors, tokens).
+    One forward and one backward pass: what a study over many prompts needs (``bias.debias.graph``)."""
+    read = read_prompt(model, transcoders, ids)
+    n_columns = len(read.features) + (len(transcoders.layers) + 1) * len(ids)
+    rows = torch.zeros(len(tokens), n_columns)
+    _Rows(model, transcoders, ids, read, len(tokens)).fill(torch.tensor(tokens), [("logit", i) for i in range(len(tokens))],
+                                                        rows, list(range(len(tokens))))
+    return read.features.cpu(), rows
+
+
 def attribute_graph(lm: Any, transcoders: TranscoderSet, prompt: str, max_logits: int = 10,
                     logit_probability: float = 0.95, batch_size: int = 32, max_feature_nodes: int | None = None,
                     progress: bool = True) -> Graph:

@@ -216,4 +216,6 @@ def load_layer(file: Path, config: dict[str, Any] | None = None, record: dict[st
     for name in ("W_enc", "W_skip"):
         if name in tensors:
             tensors[name] = tensors[name].T
-    return build_sae(sae.cfg, tensors, str(file))
+    loaded = build_sae(sae.cfg, tensors, str(file))
+    loaded.cfg.metadata["source"] = str(file)  # what a saved intervention names to load it again
+    return loaded.eval().requires_grad_(False)

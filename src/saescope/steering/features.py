@@ -11,6 +11,9 @@ Operations, with the same meaning everywhere in saescope (``FEATURE_OPS``):
 ``set``/``ablate``/``scale``/``cap`` encode with the SAE and add only the change of the edited
 features through the decoder, so the SAE's error term is kept and nothing but those features
 changes: ``x' = x + Σ (a'_f - a_f) W_dec[f]``.
+
+With a transcoder (``sae.transcoders``) the features are read from its input hook (the MLP's input) and the
+change is written at its output hook (the MLP's output): ``mlp_out' = mlp_out + Σ (a'_f - a_f) W_dec[f]``.
 """
 
 from __future__ import annotations
@@ -90,6 +93,9 @@ class FeatureSteering(SAEBinding, Intervention):
         residual_scale = self.scale == "residual_norm"
         cast: dict[torch.dtype, Tensor] = {}
 
+        output_hook = sae.cfg.metadata.get("output_hook")  # a transcoder: reads one hook, writes another
+        seen: dict[str, Tensor] = {}
+
         def steer(acts: Tensor) -> Tensor:
             delta: Tensor | float = 0.0
             if adds:
@@ -98,11 +104,14 @@ class FeatureSteering(SAEBinding, Intervention):
                     vec = cast[acts.dtype] = add_vec.to(acts.dtype)
                 delta = vec * acts.norm(dim=-1, keepdim=True) if residual_scale else vec
             if sets:
-                old = sae.encode(acts.float())[..., feats]  # [batch, seq, m]
+                source = seen.pop("input") if output_hook else acts
+                old = sae.encode(source.float())[..., feats]  # [batch, seq, m]
                 new = torch.stack([edited(op, old[..., i], values[i]) for i, op in enumerate(ops)], -1)
                 delta = delta + ((new - old) @ w_dec).to(acts.dtype)
             return positions.masked(acts, delta)
 
+        if output_hook:
+            return [(self.hook, lambda acts: seen.__setitem__("input", acts)), (output_hook, steer)]
         return [(self.hook, steer)]
 
     def scaled(self, multiplier: float) -> FeatureSteering:

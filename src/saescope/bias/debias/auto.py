@@ -1,7 +1,8 @@
 """``auto``: every method's candidates on one table, one winner by one stated rule, on training data only.
 
 Each method in ``config.methods`` (default: ``AUTO_METHODS``, every built-in one but ``circuit``, which
-needs the SAE suite and several minutes; add it with ``methods=[..., "circuit"]``; ``cda`` is the
+needs the SAE suite and several minutes, and ``graph``, which needs a trained transcoder set; add them with
+``methods=[..., "circuit"]``; ``cda`` is the
 classic fine-tuning baseline, about a minute; ``prompt`` the instruction baseline) builds its
 candidates from the same ranked gender features; every candidate is then scored like any other on the
 selection prompts and training text (``plan_debias``): the winner removes the most occupation bias

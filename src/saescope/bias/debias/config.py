@@ -16,7 +16,7 @@ class DebiasConfig:
     ``--layers 12,14``. A comma-separated string is still accepted for the list fields."""
 
     method: str = "scrub"
-    """ablate | auto | cap | cda | circuit | dama | erase | gender-vector | leace | prompt | scrub | steer, or a
+    """ablate | auto | cap | cda | circuit | dama | erase | gender-vector | graph | leace | prompt | scrub | steer, or a
     method added with register_method (see bias.debias; auto compares the others on one table)."""
     features: str | list[int] = "auto"
     """'auto' (chosen on training prompts) or the feature ids."""
@@ -32,8 +32,11 @@ class DebiasConfig:
     scrub: the candidate last layers (each candidate erases at layers 0..last; default 40-80 % of the depth)."""
     suite: str = "default"
     """circuit only: the SAE suite the circuit is found over ('default' = the shipped one, or a folder)."""
+    transcoders: str = "default"
+    """graph only: the transcoder set whose features are attributed ('default' = the cached set that
+    `saescope transcoders train` writes, or a folder)."""
     methods: list[str] | None = None
-    """auto only: the methods compared; default every built-in one but circuit (add it on request)."""
+    """auto only: the methods compared; default every built-in one but circuit and graph (add them on request)."""
     vector: str | None = None
     """gender-vector only: a folder written by ``saescope bias gender-vector`` whose vector is erased;
     default: one built from a few ROME name edits."""

@@ -11,7 +11,7 @@ A method is a function registered under a name (the shape of ``steering.base.reg
     plan_debias(lm, sae, "mine")   # then scored and chosen like the built-in ones
 
 The built-in methods live one per module (``features``: ablate and cap, ``erase``, ``leace``, ``dama``,
-``vector_erase``: gender-vector, ``scrub``, ``steer``, ``circuit``, ``cda``, ``prompt``) and are imported only
+``vector_erase``: gender-vector, ``scrub``, ``steer``, ``circuit``, ``graph``, ``cda``, ``prompt``) and are imported only
 when used, so this module (and ``DebiasConfig``) stays light.
 """
 
@@ -38,7 +38,7 @@ Candidate = tuple[str, list[int], "Intervention"]  # (label, features used, inte
 DebiasMethod = Callable[["MethodContext"], list[Candidate]]
 
 BUILTIN = {"ablate": "features", "auto": "auto", "cap": "features", "cda": "cda", "circuit": "circuit", "dama": "dama",
-           "erase": "erase", "gender-vector": "vector_erase", "leace": "leace", "prompt": "prompt", "scrub": "scrub",
+           "erase": "erase", "gender-vector": "vector_erase", "graph": "graph", "leace": "leace", "prompt": "prompt", "scrub": "scrub",
            "steer": "steer"}
 LEGACY_NAMES = {"clamp": "cap", "project": "erase"}  # what earlier versions called two methods
 _METHODS: dict[str, DebiasMethod] = {}
