@@ -96,7 +96,8 @@ def main() -> None:
     from circuit_tracer import ReplacementModel, attribute
     from circuit_tracer.graph import compute_graph_scores
 
-    model = ReplacementModel.from_pretrained_and_transcoders(compatible_folder(args.model), load_set(args.transcoders), backend="nnsight",
+    transcoders = load_set(args.transcoders)
+    model = ReplacementModel.from_pretrained_and_transcoders(compatible_folder(args.model), transcoders, backend="nnsight",
                                                              device=torch.device("cpu"), dtype=torch.float32)
     ids = torch.tensor([int(t) for t in args.tokens.split(",")])
     started = time.perf_counter()

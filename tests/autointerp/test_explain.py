@@ -54,7 +54,7 @@ def test_an_explanation_naming_the_activating_words_beats_its_shuffled_control(c
     assert real["mean"].iloc[0] > control["mean"].iloc[0]
     assert np.isfinite(real.ci_low.iloc[0]) and real.ci_low.iloc[0] <= real["mean"].iloc[0] <= real.ci_high.iloc[0]
     from saescope.autointerp.score_run import read_scores
-    from saescope.features.run import explanation_label
+    from saescope.features.explanations import explanation_label
 
     rows = read_scores(copy)
     rows = rows[(rows.control == "none") & rows.score_low.notna()]

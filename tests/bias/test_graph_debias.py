@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bias.test_debias_run import _selection
 from saescope.model.hooks import applied, capture
 from saescope.sae.transcoders import TranscoderSet, load_transcoders, make_transcoder
 from saescope.steering import FeatureEdit, FeatureSteering
 from saescope.steering.base import intervention_from_dict
-
-from bias.test_debias_run import _selection
 
 
 @pytest.fixture(scope="module")

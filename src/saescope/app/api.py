@@ -137,7 +137,7 @@ async def search(request: Request, rid: str, token: str | None = None, text: str
 
 def _labelled(run, rows):
     """Search results with each feature's explanation and its scores (with 95 % intervals) beside the id."""
-    from saescope.features.run import score_text
+    from saescope.features.explanations import score_text
 
     rows = rows.copy()
     if "explanation" in rows:  # found by explanation: the scores of that very explanation

@@ -24,8 +24,9 @@ from typing import Any
 
 from saescope.circuits.graph import METRIC, Circuit, Node
 from saescope.circuits.nodes import Dictionary
+from saescope.features.explanations import best_explanation, explanation_label
 from saescope.features.logit_effects import logit_effects
-from saescope.features.run import FeatureRun, best_explanation, explanation_label
+from saescope.features.run import FeatureRun
 from saescope.model.loading import LoadedModel
 from saescope.reports import render
 from saescope.sae.core import SAE

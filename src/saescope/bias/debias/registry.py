@@ -38,8 +38,8 @@ Candidate = tuple[str, list[int], "Intervention"]  # (label, features used, inte
 DebiasMethod = Callable[["MethodContext"], list[Candidate]]
 
 BUILTIN = {"ablate": "features", "auto": "auto", "cap": "features", "cda": "cda", "circuit": "circuit", "dama": "dama",
-           "erase": "erase", "gender-vector": "vector_erase", "graph": "graph", "leace": "leace", "prompt": "prompt", "scrub": "scrub",
-           "steer": "steer"}
+           "erase": "erase", "gender-vector": "vector_erase", "graph": "graph", "leace": "leace", "prompt": "prompt",
+           "scrub": "scrub", "steer": "steer"}
 LEGACY_NAMES = {"clamp": "cap", "project": "erase"}  # what earlier versions called two methods
 _METHODS: dict[str, DebiasMethod] = {}
 
