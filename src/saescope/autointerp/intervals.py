@@ -52,20 +52,21 @@ def _interval(data: tuple[np.ndarray, ...], statistic, paired: bool, seed: int) 
 
 def auc_interval(margins: np.ndarray, truth: np.ndarray, seed: int = 0) -> tuple[float, float]:
     """Interval of the AUC of ``margins`` for labels ``truth`` (1 positive, 0 negative)."""
-    margins, truth = np.asarray(margins, dtype=float), np.asarray(truth)
-    pos, neg = margins[truth == 1], margins[truth == 0]
-    if len(pos) < 2 or len(neg) < 2:
-        return math.nan, math.nan
-    return _interval((pos, neg), _auc, False, seed)
+    return _by_class(margins, truth, _auc, seed)
 
 
 def balanced_interval(said: np.ndarray, truth: np.ndarray, seed: int = 0) -> tuple[float, float]:
     """Interval of the balanced accuracy of Yes answers ``said`` (bool) for labels ``truth``."""
-    said, truth = np.asarray(said, dtype=float), np.asarray(truth)
-    pos, neg = said[truth == 1], said[truth == 0]
+    return _by_class(said, truth, _balanced, seed)
+
+
+def _by_class(values: np.ndarray, truth: np.ndarray, statistic, seed: int) -> tuple[float, float]:
+    """A two-sample statistic's interval, positives and negatives resampled separately."""
+    values, truth = np.asarray(values, dtype=float), np.asarray(truth)
+    pos, neg = values[truth == 1], values[truth == 0]
     if len(pos) < 2 or len(neg) < 2:
         return math.nan, math.nan
-    return _interval((pos, neg), _balanced, False, seed)
+    return _interval((pos, neg), statistic, False, seed)
 
 
 def pearson_interval(predicted: np.ndarray, actual: np.ndarray, seed: int = 0) -> tuple[float, float]:
