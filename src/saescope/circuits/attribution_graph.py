@@ -245,7 +245,7 @@ class _Rows:
     def __init__(self, model: torch.nn.Module, transcoders: TranscoderSet, ids: Tensor, read: Prompt, batch: int):
         from saescope.circuits.replacement import eager_attention, linearised, parameters_frozen
 
-        self.transcoders, self.read, self.batch = transcoders, read, batch
+        self.transcoders, self.read = transcoders, read
         plan = {layer: (p, f, v.expand(batch, -1), e) for layer, (p, f, v, e) in read.plan.items()}
         # no weight needs a gradient (a transcoder's would cost a [d_transcoder, d] buffer per layer and pass)
         with parameters_frozen(model, *transcoders.transcoders.values()), eager_attention(model), \
@@ -262,10 +262,10 @@ class _Rows:
         leaves, read, transcoders = self.leaves, self.read, self.transcoders
         targets = []
         with torch.enable_grad():  # one gather per layer (not one per row: each would fill a [B, T, d] gradient)
-            logit_rows = [(b, i) for b, (kind, i) in enumerate(rows) if kind == "logit"]
-            if logit_rows:
-                copies = torch.tensor([b for b, _ in logit_rows], device=self.logits.device)
-                chosen = logit_tokens[torch.tensor([i for _, i in logit_rows])].to(self.logits.device)
+            logit_targets = [(b, i) for b, (kind, i) in enumerate(rows) if kind == "logit"]
+            if logit_targets:
+                copies = torch.tensor([b for b, _ in logit_targets], device=self.logits.device)
+                chosen = logit_tokens[torch.tensor([i for _, i in logit_targets])].to(self.logits.device)
                 targets.append((self.logits[copies, chosen] - self.logits[copies].mean(-1)).sum())
             feature_rows = torch.tensor([[b, *read.features[i].tolist()] for b, (kind, i) in enumerate(rows)
                                          if kind == "feature"], dtype=torch.long).reshape(-1, 4)
