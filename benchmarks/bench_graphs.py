@@ -17,7 +17,8 @@
    side's replacement / completeness scores (ours/theirs).
    circuit-tracer sets the error nodes at position 0 to zero (its BOS convention) where saescope keeps
    the sink's MLP output whole in them, so edges out of those nodes are left out of r (counted in
-   ``sink_error_edges``).
+   ``sink_error_edges``). saescope's pruned Neuronpedia JSON of that graph is read with circuit-tracer's own
+   pydantic models first (``our_json_in_their_models=valid``; the line says ``failed`` otherwise).
 4. ``graph_json_mb``: a 64-token prompt with a ``--budget`` of feature rows: seconds, and the size of the
    pruned Neuronpedia JSON.
 
@@ -91,7 +92,8 @@ def versus_circuit_tracer(lm, transcoders, folder, python: str, tail: str) -> No
     from safetensors.torch import load_file
 
     from saescope.circuits.attribution_graph import attribute_ids
-    from saescope.circuits.graph_prune import graph_scores
+    from saescope.circuits.graph_export import neuronpedia_json
+    from saescope.circuits.graph_prune import graph_scores, prune
     from saescope.model.loading import embedded_model_path
     from saescope.sae.transcoders import set_path
 
@@ -100,23 +102,29 @@ def versus_circuit_tracer(lm, transcoders, folder, python: str, tail: str) -> No
         return
     ids = torch.tensor([lm.tokenizer.bos_token_id, *lm.encode("The nurse said that")])
     out = Path(tempfile.mkdtemp(prefix="bench-ct-")) / "graph.safetensors"
+    ours = attribute_ids(lm.model, transcoders, ids, progress=False)
+    ours.token_strings = [lm.tokenizer.decode([t]) for t in ours.tokens]
+    ours.logit_strings = [lm.tokenizer.decode([t]) for t in ours.logit_tokens]
+    exported = out.with_name("graph-neuronpedia.json")
+    exported.write_text(json.dumps(neuronpedia_json(ours, prune(ours), "nurse", "bench", 0.8)))
     done = subprocess.run([python, str(Path(__file__).with_name("circuit_tracer_graph.py")), "--model",
                            embedded_model_path(), "--transcoders", str(set_path(folder, lm.name)), "--tokens",
-                           ",".join(map(str, ids.tolist())), "--out", str(out)], capture_output=True, text=True)
+                           ",".join(map(str, ids.tolist())), "--out", str(out), "--validate", str(exported)],
+                          capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["?"])[-1]
         print(f"graph_vs_circuit_tracer failed={last.split(':')[0].replace(' ', '_')} {tail}", flush=True)
         print(done.stderr[-2000:], file=sys.stderr)
         return
     theirs = load_file(str(out))
-    ours = attribute_ids(lm.model, transcoders, ids, progress=False)
     r, shared, sink_edges = compare_graphs(ours, theirs)
     replacement, completeness = graph_scores(ours)
     print(f"graph_vs_circuit_tracer prompt_tokens={len(ids)} edge_pearson={r:.6f} shared_features={shared} "
           f"replacement={replacement:.3f}/{float(theirs['scores'][0]):.3f} "
           f"completeness={completeness:.3f}/{float(theirs['scores'][1]):.3f} "
           f"ours_features={ours.n_features} theirs_features={len(theirs['active_features'])} "
-          f"sink_error_edges={sink_edges} ours_s={ours.info['seconds']:.1f} theirs_s={float(theirs['seconds']):.1f} "
+          f"sink_error_edges={sink_edges} our_json_in_their_models=valid ours_s={ours.info['seconds']:.1f} "
+          f"theirs_s={float(theirs['seconds']):.1f} "
           f"{tail}", flush=True)
 
 

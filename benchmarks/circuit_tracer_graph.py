@@ -12,7 +12,10 @@ Writes ``--out`` (safetensors): ``adjacency``, ``active_features`` [n, 3] (layer
 adjacency's feature rows, ``logit_tokens``, ``seconds``, and ``scores``: circuit-tracer's replacement and
 completeness scores of its graph.
 
-Usage: ``PY benchmarks/circuit_tracer_graph.py --model DIR --transcoders DIR --tokens 504,23,11 --out F``
+With ``--validate JSON`` it first reads a saescope ``graph-neuronpedia.json`` with circuit-tracer's own pydantic
+models (``Model``, ``Link``), and fails if they refuse it.
+
+Usage: ``PY benchmarks/circuit_tracer_graph.py --model DIR --transcoders DIR --tokens 504,23,11 --out F [--validate J]``
 """
 
 from __future__ import annotations
@@ -91,7 +94,17 @@ def main() -> None:
     parser.add_argument("--tokens", required=True)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--validate", type=Path, help="a graph-neuronpedia.json of saescope's to read with "
+                                                      "circuit-tracer's own pydantic models (frontend.graph_models)")
     args = parser.parse_args()
+    if args.validate is not None:
+        import json
+
+        from circuit_tracer.frontend.graph_models import Link, Model
+
+        graph = Model(**json.loads(args.validate.read_text()))
+        for link in graph.links:
+            Link(**link)
 
     from circuit_tracer import ReplacementModel, attribute
     from circuit_tracer.graph import compute_graph_scores
