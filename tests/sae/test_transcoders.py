@@ -164,8 +164,11 @@ def test_transcoder_cli_bad_input(tmp_path):
     assert result.returncode == 2 and "is not a transcoder set" in result.stderr
     name = "SmolLM2-135M-Instruct"
     TranscoderSet({0: make_transcoder(0, 576, 24, "topk", 4, name)}, name).save(tmp_path / "set")
-    result = saescope("sae", "eval", str(tmp_path / "set" / "layer_0.safetensors"), "--tokens", "64")
-    assert result.returncode == 2 and "this is a transcoder" in result.stderr
+    result = saescope("sae", "eval", str(tmp_path / "set" / "layer_0.safetensors"), "--tokens", "64", "--json")
+    assert result.returncode == 0, result.stderr  # one layer of a set: its MLP-output figures
+    figures = __import__("json").loads(result.stdout)
+    assert figures["kind"] == "transcoder" and figures["layer"] == 0 and figures["mlp_fvu"] > 0
+    assert figures["ce_loss_clean"] < figures["ce_loss_mlp_replaced"]
 
 
 def test_the_default_set_lives_in_the_cache(tmp_path, monkeypatch):

@@ -77,7 +77,8 @@ def evaluate(
     dtype: str = MEASURE_DTYPE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Standard SAE metrics (SAELens names) on held-out text.
+    """Standard SAE metrics (SAELens names) on held-out text; for one layer of a transcoder set, its MLP-output
+    FVU, L0, dead share, and the CE with that MLP replaced (``transcoders eval`` does every layer at once).
 
     Example: saescope sae eval default --tokens 50000 --json
     """
@@ -85,9 +86,14 @@ def evaluate(
     from saescope.sae.evaluation import evaluate_sae
 
     lm, sae_module, hook_name = load_model_and_sae(sae, model, hook, device, dtype, MEASURE)
-    split = "heldout" if corpus == "embedded" else "all"
-    result = evaluate_sae(lm, sae_module, hook_name, tokens=tokens, corpus=corpus, split=split,
-                          batch_size=batch_size, progress=not json_out).to_dict()
+    if sae_module.cfg.metadata.get("kind") == "transcoder":  # one layer of a set: MLP-output figures
+        from saescope.sae.transcoder_eval import evaluate_layer
+
+        result = evaluate_layer(lm, sae_module, tokens=tokens, batch_size=batch_size, progress=not json_out)
+    else:
+        split = "heldout" if corpus == "embedded" else "all"
+        result = evaluate_sae(lm, sae_module, hook_name, tokens=tokens, corpus=corpus, split=split,
+                              batch_size=batch_size, progress=not json_out).to_dict()
     result["dtype"] = dtype_name(lm.dtype)
     result["precision"] = precision_record(lm.dtype, MEASURE)
     if json_out:

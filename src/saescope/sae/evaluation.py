@@ -84,8 +84,9 @@ def evaluate_sae(lm: LoadedModel, sae: SAE, hook: str | None = None, tokens: int
         metrics.fvu, metrics.ce_loss_score
     """
     if sae.cfg.metadata.get("kind") == "transcoder":
-        raise SaescopeError("this is a transcoder (it reconstructs the MLP's output, not its input): evaluate its set "
-                            "with saescope transcoders eval (API: sae.transcoder_eval.evaluate_transcoders)")
+        raise SaescopeError("this is a transcoder (it reconstructs the MLP's output, not its input): use "
+                            "sae.transcoder_eval.evaluate_layer (what `saescope sae eval` runs for it) or "
+                            "evaluate_transcoders for its set")
     hook = lm.check_sae(sae, hook)
     if tokens <= 0:
         raise SaescopeError(f"tokens must be positive, got {tokens}")

@@ -22,6 +22,7 @@ from saescope.errors import SaescopeError
 from saescope.model.hooks import intervene
 from saescope.model.likelihood import next_token_logprobs_of, summed_ce
 from saescope.model.loading import LoadedModel
+from saescope.sae.core import SAE
 from saescope.sae.transcoders import INPUT_HOOK, OUTPUT_HOOK, TranscoderSet
 
 
@@ -115,3 +116,15 @@ def evaluate_transcoders(lm: LoadedModel, transcoders: TranscoderSet, tokens: in
                                 dead_fraction={layer: 1 - float(fired[layer].float().mean()) for layer in layers},
                                 ce_clean=ce["clean"] / n_predictions, ce_replaced=ce["replaced"] / n_predictions,
                                 ce_zero=ce["zero"] / n_predictions, n_tokens=min(counts.values()))
+
+
+def evaluate_layer(lm: LoadedModel, sae: SAE, tokens: int = 20_000, batch_size: int = 8,
+                   progress: bool = True) -> dict[str, float | int | str]:
+    """One layer of a transcoder set (what ``sae eval`` reports for it): its MLP-output FVU, L0 and dead
+    share, and the CE with only that MLP replaced (and zeroed)."""
+    layer = int(sae.cfg.metadata["layer"])
+    figures = evaluate_transcoders(lm, TranscoderSet({layer: sae}, sae.cfg.model_name), tokens=tokens,
+                                   batch_size=batch_size, progress=progress)
+    return {"kind": "transcoder", "layer": layer, "mlp_fvu": figures.fvu[layer], "l0": figures.l0[layer],
+            "dead_fraction": figures.dead_fraction[layer], "ce_loss_clean": figures.ce_clean,
+            "ce_loss_mlp_replaced": figures.ce_replaced, "ce_loss_mlp_zeroed": figures.ce_zero}
