@@ -68,6 +68,7 @@ def compatible_folder(model: str) -> str:
     """The model folder as transformers 4.57 (circuit-tracer 0.5's pin) reads it: a copy of its small files,
     the weights linked, with the tokenizer class that transformers 5 writes (``TokenizersBackend``) replaced
     by the fast tokenizer class of that model family."""
+    import atexit
     import json
     import shutil
     import tempfile
@@ -77,6 +78,7 @@ def compatible_folder(model: str) -> str:
     if config.get("tokenizer_class") != "TokenizersBackend":
         return model
     folder = Path(tempfile.mkdtemp(prefix="ct-model-"))
+    atexit.register(shutil.rmtree, folder, True)
     for item in source.iterdir():
         if item.suffix == ".safetensors":
             (folder / item.name).symlink_to(item.resolve())

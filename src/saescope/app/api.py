@@ -10,6 +10,7 @@ import json
 import math
 import queue
 import time
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -18,6 +19,11 @@ from saescope.app.jobs import Busy
 from saescope.app.schemas import GraphInterveneBody, SteerBody
 from saescope.app.state import AppState
 from saescope.errors import SaescopeError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from saescope.features.run import FeatureRun
 
 router = APIRouter(prefix="/api")
 
@@ -135,7 +141,7 @@ async def search(request: Request, rid: str, token: str | None = None, text: str
     return _labelled(run, await on_model_thread(request, job))
 
 
-def _labelled(run, rows):
+def _labelled(run: "FeatureRun", rows: "pd.DataFrame") -> list[dict]:
     """Search results with each feature's explanation and its scores (with 95 % intervals) beside the id."""
     from saescope.features.explanations import score_text
 

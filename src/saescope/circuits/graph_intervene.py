@@ -4,9 +4,10 @@ model, and compare the next-token predictions (the app's "ablate pinned nodes").
 A feature node ``{layer}_{feature}_{position}`` (circuit-tracer's id) adds ``a * W_dec[feature]`` to block
 ``layer``'s MLP output at ``position``, where ``a`` is the transcoder's activation from that block's MLP
 input. Scaling the node by ``s`` adds ``(s - 1) * a * W_dec[feature]`` there. ``a`` is read in the same
-forward pass, so ablating an earlier feature also changes the later ones. This is an intervention on the
-model (the one hook layer: ``hook_mlp_in`` read, ``hook_mlp_out`` patched), not on the linearised graph,
-so the answer includes everything the graph leaves out: attention changes and the MLP error terms.
+forward pass, so ablating an earlier feature also changes the later ones. It is the ``scale`` edit of
+``FeatureSteering`` on the layer's transcoder at that position (read at ``hook_mlp_in``, written at
+``hook_mlp_out``): an intervention on the model, not on the linearised graph, so the answer includes
+everything the graph leaves out: attention changes and the MLP error terms.
 
 Example::
 
@@ -24,9 +25,10 @@ import torch
 from torch import Tensor
 
 from saescope.errors import SaescopeError
-from saescope.model.hooks import intervene
+from saescope.model.hooks import applied
 from saescope.model.loading import LoadedModel
-from saescope.sae.transcoders import INPUT_HOOK, OUTPUT_HOOK, TranscoderSet
+from saescope.sae.transcoders import TranscoderSet
+from saescope.steering import FeatureEdit, FeatureSteering, Interventions
 
 _FEATURE_NODE = re.compile(r"^(\d+)_(\d+)_(\d+)$")
 MAX_NODES = 64  # the most feature nodes one intervention scales
@@ -60,32 +62,16 @@ def scale_graph_features(lm: LoadedModel, transcoders: TranscoderSet, tokens: li
         raise SaescopeError(f"at most {MAX_NODES} feature nodes per intervention, got {len(nodes)}")
     layers = transcoders.layers
     width = transcoders[layers[0]].d_sae
-    by_layer: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)  # (layer, position) -> features
     for node in dict.fromkeys(nodes):
         layer, feature, position = feature_node(node, len(layers), len(tokens), width)
-        by_layer[layer].append((feature, position))
+        groups[(layer, position)].append(feature)
+    scaling = Interventions([FeatureSteering(transcoders[layer], [FeatureEdit(f, "scale", scale) for f in features],
+                                             positions=[position])
+                             for (layer, position), features in groups.items()])
     ids = torch.tensor([tokens], device=lm.device)
-    fns, inputs = {}, {}
-    for layer, pairs in by_layer.items():
-        sae = transcoders[layer]
-        features = torch.tensor([f for f, _ in pairs], device=lm.device)
-        positions = torch.tensor([p for _, p in pairs], device=lm.device)
-
-        def read(acts: Tensor, layer: int = layer) -> None:
-            inputs[layer] = acts
-
-        def patch(acts: Tensor, layer: int = layer, sae=sae, features=features, positions=positions) -> Tensor:
-            codes = sae.encode(inputs[layer][0, positions].float())  # [nodes, width]
-            amount = codes[torch.arange(len(features), device=acts.device), features]
-            delta = (scale - 1.0) * amount[:, None] * sae.W_dec[features].float()
-            out = acts.clone()
-            out[0].index_add_(0, positions, delta.to(acts.dtype))
-            return out
-
-        fns[INPUT_HOOK.format(layer=layer)] = read
-        fns[OUTPUT_HOOK.format(layer=layer)] = patch
     plain = lm.model(input_ids=ids).logits[0, -1].float().softmax(-1)
-    with intervene(lm.model, fns):
+    with applied(scaling, lm):
         scaled = lm.model(input_ids=ids).logits[0, -1].float().softmax(-1)
     watched = list(watch or [])
     return {"scale": scale, "nodes": list(dict.fromkeys(nodes)), "before": _top(plain, lm, top), "after": _top(scaled, lm, top),
