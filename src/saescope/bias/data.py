@@ -232,6 +232,17 @@ def read_gendered_prompts(path: str | Path) -> list[GenderedPrompt]:
                      _string_list(data, "male", path), path)
 
 
+def _coreference(row: object, path: Path) -> tuple[str, str]:
+    """One ``coreference_templates`` row: its template ({A}, {B} and one of {he}, {his}, {him}) and referent."""
+    template, referent = (row.get("template"), row.get("referent")) if isinstance(row, dict) else (None, None)
+    pronouns = [p for p in ("{he}", "{his}", "{him}") if isinstance(template, str) and p in template]
+    if not isinstance(template, str) or "{A}" not in template or "{B}" not in template or len(pronouns) != 1 \
+            or referent not in ("A", "B"):
+        raise SaescopeError(f"{path}: each coreference template needs {{A}}, {{B}}, one of {{he}}/{{his}}/{{him}} "
+                            f"and a referent 'A' or 'B', not {row!r}")
+    return template, referent
+
+
 @dataclass
 class SelectionPrompts:
     """Prompts used only to choose features and strengths (never evaluation data)."""
@@ -246,6 +257,8 @@ class SelectionPrompts:
     fit_male_occupations: list[str] = field(default_factory=list)
     preserve_female: list[str] = field(default_factory=list)  # subjects dama must leave gendered
     preserve_male: list[str] = field(default_factory=list)
+    coreference: list[tuple[str, str]] = field(default_factory=list)  # (template, referent "A"/"B"): training_pairs
+    predicates: dict[str, list[str]] = field(default_factory=dict)  # {"female": [...], "male": [...]} stereotyped clauses
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> SelectionPrompts:
@@ -258,8 +271,13 @@ class SelectionPrompts:
         definitional = _gendered(_string_list(data, "definitional_templates", path), female, male, path)
         optional = [_string_list(data, key, path) if key in data else [] for key in
                     ("fit_female_stereotyped", "fit_male_stereotyped", "preserve_female", "preserve_male")]
+        coreference = [_coreference(row, path) for row in data.get("coreference_templates", [])]
+        predicates = data.get("stereotype_predicates", {})
+        if not isinstance(predicates, dict) or set(predicates) - {"female", "male"}:
+            raise SaescopeError(f"{path}: 'stereotype_predicates' must map 'female' and 'male' to lists of clauses")
+        predicates = {sex: _string_list(predicates, sex, path) for sex in predicates}
         return cls(_string_list(data, "female_stereotyped", path), _string_list(data, "male_stereotyped", path),
-                   templates, definitional, female, male, *optional)
+                   templates, definitional, female, male, *optional, coreference, predicates)
 
     def occupation_prompts(self) -> list[tuple[str, bool]]:
         """``(prompt, female_stereotyped)`` for every training occupation and template."""
