@@ -60,6 +60,7 @@ class DebiasPlan:
     feature_table: pd.DataFrame = field(repr=False)
     by_label: dict[str, Intervention] = field(default_factory=dict, repr=False)  # every candidate
     precision: dict[str, str] = field(default_factory=dict)  # the dtype it was chosen in, and the rule
+    twins: dict[str, dict[str, float]] = field(default_factory=dict)  # the plain model's training-twin preferences
 
 
 def plan_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = None, *,
@@ -95,8 +96,12 @@ def plan_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = N
     pick = int((admissible.sort_values("dev_reduction", ascending=False) if len(admissible)
                 else frame.sort_values("ce_increase")).index[0])
     frame["chosen"] = frame.index == pick
+    twins = {"plain": scorer.twin_scores(None)}
+    for index in frame.index[frame.pareto]:
+        for name, value in scorer.twin_scores(candidates[index][2]).items():
+            frame.loc[index, name] = value
     for _, _, intervention in candidates:
         intervention.model_name = lm.name
     label, used, intervention = candidates[pick]
     return DebiasPlan(config.method, used, label, intervention, frame, table, {c[0]: c[2] for c in candidates},
-                      precision_record(lm.dtype, MEASURE))
+                      precision_record(lm.dtype, MEASURE), twins)

@@ -106,6 +106,7 @@ def run_debias(lm: LoadedModel, sae: SAE, config: DebiasConfig | str | None = No
     plan = plan_debias(lm, sae, config, selection=selection, table=table)
     summary = features_summary(lm, sae, plan.feature_table, plan.features, feature_run)
     evaluation = evaluate(lm, plan.intervention, data, ce_tokens=ce_tokens, progress=progress, generate=generate)
-    settings = {"config": asdict(config), "sae": sae_name, "precision": plan.precision, "ce_tokens": ce_tokens}
+    settings = {"config": asdict(config), "sae": sae_name, "precision": plan.precision, "ce_tokens": ce_tokens,
+                "training_twins": plan.twins}
     return DebiasRun(plan.method, plan.candidate, list(plan.features), plan.intervention, evaluation, summary,
                      plan.candidates, settings)
