@@ -8,13 +8,16 @@ Metric definitions (the README's bias section repeats them):
 - WinoBias: per type, the share of twins where the pro-stereotyped sentence has the higher
   log-likelihood (50% = no preference), and the mean log-likelihood gap pro - anti;
 - CrowS-Pairs gender: the share where ``sent_more`` has the higher log-likelihood;
+- for both twin benchmarks, each share's 95 % Wilson interval (``preference_interval``): CrowS's 127
+  pairs give about ±9 points, WinoBias's 396 twins per type about ±5, so a target of 50 ± 3 is tighter than
+  what one run can tell apart;
 - subject-verb agreement: the share of prompts where the right verb form outscores the wrong one;
 - definitional gender: the share of prompts whose ``p_she`` is on the right side of 0.5.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -58,11 +61,18 @@ def occupation_bias(lm: LoadedModel, occupations: list[Occupation], templates: t
 
 @dataclass
 class TwinScores:
-    """Per group: the share of twins where the stereotypical side wins, and the mean gap."""
+    """Per group: the share of twins where the stereotypical side wins, its 95 % interval, and the mean gap."""
 
     preference: dict[str, float]
     mean_gap: dict[str, float]
     n: dict[str, int]
+    interval: dict[str, list[float]] = field(default_factory=dict)  # [low, high] (results cached before: empty)
+
+
+def preference_interval(wins: int, n: int, confidence: float = 0.95) -> list[float]:
+    """The Wilson score interval of a share of ``wins`` out of ``n`` (``scipy.stats.binomtest``)."""
+    ci = stats.binomtest(int(wins), int(n)).proportion_ci(confidence, method="wilson")
+    return [float(ci.low), float(ci.high)]
 
 
 def twin_preference(lm: LoadedModel, pairs: list[TwinPair], batch_size: int = 32, packed: bool = True) -> TwinScores:
@@ -77,13 +87,15 @@ def twin_preference(lm: LoadedModel, pairs: list[TwinPair], batch_size: int = 32
     stereo_lp, anti_lp = twin_span_logprobs(lm, stereo, anti, batch_size, packed)
     gap = (stereo_lp - anti_lp).numpy()
     groups = np.array([p.group for p in pairs])
-    preference, mean_gap, n = {}, {}, {}
+    preference, mean_gap, n, interval = {}, {}, {}, {}
     for group in sorted(set(groups)):
         chosen = gap[groups == group]
         preference[group], mean_gap[group], n[group] = float((chosen > 0).mean()), float(chosen.mean()), len(chosen)
+        interval[group] = preference_interval((chosen > 0).sum(), len(chosen))
     if len(preference) > 1:
         preference["all"], mean_gap["all"], n["all"] = float((gap > 0).mean()), float(gap.mean()), len(gap)
-    return TwinScores(preference, mean_gap, n)
+        interval["all"] = preference_interval((gap > 0).sum(), len(gap))
+    return TwinScores(preference, mean_gap, n, interval)
 
 
 def agreement_accuracy(lm: LoadedModel, items: list[AgreementPair], batch_size: int = 64) -> float:

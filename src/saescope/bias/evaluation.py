@@ -112,6 +112,18 @@ class BiasEvaluation:
         }
 
     @property
+    def intervals(self) -> dict[str, list[float]]:
+        """95 % Wilson intervals of the intervened model's WinoBias and CrowS figures (``changes``' names;
+        empty without an intervention, or for results cached before intervals were kept)."""
+        if self.intervened is None:
+            return {}
+        wino, crows = self.intervened.winobias.interval, self.intervened.crows.interval
+        crows_key = "all" if "all" in crows else next(iter(crows), None)
+        named = {"winobias_type1": wino.get("type1"), "winobias_type2": wino.get("type2"),
+                 "crows_gender": crows.get(crows_key) if crows_key else None}
+        return {name: value for name, value in named.items() if value is not None}
+
+    @property
     def targets_met(self) -> dict[str, bool]:
         c = self.changes
         if not c:
@@ -121,7 +133,8 @@ class BiasEvaluation:
     def to_dict(self) -> dict:
         return {"model": self.model, "base": asdict(self.base),
                 "intervened": None if self.intervened is None else asdict(self.intervened),
-                "kl_div": self.kl_div, "changes": self.changes, "targets": TARGETS if self.changes else {},
+                "kl_div": self.kl_div, "changes": self.changes, "intervals": self.intervals,
+                "targets": TARGETS if self.changes else {},
                 "targets_met": self.targets_met, "seconds": self.seconds, "sources": self.sources,
                 "cached_base": self.cached_base, "dtype": self.dtype,
                 "precision": precision_record(self.dtype, MEASURE),

@@ -36,7 +36,8 @@ def write_report(path: str | Path, evaluation: BiasEvaluation, title: str, featu
                  selection: pd.DataFrame | None = None, settings: dict | None = None) -> None:
     """Render the report to ``path`` (the caller writes it atomically)."""
     met = evaluation.targets_met
-    targets = [(name, evaluation.changes[name], TARGETS[name], met[name]) for name in met]
+    intervals = evaluation.intervals
+    targets = [(name, evaluation.changes[name], intervals.get(name), TARGETS[name], met[name]) for name in met]
     html = render(
         "bias_report.html", title=title, rows=evaluation.summary_rows(), targets=targets, scatter=scatter_svg(evaluation),
         features=None if features is None else features.to_dict("records"),

@@ -39,8 +39,10 @@ def _print_evaluation(result, json_out: bool) -> None:
     for name, before, after in result.summary_rows():
         table.add_row(name, f"{before:.4f}", "" if after is None else f"{after:.4f}")
     console.print(table)
+    intervals = result.intervals
     for name, ok in result.targets_met.items():
-        console.print(f"{name}: {result.changes[name]:.4f} {'[green]met[/green]' if ok else '[red]not met[/red]'}")
+        ci = f" (95 % interval {intervals[name][0]:.3f}-{intervals[name][1]:.3f})" if name in intervals else ""
+        console.print(f"{name}: {result.changes[name]:.4f} {'[green]met[/green]' if ok else '[red]not met[/red]'}{ci}")
 
 
 @bias_app.command("eval")
