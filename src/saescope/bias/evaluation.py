@@ -113,22 +113,15 @@ class BiasEvaluation:
 
     @property
     def intervals(self) -> dict[str, list[float]]:
-        """95 % Wilson intervals of the intervened model's WinoBias and CrowS figures (``changes``' names;
-        empty without an intervention, or for results cached before intervals were kept)."""
-        if self.intervened is None:
-            return {}
-        wino, crows = self.intervened.winobias.interval, self.intervened.crows.interval
-        crows_key = "all" if "all" in crows else next(iter(crows), None)
+        """95 % Wilson intervals of the intervened model's WinoBias and CrowS figures, by ``changes``' names."""
+        wino, crows = (self.intervened.winobias.interval, self.intervened.crows.interval) if self.intervened else ({}, {})
         named = {"winobias_type1": wino.get("type1"), "winobias_type2": wino.get("type2"),
-                 "crows_gender": crows.get(crows_key) if crows_key else None}
+                 "crows_gender": crows.get("all", next(iter(crows.values()), None))}
         return {name: value for name, value in named.items() if value is not None}
 
     @property
     def targets_met(self) -> dict[str, bool]:
-        c = self.changes
-        if not c:
-            return {}
-        return {name: bool(_RULES[name][1](value)) for name, value in c.items() if name in _RULES}
+        return {name: bool(_RULES[name][1](value)) for name, value in self.changes.items() if name in _RULES}
 
     def to_dict(self) -> dict:
         return {"model": self.model, "base": asdict(self.base),
