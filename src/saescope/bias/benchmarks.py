@@ -68,6 +68,16 @@ class TwinScores:
     n: dict[str, int]
     interval: dict[str, list[float]] = field(default_factory=dict)  # [low, high] (results cached before: empty)
 
+    @property
+    def overall(self) -> float:
+        """The share over every pair: group "all", or the only group when there is one (CrowS: "gender")."""
+        return self.preference.get("all", next(iter(self.preference.values()), float("nan")))
+
+    @property
+    def overall_interval(self) -> list[float] | None:
+        """``overall``'s interval (None for results cached before intervals were kept)."""
+        return self.interval.get("all", next(iter(self.interval.values()), None))
+
 
 def preference_interval(wins: int, n: int, confidence: float = 0.95) -> list[float]:
     """The Wilson score interval of a share of ``wins`` out of ``n`` (``scipy.stats.binomtest``)."""

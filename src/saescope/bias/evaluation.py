@@ -104,7 +104,7 @@ class BiasEvaluation:
             "abs_pearson_r": abs(new.occupations.pearson_r),
             "winobias_type1": new.winobias.preference.get("type1", float("nan")),
             "winobias_type2": new.winobias.preference.get("type2", float("nan")),
-            "crows_gender": new.crows.preference.get("all", next(iter(new.crows.preference.values()), float("nan"))),
+            "crows_gender": new.crows.overall,
             "ce_loss_increase": new.ce_loss / base.ce_loss - 1,
             "agreement_drop": base.agreement_accuracy - new.agreement_accuracy,
             "definitional_ratio": new.definitional_accuracy / max(base.definitional_accuracy, 1e-12),
@@ -114,9 +114,10 @@ class BiasEvaluation:
     @property
     def intervals(self) -> dict[str, list[float]]:
         """95 % Wilson intervals of the intervened model's WinoBias and CrowS figures, by ``changes``' names."""
-        wino, crows = (self.intervened.winobias.interval, self.intervened.crows.interval) if self.intervened else ({}, {})
-        named = {"winobias_type1": wino.get("type1"), "winobias_type2": wino.get("type2"),
-                 "crows_gender": crows.get("all", next(iter(crows.values()), None))}
+        if self.intervened is None:
+            return {}
+        wino, crows = self.intervened.winobias.interval, self.intervened.crows
+        named = {"winobias_type1": wino.get("type1"), "winobias_type2": wino.get("type2"), "crows_gender": crows.overall_interval}
         return {name: value for name, value in named.items() if value is not None}
 
     @property
@@ -152,8 +153,7 @@ class BiasEvaluation:
                    "occupations: mean |p_she - 0.5|": s.occupations.mean_abs_dev,
                    "occupations: mean p_she": s.occupations.mean_p_she}
             out |= {f"WinoBias {g}: pro-stereotype preferred": v for g, v in s.winobias.preference.items()}
-            out |= {"CrowS-Pairs gender: stereotype preferred": s.crows.preference.get("all", next(iter(
-                s.crows.preference.values())))}
+            out |= {"CrowS-Pairs gender: stereotype preferred": s.crows.overall}
             out |= {"subject-verb agreement accuracy": s.agreement_accuracy,
                     "definitional gender accuracy": s.definitional_accuracy,
                     "CE loss, held-out text": s.ce_loss}

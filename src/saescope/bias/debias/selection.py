@@ -57,7 +57,7 @@ class SelectionScorer:
     def twin_scores(self, intervention: Applicable | None) -> dict[str, float]:
         """``coref_preference`` and ``pair_preference`` (module docstring), for the twins the selection has."""
         with applied(intervention, self.lm):
-            return {name: _overall(twin_preference(self.lm, pairs).preference) for name, pairs in self.twins.items() if pairs}
+            return {name: twin_preference(self.lm, pairs).overall for name, pairs in self.twins.items() if pairs}
 
     def row(self, intervention: Applicable) -> dict[str, float | bool]:
         s, b = self.score(intervention), self.base
@@ -68,7 +68,3 @@ class SelectionScorer:
         row["admissible"] = row["definitional_ratio"] >= MIN_DEFINITIONAL_RATIO and row["ce_increase"] <= MAX_CE_INCREASE
         return row
 
-
-def _overall(preference: dict[str, float]) -> float:
-    """The preference over all pairs (``twin_preference`` adds "all" only when there are several groups)."""
-    return preference.get("all", next(iter(preference.values())))
